@@ -1,0 +1,122 @@
+"""What every command shares: global options, the workspace, stdout/stderr consoles, progress and errors.
+
+Results go to stdout (plain text or --json); progress bars, warnings and errors go to stderr.  Library
+errors become one line and an exit code: 2 for bad input, 1 for runtime failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ..cache import Workspace
+from ..errors import ClipclustError
+
+DEFAULT_CACHE = "clipclust.h5"
+
+
+@dataclass
+class State:
+    cache: str = DEFAULT_CACHE
+    json: bool = False
+    quiet: bool = False
+
+
+STATE = State()
+
+
+def reset_state() -> None:
+    """Fresh global options for each invocation (tests call main() many times in one process)."""
+    STATE.cache = os.environ.get("CLIPCLUST_CACHE") or DEFAULT_CACHE
+    STATE.json = False
+    STATE.quiet = False
+
+
+def stdout() -> Console:
+    return Console(file=sys.stdout, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, stderr=True, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def workspace() -> Workspace:
+    return Workspace(STATE.cache)
+
+
+def want_json(flag: bool) -> bool:
+    return flag or STATE.json
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print a one-line error and return the Exit to raise."""
+    stderr().print(f"clipclust: error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[None]:
+    """Turn library errors and Ctrl-C into one line on stderr and the right exit code."""
+    try:
+        yield
+    except ClipclustError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; what was computed so far is saved, re-run the same command to resume", 130) from None
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, the figure users compare between runs."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f}/s", style="progress.data.speed")
+
+
+class RichReporter:
+    """Progress bars with rate and ETA on stderr; silent with --quiet."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.console = stderr()
+        self.warnings: list[str] = []
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if self.quiet or not self.console.is_terminal:
+            yield lambda n=1: None
+            return
+        columns = [SpinnerColumn(), TextColumn("{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                        TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task_id = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(task_id, n)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if not self.quiet:
+            self.console.print(f"warning: {message}", markup=False, highlight=False)

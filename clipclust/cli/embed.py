@@ -1,0 +1,83 @@
+"""`clipclust embed`: parse options, call clipclust.embedding.embed, print the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..embedding import EmbedOptions, default_workers, embed
+from ..models.clip import DEFAULT_MODEL
+from ..prompts import parse_classes, read_class_map
+from . import common
+
+HELP = """CLIP image embeddings of files and folders (recursive), kept in the workspace.
+
+With --prompt TEMPLATE ('<>' is replaced by each class name) also the prompt text embeddings, zero-shot
+similarities and fused embeddings (mean of the normalised image and prompt embeddings); with --agnostic
+the class-agnostic similarities to a generic prompt set.  Only what the workspace lacks is computed.
+
+Example:  clipclust embed ./digits --prompt 'This is digit <>' --fuse label --fuse all
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed", help=HELP, no_args_is_help=True)(embed_command)
+
+
+def embed_command(
+    images: List[Path] = typer.Argument(..., help="Image files and folders; class folders root/<label>/file give labels."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip ARCH/PRETRAINED, hf-hub:ORG/NAME, hf:ORG/NAME, or a local path."),
+    prompt: List[str] = typer.Option([], "--prompt", "-p", help="Prompt template with '<>' for the class name (repeatable)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated (default: the label names)."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Class names, one per line."),
+    class_map: Optional[Path] = typer.Option(None, "--class-map", help="CSV label,group (or JSON) for grouped or swapped prompts."),
+    fuse: List[str] = typer.Option(["label", "zeroshot"], "--fuse", help="Fused sets to store: label, zeroshot, all (repeatable)."),
+    agnostic: Optional[str] = typer.Option(None, "--agnostic", help="Class-agnostic prompt set: a file (one prompt per line) or builtin:generic-32."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV path,label overriding folder labels."),
+    split: str = typer.Option("", "--split", help="Tag the items of this run with a split name (train, test, ...)."),
+    folder_labels: bool = typer.Option(True, "--folder-labels/--no-folder-labels", help="Take labels from class folders."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per model call."),
+    workers: int = typer.Option(default_workers(), "--workers", "-w", min=1, help="Threads decoding and preprocessing images."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    with common.errors():
+        class_map_data = read_class_map(str(class_map)) if class_map else None
+        options = EmbedOptions(
+            model=model,
+            prompts=prompt,
+            classes=parse_classes(classes, str(classes_file) if classes_file else None),
+            class_map=class_map_data,
+            class_map_name=class_map.stem if class_map else "",
+            fuse=fuse,
+            agnostic=agnostic,
+            labels_csv=str(labels) if labels else None,
+            split=split,
+            folder_labels=folder_labels,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        reporter = common.RichReporter(quiet=common.STATE.quiet)
+        summary = embed(common.workspace(), [str(p) for p in images], options, reporter=reporter)
+    if common.want_json(json_out):
+        common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
+        return
+    usable = summary.new + summary.cached
+    line = f"{usable} images: {summary.new} new, {summary.cached} cached"
+    if summary.skipped:
+        line += f", {len(summary.skipped)} skipped (unreadable)"
+    if summary.duplicates:
+        line += f", {summary.duplicates} duplicate files stored once"
+    extras = []
+    if summary.texts_encoded:
+        extras.append(f"{summary.texts_encoded} prompt texts encoded")
+    if summary.derived_rows:
+        extras.append(f"{summary.derived_rows} derived rows from cached embeddings")
+    if extras:
+        line += "; " + ", ".join(extras)
+    typer.echo(f"{line} -> {common.STATE.cache} [{summary.model}] in {summary.seconds:.1f}s")

@@ -1,0 +1,70 @@
+"""`clipclust info`: what the workspace holds (items by split and label, sets, clusterings, cached calls)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from . import common
+
+HELP = """What the workspace holds: items by split and label, each stored set with its shape, model, prompt
+and date, clusterings and cached model calls.
+
+Example:  clipclust info --json | jq '.sets[].name'
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info", help=HELP)(info_command)
+
+
+def workspace_summary() -> dict[str, Any]:
+    ws = common.workspace()
+    if not ws.exists():
+        raise common.fail(f"no workspace at {ws.path}; run 'clipclust embed IMAGES' first or pass --cache", 2)
+    items = ws.items()
+    by_split: dict[str, Counter[str]] = {}
+    for label, split in zip(items.label, items.split):
+        by_split.setdefault(split or "(none)", Counter())[label or "(none)"] += 1
+    return {
+        "cache": str(ws.path),
+        "items": len(items),
+        "splits": {s: dict(sorted(c.items())) for s, c in sorted(by_split.items())},
+        "sets": [
+            {"id": s.id, "name": s.name, "kind": s.kind, "shape": list(s.shape), "model": s.model,
+             "prompt": s.prompt, "keyed_by": s.keyed_by, "created": s.created, "updated": s.updated}
+            for s in ws.list_sets()
+        ],
+        "clusterings": ws.list_clusterings(),
+        "cached_calls": ws.count_calls(),
+    }
+
+
+def info_command(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    with common.errors():
+        data = workspace_summary()
+    if common.want_json(json_out):
+        common.emit_json(data)
+        return
+    out = common.stdout()
+    out.print(f"workspace {data['cache']}: {data['items']} items", highlight=False)
+    labels = sorted({lab for c in data["splits"].values() for lab in c})
+    if data["items"]:
+        table = Table("split", *labels[:30], "total", title="items by split and label", title_justify="left")
+        for split, counts in data["splits"].items():
+            table.add_row(split, *[str(counts.get(lab, 0)) for lab in labels[:30]], str(sum(counts.values())))
+        if len(labels) > 30:
+            table.caption = f"{len(labels) - 30} more labels not shown (use --json)"
+        out.print(table)
+    if data["sets"]:
+        table = Table("id", "name", "shape", "model", "updated", title="stored sets", title_justify="left")
+        for s in data["sets"]:
+            table.add_row(s["id"], s["name"], " x ".join(map(str, s["shape"])), s["model"], s["updated"])
+        out.print(table)
+    if data["clusterings"]:
+        out.print("clusterings: " + ", ".join(data["clusterings"]), highlight=False)
+    if data["cached_calls"]:
+        out.print(f"cached model calls: {data['cached_calls']}", highlight=False)

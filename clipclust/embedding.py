@@ -1,0 +1,400 @@
+"""`embed` as a library call: images in, image / text / zero-shot / fused / class-agnostic sets out.
+
+The run is planned before any model is loaded: files are hashed (unchanged files are recognised by path,
+size and mtime without being read), the workspace says what it already holds, and only the missing work
+is done.  Images are decoded and preprocessed by a thread pool while the model encodes the previous
+batch; every batch is written (items, image vectors and their derived rows together) as it completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .cache import ItemRecord, Workspace, short_hash
+from .data import SourceFile, UnreadableImage, apply_labels, decode_image, find_images, read_labels_csv, sha256_bytes
+from .errors import InputError
+from .models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
+from .progress import Reporter, SilentReporter
+from .prompts import check_template, prompt_texts, read_prompt_set
+
+FUSE_MODES = ("label", "zeroshot", "all")
+
+
+@dataclass
+class EmbedOptions:
+    """Everything `clipclust embed` can be asked for; the defaults are the CLI's defaults."""
+
+    model: str = DEFAULT_MODEL
+    prompts: Sequence[str] = ()
+    classes: Sequence[str] | None = None
+    class_map: dict[str, str] | None = None
+    class_map_name: str = ""
+    fuse: Sequence[str] = ("label", "zeroshot")
+    agnostic: str | None = None
+    labels_csv: str | None = None
+    split: str = ""
+    folder_labels: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 64
+    workers: int | None = None
+
+
+@dataclass
+class EmbedSummary:
+    """What a run did; the CLI prints it, tests assert on it."""
+
+    found: int = 0
+    new: int = 0
+    cached: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    texts_encoded: int = 0
+    derived_rows: int = 0
+    model_loaded: bool = False
+    model: str = ""
+    sets: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.found, "new": self.new, "cached": self.cached, "duplicates": self.duplicates,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "texts_encoded": self.texts_encoded,
+            "derived_rows": self.derived_rows, "model_loaded": self.model_loaded, "model": self.model,
+            "sets": self.sets, "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Source:
+    src: SourceFile
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _TextSet:
+    """A class-keyed set of prompt embeddings, and the item-keyed sets derived from it."""
+
+    kind: str  # "prompt" or "agnostic"
+    template: str  # the template, or the prompt-set identity for agnostic prompts
+    classes: list[str]
+    texts: list[str]
+    spec: dict[str, Any]
+    derived: list[dict[str, Any]]
+    vectors: np.ndarray | None = None
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _set_spec(model_id: str, model_raw: str, kind: str, name: str, prompt: str, keyed_by: str,
+              provenance: dict[str, Any], key_parts: Sequence[Any] = (), dtype: str = "float32") -> dict[str, Any]:
+    return {
+        "id": short_hash(model_id, kind, prompt, *key_parts),
+        "name": name,
+        "kind": kind,
+        "model": model_id,
+        "prompt": prompt,
+        "keyed_by": keyed_by,
+        "dtype": dtype,
+        "provenance": {"model_spec": model_raw, "model_identity": model_id, "kind": kind, **provenance},
+    }
+
+
+def _hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporter: Reporter,
+                  summary: EmbedSummary) -> list[_Source]:
+    """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read."""
+    known = {p: i for i, p in enumerate(ws_items.path)}
+
+    def one(src: SourceFile) -> _Source | tuple[SourceFile, str]:
+        try:
+            st = src.path.stat()
+            row = known.get(str(src.path.resolve()))
+            if row is not None and ws_items.size[row] == st.st_size and ws_items.mtime_ns[row] == st.st_mtime_ns:
+                return _Source(src, ws_items.sha256[row], st.st_size, st.st_mtime_ns)
+            return _Source(src, sha256_bytes(src.path.read_bytes()), st.st_size, st.st_mtime_ns)
+        except OSError as exc:
+            return src, exc.strerror or str(exc)
+
+    out: list[_Source] = []
+    seen: set[str] = set()
+    with reporter.task("hashing", len(sources)) as advance, ThreadPoolExecutor(workers) as pool:
+        for res in pool.map(one, sources):
+            advance(1)
+            if isinstance(res, tuple):
+                summary.skipped.append((str(res[0].path), res[1]))
+                reporter.warn(f"skipped {res[0].path}: {res[1]}")
+                continue
+            if res.sha256 in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(res.sha256)
+            out.append(res)
+    return out
+
+
+def _prefetch(fn: Callable[[Any], Any], items: Iterable[Any], pool: ThreadPoolExecutor, depth: int) -> Iterator[Any]:
+    """Ordered map over a thread pool that keeps at most ``depth`` calls in flight."""
+    pending: deque[Future[Any]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _derive(text: _TextSet, image_vecs: np.ndarray, classes_of_items: list[str | None]) -> list[tuple[dict[str, Any], list[int], np.ndarray]]:
+    """Rows of each derived set for a block of image vectors: (spec, row indices into the block, data)."""
+    assert text.vectors is not None
+    sims = image_vecs @ text.vectors.T
+    out = []
+    for spec in text.derived:
+        kind = spec["kind"]
+        if kind in ("zeroshot", "agnostic"):
+            out.append((spec, list(range(len(image_vecs))), sims))
+        elif kind == "fused-zeroshot":
+            out.append((spec, list(range(len(image_vecs))), (image_vecs + text.vectors[sims.argmax(1)]) / 2))
+        elif kind == "fused-all":
+            out.append((spec, list(range(len(image_vecs))), (image_vecs[:, None, :] + text.vectors[None]) / 2))
+        elif kind == "fused-label":
+            index = {c: i for i, c in enumerate(text.classes)}
+            rows = [i for i, c in enumerate(classes_of_items) if c is not None and c in index]
+            if rows:
+                cls = np.array([index[classes_of_items[i]] for i in rows])  # type: ignore[index]
+                out.append((spec, rows, (image_vecs[rows] + text.vectors[cls]) / 2))
+    return out
+
+
+def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | None = None,
+          reporter: Reporter | None = None, encoder: ClipEncoder | None = None) -> EmbedSummary:
+    """Embed images (files or folders) into the workspace, computing only what it does not hold yet."""
+    opts = options or EmbedOptions()
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    summary = EmbedSummary()
+    if opts.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    unknown = sorted(set(opts.fuse) - set(FUSE_MODES))
+    if unknown:
+        raise InputError(f"--fuse {unknown[0]}: expected one of {', '.join(FUSE_MODES)}")
+    workers = opts.workers or default_workers()
+
+    sources = find_images(inputs, folder_labels=opts.folder_labels)
+    if opts.labels_csv:
+        labels = read_labels_csv(opts.labels_csv)
+        if apply_labels(sources, labels) == 0 and sources:
+            raise InputError(f"--labels {opts.labels_csv}: none of its paths matches an input image")
+    if not sources:
+        raise InputError(f"no images found in {', '.join(map(str, inputs))} (png, jpg, webp, bmp, tiff, gif)")
+    summary.found = len(sources)
+
+    spec = parse_model_spec(opts.model)
+    model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
+    summary.model = model_id
+    items = workspace.items()
+    hashed = _hash_sources(sources, items, workers, reporter, summary)
+    if not hashed:
+        raise InputError(f"none of the {len(sources)} files in {', '.join(map(str, inputs))} could be read")
+
+    # --- what the run wants, and what the workspace holds already
+    item_label = {s.sha256: s.src.label for s in hashed}
+    stored = items.index()
+    for s in hashed:  # an unlabelled file that is a known item keeps its stored label
+        if not s.sha256 in item_label or item_label[s.sha256]:
+            continue
+        row = stored.get(s.sha256)
+        if row is not None:
+            item_label[s.sha256] = items.label[row]
+    base_prov = {"precision": opts.precision, "batch_size": opts.batch_size}
+    image_spec = _set_spec(model_id, opts.model, "image", "image", "", "item", base_prov)
+    text_sets = _plan_text_sets(model_id, opts, item_label, base_prov)
+
+    have_image = workspace.set_keys(image_spec["id"])
+    todo = [s for s in hashed if s.sha256 not in have_image]
+    summary.cached = len(hashed) - len(todo)
+    known_records = [_record(s, opts.split) for s in hashed if s.sha256 in stored]
+    if known_records:
+        workspace.upsert_items(known_records)
+
+    missing_texts = {}
+    for ts in text_sets:
+        have = workspace.set_keys(ts.spec["id"])
+        missing_texts[ts.spec["id"]] = [i for i, c in enumerate(ts.classes) if c not in have]
+    need_model = bool(todo) or any(missing_texts.values())
+
+    if need_model and encoder is None:
+        with reporter.task(f"loading {opts.model}", None):
+            encoder = load_clip(opts.model, device=opts.device, precision=opts.precision, identity=model_id)
+    if encoder is not None:
+        summary.model_loaded = True
+        base_prov.update({"precision": encoder.precision, "device": encoder.device, "loader": encoder.describe})
+        for spec_ in [image_spec] + [ts.spec for ts in text_sets] + [d for ts in text_sets for d in ts.derived]:
+            spec_["provenance"].update(base_prov)
+
+    # --- texts: encode only the missing classes, then hold every vector in memory for the derived sets
+    for ts in text_sets:
+        missing = missing_texts[ts.spec["id"]]
+        if missing:
+            assert encoder is not None
+            vecs = encoder.encode_texts([ts.texts[i] for i in missing])
+            workspace.write_batch(rows=[(ts.spec, [ts.classes[i] for i in missing], vecs)])
+            summary.texts_encoded += len(missing)
+        keys, data = workspace.read_set(ts.spec["id"])
+        by_class = dict(zip(keys, data))
+        ts.vectors = np.stack([by_class[c] for c in ts.classes]).astype(np.float32)
+
+    def item_class(sha: str, ts: _TextSet) -> str | None:
+        label = item_label.get(sha, "")
+        if not label:
+            return None
+        return opts.class_map.get(label, None) if opts.class_map else label
+
+    # --- derived sets for items whose image vectors are already stored (e.g. a new prompt)
+    cached_shas = [s.sha256 for s in hashed if s.sha256 in have_image]
+    for ts in text_sets:
+        for d in ts.derived:
+            have = workspace.set_keys(d["id"])
+            want = [sha for sha in cached_shas if sha not in have]
+            if d["kind"] == "fused-label":
+                want = [sha for sha in want if item_class(sha, ts) in ts.classes]
+            if want:
+                summary.derived_rows += _derive_from_store(workspace, image_spec["id"], want, ts, d, item_class)
+
+    # --- images: decode in threads, encode in batches, flush every batch with its derived rows
+    if todo:
+        assert encoder is not None
+        summary.new = _encode_images(workspace, encoder, todo, image_spec, text_sets, item_class, opts, workers,
+                                     reporter, summary)
+    summary.sets = [image_spec["name"]] + [ts.spec["name"] for ts in text_sets] + [
+        d["name"] for ts in text_sets for d in ts.derived
+    ]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _record(s: _Source, split: str, width: int = 0, height: int = 0) -> ItemRecord:
+    return ItemRecord(sha256=s.sha256, path=str(s.src.path.resolve()), label=s.src.label, split=split,
+                      width=width, height=height, size=s.size, mtime_ns=s.mtime_ns)
+
+
+def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str],
+                    base_prov: dict[str, Any]) -> list[_TextSet]:
+    plans: list[_TextSet] = []
+    if opts.prompts:
+        if opts.classes:
+            classes = list(opts.classes)
+        else:
+            labels = sorted({lab for lab in item_label.values() if lab})
+            if opts.class_map:
+                labels = sorted({opts.class_map.get(lab, "") for lab in labels} - {""})
+            if not labels:
+                raise InputError("--prompt needs class names: pass --classes a,b,c or --classes-file, or use label folders")
+            classes = labels
+        if opts.class_map and opts.classes is None:
+            unmapped = sorted({lab for lab in item_label.values() if lab and lab not in opts.class_map})
+            if unmapped:
+                raise InputError(f"--class-map has no group for label(s) {', '.join(unmapped[:5])}")
+        suffix = f" [map:{opts.class_map_name}]" if opts.class_map else ""
+        map_key = sorted((opts.class_map or {}).items())
+        for template in opts.prompts:
+            check_template(template)
+            texts = prompt_texts(template, classes)
+            prov = {**base_prov, "template": template, "classes": classes, "prompts": texts,
+                    "class_map": opts.class_map or {}}
+            text_spec = _set_spec(model_id, opts.model, "text", f"text:{template}{suffix}", template, "class", prov,
+                                  (classes, map_key))
+            derived = [_set_spec(model_id, opts.model, "zeroshot", f"zeroshot:{template}{suffix}", template, "item",
+                                 prov, (classes, map_key))]
+            for mode in FUSE_MODES:
+                if mode in opts.fuse:
+                    kind = f"fused-{mode}"
+                    derived.append(_set_spec(model_id, opts.model, kind, f"{kind}:{template}{suffix}", template, "item",
+                                             {**prov, "fuse": "mean of L2-normalised image and text embeddings"},
+                                             (classes, map_key)))
+            for d in derived:
+                d["attrs"] = {"classes": json.dumps(classes)}
+            plans.append(_TextSet("prompt", template, classes, texts, text_spec, derived))
+    if opts.agnostic:
+        identity, prompts = read_prompt_set(opts.agnostic)
+        prov = {**base_prov, "prompt_set": identity, "prompts": prompts,
+                "note": "raw cosine similarities; temperature is applied where they are used"}
+        text_spec = _set_spec(model_id, opts.model, "text", f"text:{identity}", identity, "class", prov, (prompts,))
+        derived = [_set_spec(model_id, opts.model, "agnostic", f"agnostic:{identity}", identity, "item", prov, (prompts,))]
+        plans.append(_TextSet("agnostic", identity, prompts, prompts, text_spec, derived))
+    return plans
+
+
+def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], ts: _TextSet, spec: dict[str, Any],
+                       item_class: Callable[[str, _TextSet], str | None], chunk: int = 4096) -> int:
+    keys, vecs = workspace.read_set(image_set)
+    row_of = {k: i for i, k in enumerate(keys)}
+    added = 0
+    for start in range(0, len(shas), chunk):
+        block = shas[start : start + chunk]
+        block_vecs = vecs[[row_of[s] for s in block]]
+        for d, rows, data in _derive(ts, block_vecs, [item_class(s, ts) for s in block]):
+            if d is spec:
+                added += workspace.write_batch(rows=[(d, [block[i] for i in rows], data)])
+    return added
+
+
+def _load_one(encoder: ClipEncoder, s: _Source) -> tuple[_Source, Any, int, int, str | None]:
+    try:
+        data = s.src.path.read_bytes()
+        image = decode_image(data)
+        if sha256_bytes(data) != s.sha256:  # the file changed since it was hashed: take what we decoded
+            s = _Source(s.src, sha256_bytes(data), len(data), s.mtime_ns)
+        return s, encoder.preprocess(image), image.width, image.height, None
+    except (OSError, UnreadableImage) as exc:
+        return s, None, 0, 0, str(exc) or type(exc).__name__
+
+
+def _encode_images(workspace: Workspace, encoder: ClipEncoder, todo: list[_Source], image_spec: dict[str, Any],
+                   text_sets: list[_TextSet], item_class: Callable[[str, _TextSet], str | None], opts: EmbedOptions,
+                   workers: int, reporter: Reporter, summary: EmbedSummary) -> int:
+    import torch
+
+    encoded = 0
+    batch: list[tuple[_Source, Any, int, int]] = []
+
+    def flush() -> None:
+        nonlocal encoded, batch
+        if not batch:
+            return
+        vecs = encoder.encode_images(torch.stack([b[1] for b in batch]))
+        shas = [b[0].sha256 for b in batch]
+        rows: list[tuple[dict[str, Any], Sequence[str], Any]] = [(image_spec, shas, vecs)]
+        for ts in text_sets:
+            for d, idx, data in _derive(ts, vecs, [item_class(s, ts) for s in shas]):
+                rows.append((d, [shas[i] for i in idx], data))
+        records = [_record(b[0], opts.split, b[2], b[3]) for b in batch]
+        workspace.write_batch(items=records, rows=rows)
+        encoded += len(batch)
+        advance(len(batch))
+        batch = []
+
+    with reporter.task("embedding", len(todo)) as advance, ThreadPoolExecutor(workers) as pool:
+        for s, pixels, w, h, err in _prefetch(lambda s: _load_one(encoder, s), todo, pool, opts.batch_size * 2):
+            if err is not None:
+                summary.skipped.append((str(s.src.path), err))
+                reporter.warn(f"skipped {s.src.path}: {err}")
+                advance(1)
+                continue
+            batch.append((s, pixels, w, h))
+            if len(batch) >= opts.batch_size:
+                flush()
+        flush()
+    return encoded

@@ -1,0 +1,284 @@
+"""CLIP encoders behind one small interface: open_clip (registry names, hf-hub, local checkpoints) and transformers.
+
+Torch, open_clip and transformers are imported only when a model is really loaded, so that a fully
+cached run (nothing to encode) never pays for those imports.  A model's *identity* (what cache keys are
+built from) is known without loading it: a registry name, a hub id, or a hash of the local weight files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ClipclustError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+LOCAL_HINT = (
+    "pass a local path instead: --model DIR (a transformers CLIP folder, or a folder with "
+    f"{OPEN_CLIP_CONFIG} and open_clip weights) or --model ARCH/CHECKPOINT.pt"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What --model named, parsed without loading anything."""
+
+    raw: str
+    backend: str  # "open_clip" | "transformers"
+    arch: str = ""  # open_clip architecture name, "hf-hub:..." or "" for local config dirs
+    pretrained: str = ""  # open_clip pretrained tag, or ""
+    path: str = ""  # local directory or checkpoint file, or ""
+    hub_id: str = ""  # transformers hub id
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """Decide which backend and loading path a --model string means; bad names are input errors."""
+    spec = spec.strip()
+    if not spec:
+        raise InputError("empty --model; e.g. --model ViT-B-32/laion2b_s34b_b79k")
+    if spec.startswith("hf:"):
+        return ModelSpec(spec, "transformers", hub_id=spec[3:])
+    if spec.startswith("hf-hub:"):
+        return ModelSpec(spec, "open_clip", arch=spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / OPEN_CLIP_CONFIG).is_file():
+            return ModelSpec(spec, "open_clip", path=str(path))
+        if (path / "config.json").is_file():
+            return ModelSpec(spec, "transformers", path=str(path))
+        raise InputError(f"{spec}: folder has neither {OPEN_CLIP_CONFIG} (open_clip) nor config.json (transformers)")
+    if path.is_file():
+        sibling = path.parent / OPEN_CLIP_CONFIG
+        if sibling.is_file():
+            return ModelSpec(spec, "open_clip", path=str(path))
+        raise InputError(f"{spec}: an open_clip checkpoint needs its architecture: --model ARCH/{spec}")
+    if "/" in spec:
+        arch, pretrained = spec.split("/", 1)
+        if Path(pretrained).expanduser().is_file():
+            return ModelSpec(spec, "open_clip", arch=arch, path=str(Path(pretrained).expanduser()))
+        return ModelSpec(spec, "open_clip", arch=arch, pretrained=pretrained)
+    raise InputError(
+        f"unknown model '{spec}': use ARCH/PRETRAINED (e.g. {DEFAULT_MODEL}), hf-hub:ORG/NAME, hf:ORG/NAME, or a path"
+    )
+
+
+def _weight_files(spec: ModelSpec) -> list[Path]:
+    path = Path(spec.path)
+    if path.is_file():
+        return [path] + ([path.parent / OPEN_CLIP_CONFIG] if (path.parent / OPEN_CLIP_CONFIG).is_file() else [])
+    if spec.backend == "open_clip":
+        return _open_clip_dir_weights(path) + [path / OPEN_CLIP_CONFIG]
+    files = [path / n for n in TRANSFORMERS_WEIGHTS if (path / n).is_file()]
+    if spec.backend == "transformers":
+        files += [path / "config.json"]
+        files += sorted(path.glob("model-*.safetensors"))
+    if not any(f.name != "config.json" and f.name != OPEN_CLIP_CONFIG for f in files):
+        raise InputError(f"{spec.path}: no model weights found in the folder")
+    return files
+
+
+def hash_files(files: Sequence[Path], memo: Callable[[str], Any] | None = None, remember: Callable[[str, Any], None] | None = None) -> str:
+    """sha256 over files, memoised by (path, size, mtime) so a 600 MB checkpoint is hashed once."""
+    stat_key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    memo_key = "filehash:" + hashlib.sha256(stat_key.encode()).hexdigest()[:24]
+    if memo is not None:
+        cached = memo(memo_key)
+        if cached:
+            return str(cached)
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    if remember is not None:
+        remember(memo_key, value)
+    return value
+
+
+def model_identity(spec: ModelSpec, memo: Callable[[str], Any] | None = None, remember: Callable[[str, Any], None] | None = None) -> str:
+    """The cache identity of a model: its public name, or a content hash of local weights."""
+    if not spec.path:
+        if spec.backend == "transformers":
+            return f"hf:{spec.hub_id}"
+        return spec.arch if spec.arch.startswith("hf-hub:") else f"{spec.arch}/{spec.pretrained}"
+    digest = hash_files(_weight_files(spec), memo, remember)[:16]
+    label = spec.arch or spec.backend
+    return f"{label}:{Path(spec.path).name}@sha256:{digest}"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise InputError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device == "cpu":
+        raise InputError("--precision fp16 is not supported on CPU; use fp32 or bf16")
+    return precision
+
+
+class ClipEncoder:
+    """A loaded CLIP model: preprocess one image, encode batches of images and texts (L2-normalised)."""
+
+    def __init__(self, model: Any, preprocess: Callable[[Any], Any], tokenize: Callable[[list[str]], Any], *,
+                 identity: str, device: str, precision: str, backend: str, describe: dict[str, Any]):
+        import torch
+
+        self.model = model.eval()
+        self._preprocess = preprocess
+        self._tokenize = tokenize
+        self.identity = identity
+        self.device = device
+        self.precision = precision
+        self.backend = backend
+        self.describe = describe
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.model.to(device=device, dtype=self.dtype)
+
+    def preprocess(self, image: "Image.Image") -> "torch.Tensor":
+        """One RGB image to a model-ready tensor; thread-safe, run in the decode workers."""
+        return self._preprocess(image)
+
+    def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        if self.backend == "transformers":
+            out = self.model.get_image_features(pixel_values=pixels)
+        else:
+            out = self.model.encode_image(pixels)
+        return out if not hasattr(out, "pooler_output") else out.pooler_output
+
+    def _text_features(self, tokens: Any) -> "torch.Tensor":
+        if self.backend == "transformers":
+            out = self.model.get_text_features(**tokens)
+        else:
+            out = self.model.encode_text(tokens)
+        return out if not hasattr(out, "pooler_output") else out.pooler_output
+
+    def encode_images(self, pixels: "torch.Tensor") -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            feats = self._image_features(pixels.to(self.device, dtype=self.dtype, non_blocking=True))
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy().astype(np.float32)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                tokens = self._tokenize(list(texts[start : start + batch_size]))
+                if isinstance(tokens, dict):
+                    tokens = {k: v.to(self.device) for k, v in tokens.items()}
+                else:
+                    tokens = tokens.to(self.device)
+                feats = self._text_features(tokens)
+                out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def _open_clip_dir_weights(folder: Path) -> list[Path]:
+    """Weight files open_clip's local-dir loader would pick up (it only warns when there are none)."""
+    return sorted(p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in folder.glob(ext))
+
+
+def _load_open_clip(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
+    import open_clip
+
+    path = Path(spec.path) if spec.path else None
+    if path is not None and path.is_dir():
+        if not _open_clip_dir_weights(path):
+            raise InputError(f"{spec.path}: {OPEN_CLIP_CONFIG} found but no weights (.safetensors/.bin/.pth)")
+        name = f"local-dir:{path}"
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
+        return model, preprocess, open_clip.get_tokenizer(name), {"local_dir": str(path)}
+    if path is not None and not spec.arch:
+        # A checkpoint file beside its open_clip_config.json: register the config under a private name.
+        config = json.loads((path.parent / OPEN_CLIP_CONFIG).read_text())
+        model_cfg = config.get("model_cfg", config)
+        preprocess_cfg = config.get("preprocess_cfg", {})
+        name = "clipclust-" + hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
+        if name not in open_clip.list_models():
+            import tempfile
+
+            folder = Path(tempfile.mkdtemp(prefix="clipclust-cfg-"))
+            (folder / f"{name}.json").write_text(json.dumps(model_cfg))
+            open_clip.add_model_config(folder)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=str(path), image_mean=preprocess_cfg.get("mean"), image_std=preprocess_cfg.get("std")
+        )
+        return model, preprocess, open_clip.get_tokenizer(name), {"checkpoint": str(path)}
+    if not spec.arch.startswith("hf-hub:") and spec.arch.replace("/", "-") not in open_clip.list_models():
+        raise InputError(f"unknown open_clip architecture '{spec.arch}' in --model {spec.raw}; see open_clip.list_models()")
+    pretrained = spec.path or spec.pretrained or None
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=pretrained)
+    return model, preprocess, open_clip.get_tokenizer(spec.arch), {"arch": spec.arch, "pretrained": pretrained or ""}
+
+
+def _load_transformers(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from transformers import AutoProcessor, CLIPModel
+
+    source = spec.path or spec.hub_id
+    model = CLIPModel.from_pretrained(source)
+    processor = AutoProcessor.from_pretrained(source)
+
+    def preprocess(image: Any) -> Any:
+        return processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    max_len = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+
+    def tokenize(texts: list[str]) -> dict[str, Any]:
+        enc = processor(text=texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    return model, preprocess, tokenize, {"source": source}
+
+
+def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", identity: str | None = None) -> ClipEncoder:
+    """Load a CLIP model named the way --model names it; failures say which name failed and what to do."""
+    spec = parse_model_spec(spec_text)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    identity = identity or model_identity(spec)
+    loader = _load_open_clip if spec.backend == "open_clip" else _load_transformers
+    try:
+        model, preprocess, tokenize, info = loader(spec)
+    except (InputError, ClipclustError):
+        raise
+    except Exception as exc:  # network, missing files, bad checkpoints: all end the same way for the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"could not load model '{spec.raw}' ({reason[:200]}); {LOCAL_HINT}") from None
+    return ClipEncoder(
+        model, preprocess, tokenize, identity=identity, device=device, precision=precision,
+        backend=spec.backend, describe={"spec": spec.raw, **info},
+    )
+
+
+def offline_env() -> None:
+    """Stop transformers/huggingface_hub from waiting on a network that is not there (tests, benches)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
