@@ -202,23 +202,21 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     summary.found = len(sources)
 
     spec = parse_model_spec(opts.model)
-    model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
-    summary.model = model_id
     items = workspace.items()
     hashed = _hash_sources(sources, items, workers, reporter, summary)
     if not hashed:
         raise InputError(f"none of the {len(sources)} files in {', '.join(map(str, inputs))} could be read")
 
-    # --- what the run wants, and what the workspace holds already
-    item_label = {s.sha256: s.src.label for s in hashed}
+    # --- what the run wants (validated before anything is written), and what the workspace holds already
     stored = items.index()
+    item_label = {}
     for s in hashed:  # an unlabelled file that is a known item keeps its stored label
-        if not s.sha256 in item_label or item_label[s.sha256]:
-            continue
         row = stored.get(s.sha256)
-        if row is not None:
-            item_label[s.sha256] = items.label[row]
+        item_label[s.sha256] = s.src.label or (items.label[row] if row is not None else "")
     base_prov = {"precision": opts.precision, "batch_size": opts.batch_size}
+    _plan_text_sets("", opts, item_label, base_prov)
+    model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
+    summary.model = model_id
     image_spec = _set_spec(model_id, opts.model, "image", "image", "", "item", base_prov)
     text_sets = _plan_text_sets(model_id, opts, item_label, base_prov)
 
@@ -278,6 +276,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         assert encoder is not None
         summary.new = _encode_images(workspace, encoder, todo, image_spec, text_sets, item_class, opts, workers,
                                      reporter, summary)
+    if summary.new + summary.cached == 0:
+        raise InputError(f"none of the {len(sources)} files could be decoded as an image; see the warnings above")
     summary.sets = [image_spec["name"]] + [ts.spec["name"] for ts in text_sets] + [
         d["name"] for ts in text_sets for d in ts.derived
     ]

@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 import typer
+import typer.completion
 
 try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
     from typer._click import exceptions as click_exc
@@ -60,6 +61,7 @@ _register()
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code; usage errors are one line and exit 2."""
+    typer.completion.completion_init()  # answer the completion scripts in completions/ (_CLIPCLUST_COMPLETE)
     common.reset_state()
     command = typer.main.get_command(app)
     try:
@@ -71,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         common.stderr().print(f"clipclust: error: {exc.format_message()}{hint}", markup=False, highlight=False)
         return 2
-    except click_exc.Abort:
+    except typer.Abort:
         common.stderr().print("clipclust: error: interrupted", markup=False, highlight=False)
         return 130
     except typer.Exit as exc:

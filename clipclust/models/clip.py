@@ -241,7 +241,9 @@ def _load_open_clip(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
 
 def _load_transformers(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
     from transformers import AutoProcessor, CLIPModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress goes to stderr; theirs would interleave with it
     source = spec.path or spec.hub_id
     model = CLIPModel.from_pretrained(source)
     processor = AutoProcessor.from_pretrained(source)

@@ -1,0 +1,1 @@
+complete --command clipclust --no-files --arguments "(env _CLIPCLUST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) clipclust)" --condition "env _CLIPCLUST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) clipclust"

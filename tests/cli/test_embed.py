@@ -1,0 +1,85 @@
+"""`clipclust embed` as a user runs it: summaries, JSON, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def test_embed_then_rerun_says_nothing_new(cli, digits_dir, tiny_open_clip):
+    first = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "-p", "This is digit <>", "--device", "cpu")
+    assert first.code == 0, first.err
+    assert first.out.startswith("40 images: 40 new, 0 cached; 10 prompt texts encoded")
+    again = cli("--json", "embed", str(digits_dir), "-m", str(tiny_open_clip), "-p", "This is digit <>")
+    assert again.code == 0
+    data = again.json()
+    assert (data["new"], data["cached"], data["model_loaded"]) == (0, 40, False)
+    plain = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "-p", "This is digit <>")
+    assert "0 new, 40 cached" in plain.out
+
+
+def test_skipped_files_are_warned_and_counted(cli, digits_dir, tiny_open_clip):
+    (digits_dir / "1" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = cli("embed", str(digits_dir), "-m", str(tiny_open_clip))
+    assert result.code == 0
+    assert "1 skipped (unreadable)" in result.out
+    assert "warning: skipped" in result.err and "broken.jpg" in result.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["embed", "MISSING"], "no such file or folder: "),
+        (["embed", "EMPTY"], "no images found in"),
+        (["embed", "DIGITS", "--fuse", "sideways"], "--fuse sideways: expected one of"),
+        (["embed", "DIGITS", "--agnostic", "builtin:nope"], "unknown built-in prompt set"),
+        (["embed", "DIGITS", "--classes", "a,a", "-p", "x <>"], "duplicate class names: a"),
+        (["embed", "DIGITS", "--labels", "NOCSV"], "labels file not found"),
+        (["embed", "DIGITS", "--model", "NotAnArch/some-tag"], "unknown open_clip architecture"),
+        (["embed", "DIGITS", "--model", "plainword"], "unknown model 'plainword'"),
+        (["embed", "DIGITS", "--device", "cuda:3"], "no CUDA device"),
+        (["embed", "DIGITS", "--precision", "fp16", "--device", "cpu"], "fp16 is not supported on CPU"),
+        (["embed", "DIGITS", "--batch-size", "0"], "--batch-size"),
+        (["embed", "DIGITS", "--no-such-option"], "No such option: --no-such-option"),
+        (["info"], "no workspace at"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, digits_dir, tiny_open_clip, args, message):
+    (tmp_path / "empty").mkdir()
+    subs = {"MISSING": str(tmp_path / "missing"), "EMPTY": str(tmp_path / "empty"), "DIGITS": str(digits_dir),
+            "NOCSV": str(tmp_path / "no.csv")}
+    argv = [subs.get(a, a) for a in args]
+    if "--model" not in argv and argv[0] == "embed":
+        argv += ["--model", str(tiny_open_clip)]
+    result = cli(*argv)
+    assert result.code == 2
+    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("clipclust: error: ") and message in lines[0], result.err
+
+
+def test_only_unreadable_files_is_exit_2(cli, tmp_path, tiny_open_clip):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.png").write_text("text, not pixels")
+    result = cli("--quiet", "embed", str(folder), "-m", str(tiny_open_clip))
+    assert result.code == 2 and "could be decoded" in result.err
+
+
+def test_workspace_that_is_not_hdf5_is_reported(cli, tmp_path, digits_dir, tiny_open_clip):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("hello")
+    result = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), cache=bad)
+    assert result.code == 1 and "not a readable HDF5 file" in result.err
+
+
+def test_every_command_help_has_an_example(cli):
+    from clipclust.cli.app import app
+    import typer
+
+    names = [c.name for c in typer.main.get_command(app).commands.values()]
+    assert {"embed", "info"} <= set(names)
+    for name in names:
+        result = cli(name, "--help")
+        assert result.code == 0 and "Example" in result.out, name

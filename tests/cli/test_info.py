@@ -1,0 +1,18 @@
+"""`clipclust info`: items by split and label, sets with shape, model, prompt and date."""
+
+from __future__ import annotations
+
+
+def test_info_table_and_json(cli, digits_dir, tiny_open_clip):
+    assert cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "--split", "train", "-p", "digit <>",
+               "--agnostic", "builtin:generic-32").code == 0
+    data = cli("info", "--json").json()
+    assert data["items"] == 40 and sum(data["splits"]["train"].values()) == 40
+    by_name = {s["name"]: s for s in data["sets"]}
+    assert by_name["image"]["shape"] == [40, 32]
+    assert by_name["zeroshot:digit <>"]["shape"] == [40, 10] and by_name["zeroshot:digit <>"]["prompt"] == "digit <>"
+    assert by_name["agnostic:builtin:generic-32"]["shape"] == [40, 32]
+    assert by_name["text:digit <>"]["keyed_by"] == "class"
+    assert all(s["model"].startswith("open_clip:tiny-open-clip@sha256:") and s["created"] for s in data["sets"])
+    table = cli("info")
+    assert table.code == 0 and "40 items" in table.out and "train" in table.out and "zeroshot:digit" in table.out

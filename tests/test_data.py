@@ -1,0 +1,91 @@
+"""Decoding every supported format and mode to RGB, and finding files, labels and class folders."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipclust.data import UnreadableImage, apply_labels, decode_image, find_images, read_labels_csv
+from clipclust.errors import InputError
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_formats_decode_to_rgb(fmt):
+    image = decode_image(_encode(Image.new("RGB", (17, 9), (250, 10, 10)), fmt))
+    assert image.mode == "RGB" and image.size == (17, 9)
+    r, g, b = image.getpixel((8, 4))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_gif_takes_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    assert decode_image(buf.getvalue()).getpixel((4, 4))[0] > 200
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (30, 10), (0, 255, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    decoded = decode_image(_encode(image, "JPEG", exif=exif))
+    assert decoded.size == (10, 30)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "I;16", "1", "CMYK"])
+def test_modes_convert_to_rgb(mode):
+    if mode == "I;16":
+        source = Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16))
+        assert source.mode.startswith("I;16")
+    else:
+        source = Image.new("RGB", (6, 6), (255, 255, 255)).convert(mode)
+    fmt = "TIFF" if mode in ("CMYK",) else "PNG"
+    decoded = decode_image(_encode(source, fmt))
+    assert decoded.mode == "RGB"
+    assert min(decoded.getpixel((3, 3))) > 240  # white stays white (16-bit scaled, not clipped to 255/65535)
+
+
+def test_transparent_pixels_composite_on_white():
+    decoded = decode_image(_encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    assert decoded.getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_corrupt_and_truncated_raise_unreadable():
+    good = _encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
+    for data in (b"not an image", good[: len(good) // 3], b""):
+        with pytest.raises(UnreadableImage):
+            decode_image(data)
+
+
+def test_find_images_recursive_with_folder_labels(tmp_path):
+    for rel in ("cat/a.png", "cat/deep/b.jpg", "dog/c.webp", "top.bmp", ".hidden/x.png", "notes.txt", "dog/.d.png"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    found = {s.path.relative_to(tmp_path).as_posix(): s.label for s in find_images([tmp_path])}
+    assert found == {"cat/a.png": "cat", "cat/deep/b.jpg": "cat", "dog/c.webp": "dog", "top.bmp": ""}
+    explicit = find_images([tmp_path / "notes.txt"])  # an explicitly named file is always tried
+    assert [s.path.name for s in explicit] == ["notes.txt"]
+    with pytest.raises(InputError):
+        find_images([tmp_path / "nope"])
+
+
+def test_labels_csv_resolves_against_its_folder(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"x")
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("path,label\nimgs/a.png,zebra\n")
+    sources = find_images([tmp_path / "imgs"])
+    assert apply_labels(sources, read_labels_csv(csv_file)) == 1 and sources[0].label == "zebra"
+    (tmp_path / "bad.csv").write_text("only-one-column\n")
+    with pytest.raises(InputError, match="expected 'path,label'"):
+        read_labels_csv(tmp_path / "bad.csv")
