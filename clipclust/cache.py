@@ -242,27 +242,35 @@ class Workspace:
 
     @classmethod
     def _upsert_items(cls, f: h5py.File, records: Sequence[ItemRecord]) -> None:
-        """Add new contents; for known ones refresh path, and label/split where the record gives them."""
+        """Add new contents; for known ones refresh path, and label/split/size where the record gives them.
+
+        Known rows are compared first and a column is rewritten (in one write) only when a value changed,
+        so a fully cached re-run of a large folder costs a few reads, not one write per file.
+        """
         g = cls._items_group(f)
         known = {s: i for i, s in enumerate(_decode(g["sha256"][:]))}
         new: dict[str, ItemRecord] = {}
+        updates: dict[str, dict[int, Any]] = {name: {} for name in ("path", "label", "split", "width", "height",
+                                                                    "size", "mtime_ns")}
         for rec in records:
             row = known.get(rec.sha256)
             if row is None:
-                new[rec.sha256] = rec
+                new.setdefault(rec.sha256, rec)
                 continue
-            if rec.path:
-                g["path"][row] = rec.path
-            if rec.label:
-                g["label"][row] = rec.label
-            if rec.split:
-                g["split"][row] = rec.split
-            if rec.width:
-                g["width"][row] = rec.width
-                g["height"][row] = rec.height
-            if rec.size:
-                g["size"][row] = rec.size
-                g["mtime_ns"][row] = rec.mtime_ns
+            for name in ("path", "label", "split", "width", "height", "size", "mtime_ns"):
+                value = getattr(rec, name)
+                if value:  # an empty field keeps what is stored
+                    updates[name][row] = value
+        for name, changes in updates.items():
+            if not changes:
+                continue
+            column = g[name][:]
+            current = _decode(column) if column.dtype == object else column.tolist()
+            if all(current[row] == value for row, value in changes.items()):
+                continue
+            for row, value in changes.items():
+                current[row] = value
+            g[name][:] = np.asarray(current, dtype=object) if column.dtype == object else np.asarray(current, column.dtype)
         if new:
             recs = list(new.values())
             _append(g["sha256"], np.array([r.sha256 for r in recs], dtype=_SHA))
