@@ -44,6 +44,8 @@ def test_skipped_files_are_warned_and_counted(cli, digits_dir, tiny_open_clip):
         (["embed", "DIGITS", "--batch-size", "0"], "--batch-size"),
         (["embed", "DIGITS", "--no-such-option"], "No such option: --no-such-option"),
         (["info"], "no workspace at"),
+        (["embed", "DIGITS", "--model", "ViT-B-32/laion2b_s34b_b79k"], "could not load model 'ViT-B-32/laion2b_s34b_b79k'"),
+        (["embed", "DIGITS", "--model", "hf:openai/clip-vit-base-patch32"], "pass a local path instead: --model DIR"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, digits_dir, tiny_open_clip, args, message):
