@@ -134,6 +134,27 @@ class Workspace:
         self.path = Path(path)
         self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
         self._lock = FileLock(str(self.path) + ".lock", timeout=self.lock_timeout)
+        self._key_index: dict[str, tuple[float, int, dict[str, int]]] = {}
+
+    def _keys_of(self, f: h5py.File, ds: h5py.Dataset) -> dict[str, int]:
+        """key -> row of an append-only key column, reading only the rows added since the last call.
+
+        Batches of one run (and of concurrent runs) only ever append, so re-reading a whole column per
+        batch would make a large run quadratic.  The file's creation stamp guards against a replaced file.
+        """
+        stamp = f.attrs.get("created", "")
+        cached = self._key_index.get(ds.name)
+        n = ds.shape[0]
+        if cached is None or cached[0] != stamp or cached[1] > n:
+            index: dict[str, int] = {}
+            start = 0
+        else:
+            _, start, index = cached
+        if n > start:
+            for offset, key in enumerate(_decode(ds[start:n])):
+                index.setdefault(key, start + offset)
+        self._key_index[ds.name] = (stamp, n, index)
+        return index
 
     # ------------------------------------------------------------------ opening
     @contextlib.contextmanager
@@ -240,15 +261,14 @@ class Workspace:
         with self.open_read() as f:
             return self._read_items(f)
 
-    @classmethod
-    def _upsert_items(cls, f: h5py.File, records: Sequence[ItemRecord]) -> None:
+    def _upsert_items(self, f: h5py.File, records: Sequence[ItemRecord]) -> None:
         """Add new contents; for known ones refresh path, and label/split/size where the record gives them.
 
         Known rows are compared first and a column is rewritten (in one write) only when a value changed,
         so a fully cached re-run of a large folder costs a few reads, not one write per file.
         """
-        g = cls._items_group(f)
-        known = {s: i for i, s in enumerate(_decode(g["sha256"][:]))}
+        g = self._items_group(f)
+        known = self._keys_of(f, g["sha256"])
         new: dict[str, ItemRecord] = {}
         updates: dict[str, dict[int, Any]] = {name: {} for name in ("path", "label", "split", "width", "height",
                                                                     "size", "mtime_ns")}
@@ -368,11 +388,12 @@ class Workspace:
                     )
                     for k, v in spec.get("attrs", {}).items():
                         g.attrs[k] = v
-                seen = set(_decode(g["keys"][:]))
+                stored = self._keys_of(f, g["keys"])
+                in_batch: set[str] = set()
                 keep = []
                 for i, key in enumerate(keys):
-                    if key not in seen:
-                        seen.add(key)
+                    if key not in stored and key not in in_batch:
+                        in_batch.add(key)
                         keep.append(i)
                 if not keep:
                     continue

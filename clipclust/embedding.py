@@ -262,14 +262,17 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
     # --- derived sets for items whose image vectors are already stored (e.g. a new prompt)
     cached_shas = [s.sha256 for s in hashed if s.sha256 in have_image]
+    wanted = {}
     for ts in text_sets:
         for d in ts.derived:
             have = workspace.set_keys(d["id"])
-            want = [sha for sha in cached_shas if sha not in have]
+            want = {sha for sha in cached_shas if sha not in have}
             if d["kind"] == "fused-label":
-                want = [sha for sha in want if item_class(sha, ts) in ts.classes]
+                want = {sha for sha in want if item_class(sha, ts) in ts.classes}
             if want:
-                summary.derived_rows += _derive_from_store(workspace, image_spec["id"], want, ts, d, item_class)
+                wanted[d["id"]] = want
+    if wanted:
+        summary.derived_rows = _derive_from_store(workspace, image_spec["id"], cached_shas, text_sets, wanted, item_class)
 
     # --- images: decode in threads, encode in batches, flush every batch with its derived rows
     if todo:
@@ -337,17 +340,25 @@ def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str
     return plans
 
 
-def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], ts: _TextSet, spec: dict[str, Any],
-                       item_class: Callable[[str, _TextSet], str | None], chunk: int = 4096) -> int:
+def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], text_sets: list[_TextSet],
+                       wanted: dict[str, set[str]], item_class: Callable[[str, _TextSet], str | None],
+                       chunk: int = 4096) -> int:
+    """Derived rows from stored image vectors: one read of the image set, one write per chunk."""
+    shas = [s for s in shas if any(s in want for want in wanted.values())]
     keys, vecs = workspace.read_set(image_set)
     row_of = {k: i for i, k in enumerate(keys)}
     added = 0
     for start in range(0, len(shas), chunk):
         block = shas[start : start + chunk]
         block_vecs = vecs[[row_of[s] for s in block]]
-        for d, rows, data in _derive(ts, block_vecs, [item_class(s, ts) for s in block]):
-            if d is spec:
-                added += workspace.write_batch(rows=[(d, [block[i] for i in rows], data)])
+        rows = []
+        for ts in text_sets:
+            for d, idx, data in _derive(ts, block_vecs, [item_class(s, ts) for s in block]):
+                want = wanted.get(d["id"], set())
+                keep = [j for j, i in enumerate(idx) if block[i] in want]
+                if keep:
+                    rows.append((d, [block[idx[j]] for j in keep], data[keep]))
+        added += workspace.write_batch(rows=rows)
     return added
 
 
