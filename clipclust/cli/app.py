@@ -50,9 +50,9 @@ def global_options(
 
 
 def _register() -> None:
-    from . import embed, info
+    from . import cluster, embed, evaluate, export, info, visualize
 
-    for module in (embed, info):
+    for module in (embed, info, cluster, evaluate, visualize, export):
         module.register(app)
 
 

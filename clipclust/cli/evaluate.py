@@ -1,0 +1,113 @@
+"""`clipclust evaluate`: parse options, call clipclust.evaluation.evaluate, print a table or JSON."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from ..errors import InputError
+from ..evaluation import evaluate
+from . import common
+
+HELP = """Measure clusterings against the labels: ACC (Hungarian matching, also when K differs from the number
+of classes), NMI, AMI, ARI, Rand index, purity, silhouette on the clustered vectors, cluster sizes, classes
+left without a cluster, and classification accuracy where predictions exist (fused workflow).
+
+Without NAMES every clustering is evaluated, unless --zero-shot or --probe asks for something else (name
+clusterings to get both).  --zero-shot: each stored zero-shot set's classification accuracy.  --probe
+svm|logreg: the thesis' linear probe on --on SET (train/test from --split TRAIN,TEST or a stratified
+hold-out; --temperature divides logits first; the mean logit entropy is reported).
+
+Example:  clipclust evaluate --json | jq '."kmeans-image".acc'
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", help=HELP)(evaluate_command)
+
+
+def _split_pair(text: Optional[str]) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--split {text}: expected TRAIN,TEST, e.g. train,test")
+    return parts[0], parts[1]
+
+
+def evaluate_command(
+    names: Optional[List[str]] = typer.Argument(None, help="Clusterings to evaluate (default: all, or none with "
+                                                "--zero-shot / --probe)."),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="Evaluate every stored zero-shot set (argmax of its similarities)."),
+    probe: Optional[str] = typer.Option(None, "--probe", help="Linear probe: svm or logreg."),
+    on: str = typer.Option("image", "--on", help="--probe: the stored set to probe (name, kind or id)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pick sets of this model when several exist."),
+    split: Optional[str] = typer.Option(None, "--split", help="--probe: TRAIN,TEST split names (default: hold-out)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="--probe: hold-out fraction without --split."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="--probe: divide the rows by this first."),
+    scale: str = typer.Option("auto", "--scale", help="--probe: auto (standardise features, not logits), standard, none."),
+    metric: str = typer.Option("euclidean", "--metric", help="Silhouette distance: euclidean or cosine."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hold-out and of silhouette sampling above 5000 items."),
+    json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON, keyed by name."),
+) -> None:
+    with common.errors():
+        result = evaluate(
+            common.workspace(), names or (), zero_shot=zero_shot, probe=probe, on=on, model=model,
+            split=_split_pair(split), test_fraction=test_fraction, temperature=temperature, scale=scale, seed=seed,
+            metric=metric,  # type: ignore[arg-type]
+            reporter=common.RichReporter(quiet=common.STATE.quiet),
+        )
+    if common.want_json(json_out):
+        common.emit_json(result.reports)
+        return
+    print_reports(result.reports)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_table(out: Console, table: Table) -> None:
+    """A table at its natural width when stdout is a file or pipe (nothing wraps it there)."""
+    if not out.is_terminal:
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+    out.print(table)
+
+
+def print_reports(reports: dict[str, dict[str, Any]]) -> None:
+    out = common.stdout()
+    scored = [r for r in reports.values() if r["kind"] != "probe"]
+    probes = [r for r in reports.values() if r["kind"] == "probe"]
+    if scored:
+        table = Table("name", "method", "items", "labelled", "K", "C", "ACC", "NMI", "AMI", "ARI", "RI", "purity",
+                      "silhouette", "accuracy (n)", "sizes", "classes without cluster",
+                      title="against the labels (C classes; accuracy: predicted classes, where there are some)",
+                      title_justify="left")
+        for r in scored:
+            sizes = [c for cid, c in r["cluster_sizes"].items() if int(cid) >= 0] if r["kind"] == "clustering" else []
+            size_text = f"{min(sizes)}-{max(sizes)}" if sizes else "-"
+            if r.get("n_noise"):
+                size_text += f" +{r['n_noise']} noise"
+            unmatched = r.get("unmatched_classes")
+            unmatched_text = "-" if unmatched is None else (", ".join(map(str, unmatched[:6])) or "none") + (
+                f" (+{len(unmatched) - 6})" if len(unmatched) > 6 else "")
+            accuracy = _num(r["accuracy"])
+            if r["accuracy"] is not None:
+                accuracy += f" ({r['n_predicted_labelled']})"
+            table.add_row(r["name"], r["method"], str(r["n_items"]), str(r["n_labelled"]), str(r["n_clusters"]),
+                          "-" if r["n_classes"] is None else str(r["n_classes"]), _num(r["acc"]), _num(r["nmi"]),
+                          _num(r["ami"]), _num(r["ari"]), _num(r["rand_index"]), _num(r["purity"]),
+                          _num(r["silhouette"]), accuracy, size_text, unmatched_text)
+        print_table(out, table)
+    if probes:
+        table = Table("set", "probe", "split", "train", "test", "classes", "accuracy", "temperature", "standardised",
+                      "entropy (mean / max)", title="linear probes", title_justify="left")
+        for r in probes:
+            table.add_row(r["on"], r["probe"], r["split"], str(r["n_train"]), str(r["n_test"]), str(r["n_classes"]),
+                          _num(r["accuracy"]), "-" if r["temperature"] is None else f"{r['temperature']:g}",
+                          "yes" if r["standardize"] else "no", f"{r['mean_entropy']:.3f} / {r['max_entropy']:.3f}")
+        print_table(out, table)
