@@ -113,7 +113,7 @@ def _set_spec(model_id: str, model_raw: str, kind: str, name: str, prompt: str, 
     }
 
 
-def _hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporter: Reporter,
+def hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporter: Reporter,
                   summary: EmbedSummary) -> list[_Source]:
     """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read."""
     known = {p: i for i, p in enumerate(ws_items.path)}
@@ -203,7 +203,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
     spec = parse_model_spec(opts.model)
     items = workspace.items()
-    hashed = _hash_sources(sources, items, workers, reporter, summary)
+    hashed = hash_sources(sources, items, workers, reporter, summary)
     if not hashed:
         raise InputError(f"none of the {len(sources)} files in {', '.join(map(str, inputs))} could be read")
 
