@@ -128,14 +128,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if mode != "RGB" else image
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode bytes fully into an RGB image, or raise UnreadableImage."""
+def decode_image(data: bytes, min_size: int | None = None) -> Image.Image:
+    """Decode bytes fully into an RGB image, or raise UnreadableImage.
+
+    With ``min_size`` a JPEG is decoded by libjpeg at the smallest 1/2, 1/4 or 1/8 scale whose sides stay
+    at least ``min_size`` (the model resizes to that anyway): a 12-megapixel photo decodes several times
+    faster.  ``image.info["original_size"]`` keeps the full, EXIF-oriented size either way.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
+            full = im.size
+            if min_size and im.format == "JPEG" and min(full) >= 2 * min_size:
+                im.draft("RGB", (min_size, min_size))
+            scaled = im.size
             im.load()
-            return to_rgb(im).copy()
+            out = to_rgb(im).copy()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(str(exc) or type(exc).__name__) from None
+    out.info["original_size"] = full if out.size == scaled else (full[1], full[0])
+    return out
 
 
 def iter_read(sources: Iterable[SourceFile]) -> Iterable[tuple[SourceFile, bytes | None, str | None]]:

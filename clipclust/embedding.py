@@ -365,10 +365,11 @@ def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], te
 def _load_one(encoder: ClipEncoder, s: _Source) -> tuple[_Source, Any, int, int, str | None]:
     try:
         data = s.src.path.read_bytes()
-        image = decode_image(data)
+        image = decode_image(data, min_size=encoder.input_size)
         if sha256_bytes(data) != s.sha256:  # the file changed since it was hashed: take what we decoded
             s = _Source(s.src, sha256_bytes(data), len(data), s.mtime_ns)
-        return s, encoder.preprocess(image), image.width, image.height, None
+        width, height = image.info["original_size"]
+        return s, encoder.preprocess(image), width, height, None
     except (OSError, UnreadableImage) as exc:
         return s, None, 0, 0, str(exc) or type(exc).__name__
 

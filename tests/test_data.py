@@ -89,3 +89,16 @@ def test_labels_csv_resolves_against_its_folder(tmp_path):
     (tmp_path / "bad.csv").write_text("only-one-column\n")
     with pytest.raises(InputError, match="expected 'path,label'"):
         read_labels_csv(tmp_path / "bad.csv")
+
+
+def test_large_jpeg_decodes_at_reduced_scale_and_keeps_its_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 600 wide, 1000 high
+    data = _encode(Image.new("RGB", (1000, 600), (10, 200, 10)), "JPEG", exif=exif)
+    full = decode_image(data)
+    small = decode_image(data, min_size=224)
+    assert full.size == (600, 1000) and full.info["original_size"] == (600, 1000)
+    assert small.info["original_size"] == (600, 1000)
+    assert 224 <= min(small.size) < 600 and small.size[1] > small.size[0]  # 1/2 scale, still oriented
+    png = decode_image(_encode(Image.new("RGB", (1000, 600)), "PNG"), min_size=224)
+    assert png.size == (1000, 600)  # only JPEG has a cheap reduced decode

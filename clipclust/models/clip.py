@@ -141,6 +141,18 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def _input_size(model: Any, backend: str) -> int | None:
+    """The square side the model sees (224 for ViT-B/32), so decoding can stop at that resolution."""
+    try:
+        if backend == "transformers":
+            size = model.config.vision_config.image_size
+        else:
+            size = model.visual.image_size
+        return int(min(size)) if isinstance(size, (tuple, list)) else int(size)
+    except AttributeError:
+        return None
+
+
 class ClipEncoder:
     """A loaded CLIP model: preprocess one image, encode batches of images and texts (L2-normalised)."""
 
@@ -158,6 +170,7 @@ class ClipEncoder:
         self.describe = describe
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.model.to(device=device, dtype=self.dtype)
+        self.input_size = _input_size(model, backend)
 
     def preprocess(self, image: "Image.Image") -> "torch.Tensor":
         """One RGB image to a model-ready tensor; thread-safe, run in the decode workers."""
