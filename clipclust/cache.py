@@ -177,12 +177,7 @@ class Workspace:
         if self.path.parent and not self.path.parent.exists():
             raise InputError(f"cannot create workspace {self.path}: folder {self.path.parent} does not exist")
         with self._locked():
-            try:
-                f = h5py.File(self.path, "a")
-            except OSError as exc:
-                raise ClipclustError(
-                    f"workspace {self.path} is not a readable HDF5 file ({exc}); move it aside or pass another --cache"
-                ) from None
+            f = self._open_file("a")
             try:
                 if "format" not in f.attrs:
                     f.attrs["format"] = FORMAT_NAME
@@ -201,17 +196,20 @@ class Workspace:
             if not self.path.exists():
                 yield None
                 return
-            try:
-                f = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise ClipclustError(
-                    f"workspace {self.path} is not a readable HDF5 file ({exc}); move it aside or pass another --cache"
-                ) from None
+            f = self._open_file("r")
             try:
                 self._check_format(f)
                 yield f
             finally:
                 f.close()
+
+    def _open_file(self, mode: str) -> h5py.File:
+        try:
+            return h5py.File(self.path, mode)
+        except OSError as exc:
+            raise ClipclustError(
+                f"workspace {self.path} is not a readable HDF5 file ({exc}); move it aside or pass another --cache"
+            ) from None
 
     def _check_format(self, f: h5py.File) -> None:
         if f.attrs.get("format") != FORMAT_NAME:
