@@ -85,6 +85,16 @@ class ClusterRequest:
     train_split: str = "train"
     test_split: str = "test"
     force: bool = False
+    # --method ictc: the criterion, the LLM (a spec and its backend options, or an open generator), how
+    # step 3 assigns, prompt overrides, step 2b's extra instruction and the label-count threshold.
+    criterion: str | None = None
+    llm: str | None = None
+    llm_options: dict[str, Any] = field(default_factory=dict)
+    generator: Any = None
+    assign: str | None = None
+    prompts_dir: str | None = None
+    extra: str | None = None
+    min_count: int | None = None
 
 
 @dataclass
@@ -102,6 +112,7 @@ class PreparedInput:
     keys: list[str]
     vectors: np.ndarray
     context: dict[str, Any] = field(default_factory=dict)
+    cleanup: Callable[[], None] | None = None  # releases what prepare opened (an LLM), reused or not
 
 
 @dataclass
@@ -155,9 +166,10 @@ class ClusteringSummary:
     test_on: str | None = None
     seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    names: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        return {"names": self.names,
             "name": self.name, "method": self.method, "on": self.on, "n_items": self.n_items,
             "n_clusters": self.n_clusters, "n_noise": self.n_noise, "sizes": self.sizes, "seed": self.seed,
             "k": self.k, "reused": self.reused, "replaced": self.replaced, "k_table": self.k_table,
@@ -535,6 +547,122 @@ register_method(MethodSpec(
     "test images classified by the filtered nearest centroid", _prepare_fused, _compute_fused))
 
 
+# ---------------------------------------------------------------------------------------------- ictc
+ICTC_ASSIGN = ("generate", "constrained", "embed")
+DESCRIPTION_KINDS = ("description", "group-description")
+
+
+def _description_set(workspace: Workspace, on: str | None, model: str | None) -> SetInfo:
+    """The description set IC|TC clusters: ``--on`` (name, kind or id), else the only one stored."""
+    if not workspace.exists():
+        raise InputError(f"no workspace at {workspace.path}; run 'clipclust describe' first or pass --cache")
+    if on is not None:
+        info = workspace.resolve_set(on, model=model, keyed_by="item")
+        if info.kind not in DESCRIPTION_KINDS:
+            raise InputError(f"--method ictc clusters descriptions; '{info.name}' is a {info.kind} set "
+                             "(pass --on with a description set that 'clipclust info' lists)")
+        return info
+    found = [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"
+             and (not model or s.model == model or s.model.endswith(model))]
+    if not found:
+        raise InputError("--method ictc needs descriptions and the workspace holds none; run 'clipclust describe "
+                         "IMAGES --criterion C --vlm MODEL' or 'clipclust describe --from FILE' first")
+    if len(found) > 1:
+        listing = "; ".join(f"{s.id} = {s.name}" for s in found)
+        raise InputError(f"{len(found)} description sets are stored ({listing}); pick one with --on NAME or ID")
+    return found[0]
+
+
+def _prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
+    from .methods.ictc import default_prompts, STEPS
+    from .models.llm import DecodeParams, load_generator
+
+    if not req.criterion or not req.criterion.strip():
+        raise InputError("--method ictc needs --criterion TEXT (what to cluster by, e.g. mood)")
+    k = _parse_k(req.k)
+    if k is None or k == "auto":
+        raise InputError("--method ictc needs -k K (the number of clusters the LLM names); -k auto is not supported")
+    if req.refine is not None:
+        raise InputError("--refine applies to --method kmeans, not ictc")
+    _check_options("ictc", req.options)
+    mode = req.assign or "generate"
+    if mode not in ICTC_ASSIGN:
+        raise InputError(f"--assign {mode}: expected one of {', '.join(ICTC_ASSIGN)}")
+    if req.llm is None and req.generator is None:
+        raise InputError("--method ictc needs --llm SPEC (a .gguf file, hf:ORG/NAME or http://HOST:PORT/v1)")
+    if req.min_count is not None and req.min_count < 1:
+        raise InputError(f"--min-count {req.min_count}: expected 1 or more")
+    info = _description_set(workspace, req.on, req.model)
+    keys, texts = workspace.read_set(info.id)
+    if req.split is not None:
+        split_of = _split_of(workspace)
+        keep = [i for i, key in enumerate(keys) if split_of.get(key, "") == req.split]
+        if not keep:
+            raise InputError(f"no item of set '{info.name}' is in split '{req.split}' (its splits: "
+                             f"{_known_splits(split_of, keys)}); pass another --split")
+        keys, texts = [keys[i] for i in keep], texts[keep]
+    if not keys:
+        raise InputError(f"set '{info.name}' is empty; run 'clipclust describe' first")
+    _check_k(int(k), len(keys), info, req.split)
+    criterion = req.criterion.strip()
+    prompts = default_prompts(criterion, prompt_dir=req.prompts_dir)
+    seed = 0 if req.seed is None else req.seed
+    options = {key: v for key, v in req.llm_options.items() if v is not None}
+    params = DecodeParams(temperature=float(options.pop("temperature", 0.0)), seed=seed)
+    generator = req.generator
+    owned = generator is None
+    if owned:
+        generator = load_generator(req.llm, seed=seed, **options)  # type: ignore[arg-type]
+    identity = {
+        "method": "ictc", "set_id": info.id, "split": req.split or "", "n_items": len(keys),
+        "keys_sha256": keys_digest(keys), "texts_sha256": keys_digest([str(t) for t in texts]),
+        "criterion": criterion, "k": int(k), "assign": mode, "llm": generator.identity, "params": params.to_dict(),
+        "prompts": {step: getattr(prompts, step) for step in STEPS}, "extra": req.extra, "min_count": req.min_count,
+    }
+    return PreparedInput(
+        identity, f"ictc-{slugify(criterion)}", {"input": info}, keys, np.asarray(texts, dtype=object),
+        {"workspace": workspace, "generator": generator, "criterion": criterion, "k": int(k), "mode": mode,
+         "prompts": prompts, "params": params, "seed": seed},
+        cleanup=generator.close if owned else None,
+    )
+
+
+def _compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
+    from .methods.ictc import ngram_embedder, run_ictc
+    from .models.llm import CachedGenerator
+
+    ctx = prepared.context
+    cached = CachedGenerator(ctx["generator"], ctx["workspace"])
+    result = run_ictc(
+        cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
+        prompts=ctx["prompts"], params=ctx["params"], min_count=req.min_count, extra=req.extra,
+        embed=ngram_embedder() if ctx["mode"] == "embed" else None,
+    )
+    n = len(prepared.keys)
+    details = {
+        "seed": ctx["seed"], "k": ctx["k"], "criterion": result.criterion, "assign": result.mode,
+        "llm": cached.identity, "llm_name": cached.name, "prompts_source": result.prompts_source,
+        "extra": result.extra, "decode": result.params.to_dict(), "names": result.names,
+        "dictionary": result.dictionary, "kept": result.kept, "min_count": result.min_count,
+        "names_outputs": result.names_outputs, "names_attempts": result.names_attempts,
+        "names_fallback": result.names_fallback, "n_unmatched": result.n_unmatched,
+        "calls": {step: {"hits": c.hits, "misses": c.misses} for step, c in result.stats.items()},
+        "calls_total": {"hits": cached.stats.hits, "misses": cached.stats.misses},
+    }
+    extra: dict[str, Any] = {"answers": [str(a) for a in result.answers],
+                             "matched": np.asarray(result.matched, dtype=np.int8)}
+    if len(result.raw_labels) == n:
+        extra["raw_labels"] = [str(lab) for lab in result.raw_labels]
+        extra["raw_outputs"] = [str(o) for o in result.raw_outputs]
+    return MethodOutput(keys=prepared.keys, ids=np.asarray(result.cluster_ids, dtype=np.int64),
+                        cluster_names=list(result.names), extra=extra, details=details)
+
+
+register_method(MethodSpec(
+    "ictc", "IC|TC: an LLM labels each description for --criterion, names K clusters and assigns every item "
+    "(--assign generate|constrained|embed)", _prepare_ictc, _compute_ictc))
+
+
 # ---------------------------------------------------------------------------------------------- orchestration
 def _check_name(name: str) -> str:
     if not name or name.strip() != name or "/" in name or name in (".", ".."):
@@ -552,7 +680,7 @@ def _summary(name: str, stored: dict[str, Any], reused: bool, replaced: bool, se
         n_items=int(ids.shape[0]), n_clusters=int(np.unique(ids[ids >= 0]).shape[0]), n_noise=int((ids < 0).sum()),
         sizes=sizes, seed=params.get("seed"), k=params.get("k"), reused=reused, replaced=replaced,
         k_table=params.get("k_table"), n_test=params.get("n_test"), test_on=None if test_set is None else test_set["name"],
-        seconds=seconds, params=params,
+        seconds=seconds, params=params, names=list(stored["names"]) if "names" in stored else None,
     )
 
 
@@ -573,7 +701,23 @@ def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, 
         raise InputError(f"--refine {req.refine}: expected one of {', '.join(REFINEMENTS)}")
     if req.refine is not None and not 0.0 < req.ratio <= 1.0:
         raise InputError(f"--ratio {req.ratio}: expected a fraction in (0, 1], e.g. 0.3")
+    given = [flag for flag, value in (("--criterion", req.criterion), ("--llm", req.llm), ("--assign", req.assign),
+                                      ("--prompts", req.prompts_dir), ("--extra", req.extra),
+                                      ("--min-count", req.min_count)) if value is not None]
+    given += ["--" + key.replace("n_threads", "threads").replace("model", "model-name").replace("_", "-")
+              for key, value in req.llm_options.items() if value is not None]
+    if given and req.method != "ictc":
+        raise InputError(f"{given[0]} applies to --method ictc, not {req.method}")
     prepared = spec.prepare(workspace, req)
+    try:
+        return _run_prepared(workspace, req, spec, prepared, reporter, started)
+    finally:
+        if prepared.cleanup is not None:
+            prepared.cleanup()
+
+
+def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, prepared: PreparedInput,
+                  reporter: Reporter, started: float) -> ClusteringSummary:
     name = _check_name(req.name if req.name is not None else prepared.default_name)
     identity = _jsonable(prepared.identity)
 

@@ -62,8 +62,9 @@ def evaluate_clustering(workspace: Workspace, name: str, *, metric: Metric = "eu
         raise InputError(f"no item of clustering '{name}' has a label; {NO_LABELS_HINT}")
 
     input_set = params.get("sets", {}).get("input", {})
-    vectors = rows_for_keys(workspace, input_set["id"], keys) if input_set else None
-    if vectors is None:
+    text_input = input_set.get("kind") in ("description", "group-description")  # IC|TC: texts, no vectors
+    vectors = rows_for_keys(workspace, input_set["id"], keys) if input_set and not text_input else None
+    if vectors is None and not text_input:
         reporter.warn(f"'{name}': the vectors it was made from are no longer stored; silhouette left out")
     report = clustering_report(None, ids)
     report["silhouette"] = None if vectors is None else silhouette(vectors, ids, metric=metric, seed=seed)
@@ -75,7 +76,7 @@ def evaluate_clustering(workspace: Workspace, name: str, *, metric: Metric = "eu
     report = {"kind": "clustering", "name": name, "method": method,
               "on": input_set.get("name", ""), "n_labelled": int(labelled.sum()), **report,
               "silhouette_metric": metric, "accuracy": None, "n_predicted": None, "n_predicted_labelled": None,
-              "predicted_on": None}
+              "predicted_on": None, "cluster_names": list(stored["names"]) if "names" in stored else None}
 
     if "predicted" in stored:
         test_keys = list(stored["test_keys"])

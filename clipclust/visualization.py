@@ -77,7 +77,8 @@ def _clustered(workspace: Workspace, name: str) -> tuple[dict[str, Any], list[st
     items = workspace.items()
     labels = {s: truth_of(lab) for s, lab in zip(items.sha256, items.label) if lab}
     truth = np.array([labels.get(k, "") for k in keys], dtype=object)
-    return stored, keys, np.asarray(stored["ids"], np.int64), truth, {"path": dict(zip(items.sha256, items.path))}
+    return stored, keys, np.asarray(stored["ids"], np.int64), truth, {"path": dict(zip(items.sha256, items.path)),
+                                                                        "width": dict(zip(items.sha256, items.width))}
 
 
 def _vectors(workspace: Workspace, stored: dict[str, Any], keys: list[str]) -> np.ndarray | None:
@@ -172,6 +173,9 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
         plots.confusion_plot(truth[labelled].astype(str), ids[labelled], path, title=title or f"{name}: true class vs cluster")
         summary.n_points = int(labelled.sum())
     else:
+        if not any(context["width"].get(k, 0) > 0 or Path(context["path"].get(k) or "").is_file() for k in keys):
+            raise InputError(f"no item of clustering '{name}' has an image (text-only descriptions?); a montage "
+                             f"shows images: list the members with 'clipclust export {name}' instead")
         vectors = _vectors(workspace, stored, keys)
         rows, summary.skipped = _montage_images(stored, keys, ids, vectors, context["path"], per_cluster, reporter)
         plots.montage(rows, path, per_cluster=per_cluster, thumb=thumb)

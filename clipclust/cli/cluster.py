@@ -19,8 +19,12 @@ silhouette and prints the table.  --refine head trains the ESMC head on k-means 
 --method fused runs seed 000's workflow: spectral clusters of the training split's fused vectors,
 majority-vote labels, test images classified by the nearest filtered centroid (--on image: the image-only
 baseline).  Labels are never read while clustering, except by the fused workflow's majority vote.
+--method ictc runs IC|TC's LLM steps on a stored description set ('clipclust describe'): --criterion,
+-k and --llm are required; --assign picks how step 3 assigns (constrained: decoding limited to the K
+names); every LLM answer is cached, so a re-run with --force or an edited --extra calls only what changed.
 
 Example:  clipclust cluster --method spectral --on 'fused-label:This is digit <>' -k 20
+Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf --assign constrained
 """
 
 
@@ -56,6 +60,18 @@ def cluster_command(
     train_split: str = typer.Option("train", "--train-split", help="--method fused: split clustered with labels."),
     test_split: str = typer.Option("test", "--test-split", help="--method fused: split classified."),
     force: bool = typer.Option(False, "--force", help="Recompute even if the same clustering is stored."),
+    criterion: Optional[str] = typer.Option(None, "--criterion", "-c", help="ictc: what to cluster by, e.g. mood."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="ictc: a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1."),
+    assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: generate (default), constrained or embed."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="ictc: folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)."),
+    extra: Optional[str] = typer.Option(None, "--extra", help="ictc: an extra instruction for naming the clusters."),
+    min_count: Optional[int] = typer.Option(None, "--min-count", help="ictc: drop raw labels seen fewer times."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="ictc, GGUF: context window."),
+    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="ictc, GGUF: layers on the GPU (-1 = all)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ictc, GGUF: CPU threads."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="ictc: 0 = greedy (default)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="ictc, server: the model name."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="ictc, server: requests in flight."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     with common.errors():
@@ -64,6 +80,9 @@ def cluster_command(
             epochs=epochs, device=device, k_range=_k_range(k_range), force=force, train_split=train_split,
             test_split=test_split,
             options={"n_neighbors": n_neighbors, "linkage": linkage, "min_cluster_size": min_cluster_size},
+            criterion=criterion, llm=llm, assign=assign, prompts_dir=prompts, extra=extra, min_count=min_count,
+            llm_options={"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
+                         "temperature": temperature, "model": model_name, "concurrency": concurrency},
         )
         summary = run_clustering(common.workspace(), request, reporter=common.RichReporter(quiet=common.STATE.quiet))
     if common.want_json(json_out):
@@ -96,3 +115,21 @@ def print_summary(summary: ClusteringSummary) -> None:
     else:
         line += "; pass --force to recompute"
     out.print(line, highlight=False, markup=False)
+    if summary.method == "ictc":
+        print_ictc(summary)
+
+
+def print_ictc(summary: ClusteringSummary) -> None:
+    """The K names with their sizes, unmatched answers and what the call cache saved."""
+    out = common.stdout()
+    params = summary.params
+    for i, cluster_name in enumerate(summary.names or []):
+        out.print(f"  {i}  {cluster_name}  ({summary.sizes.get(str(i), 0)} items)", highlight=False, markup=False)
+    notes = [f"{params.get('n_unmatched', 0)} answers matched to the closest name"]
+    if params.get("names_fallback"):
+        notes.append(f"names completed by fallback: {', '.join(params['names_fallback'])}")
+    if not summary.reused:
+        total = params.get("calls_total", {})
+        per_step = ", ".join(f"{step} {c['hits']}/{c['misses']}" for step, c in params.get("calls", {}).items())
+        notes.append(f"LLM calls: {total.get('hits', 0)} cached, {total.get('misses', 0)} new (hits/misses: {per_step})")
+    out.print("  " + "; ".join(notes), highlight=False, markup=False)

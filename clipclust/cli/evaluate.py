@@ -103,6 +103,7 @@ def print_reports(reports: dict[str, dict[str, Any]]) -> None:
                           _num(r["ami"]), _num(r["ari"]), _num(r["rand_index"]), _num(r["purity"]),
                           _num(r["silhouette"]), accuracy, size_text, unmatched_text)
         print_table(out, table)
+        print_names(out, scored)
     if probes:
         table = Table("set", "probe", "split", "train", "test", "classes", "accuracy", "temperature", "standardised",
                       "entropy (mean / max)", title="linear probes", title_justify="left")
@@ -111,3 +112,19 @@ def print_reports(reports: dict[str, dict[str, Any]]) -> None:
                           _num(r["accuracy"]), "-" if r["temperature"] is None else f"{r['temperature']:g}",
                           "yes" if r["standardize"] else "no", f"{r['mean_entropy']:.3f} / {r['max_entropy']:.3f}")
         print_table(out, table)
+
+
+def print_names(out: Console, reports: list[dict[str, Any]]) -> None:
+    """Named clusters (IC|TC, the fused workflow): each name, its size and the class ACC matched it to."""
+    for r in reports:
+        names = r.get("cluster_names")
+        if not names or not any(names):
+            continue
+        mapping = r.get("mapping") or {}
+        parts = []
+        for i, cluster_name in enumerate(names):
+            part = f"{i} {cluster_name or '-'} ({r['cluster_sizes'].get(str(i), 0)})"
+            if str(i) in mapping:
+                part += f" = {mapping[str(i)]}"
+            parts.append(part)
+        out.print(f"{r['name']} clusters: " + "; ".join(parts), highlight=False, markup=False)

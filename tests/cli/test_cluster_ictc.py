@@ -1,0 +1,173 @@
+"""`clipclust cluster --method ictc` end to end with the real SmolLM2 GGUF (one thread, 12 descriptions):
+imported descriptions -> K names -> every item assigned; re-runs served by the call cache; evaluate and
+export show the names; bad requests are one stderr line with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipclust.cache import Workspace
+
+from ..models.conftest import smollm2_path
+from .conftest import one_error_line
+
+MOODS = [
+    ("A smiling child laughing at a sunny birthday party.", "happy"),
+    ("People cheering and dancing joyfully at a festival.", "happy"),
+    ("A grinning man celebrating a goal with raised arms.", "happy"),
+    ("A bride and groom laughing under confetti.", "happy"),
+    ("A lonely woman crying alone on a rainy bench.", "sad"),
+    ("A man with his head in his hands, tears on his face.", "sad"),
+    ("A grieving family in black clothes at a funeral.", "sad"),
+    ("A sad dog looking out of a window on a grey day.", "sad"),
+    ("An angry man shouting and pointing his finger.", "angry"),
+    ("Two drivers yelling angrily at each other in traffic.", "angry"),
+    ("A furious woman slamming her fist on the table.", "angry"),
+    ("Protesters with clenched fists screaming in rage.", "angry"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPCLUST_HASH_MEMO", str(tmp_path / "hashes.json"))
+
+
+@pytest.fixture()
+def imported(cli, tmp_path: Path) -> Path:
+    src = tmp_path / "moods.jsonl"
+    src.write_text("".join(json.dumps({"text": t, "mood": m}) + "\n" for t, m in MOODS))
+    res = cli("describe", "--from", str(src), "--label-field", "mood")
+    assert res.code == 0, res.err
+    return tmp_path / "ws.h5"
+
+
+def ictc(cli, *extra: str):
+    return cli("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", str(smollm2_path()),
+               "--threads", "1", "--n-ctx", "2048", *extra)
+
+
+def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
+    first = ictc(cli, "--assign", "constrained", "--json")
+    assert first.code == 0, first.err
+    summary = json.loads(first.out)
+    assert summary["name"] == "ictc-mood" and summary["method"] == "ictc"
+    names = summary["names"]
+    assert len(names) == 3 and len(set(names)) == 3 and all(names)
+    params = summary["params"]
+    assert params["calls_total"]["misses"] > 0 and params["calls"]["step3"]["misses"] == 12
+    assert params["n_unmatched"] == 0  # constrained decoding can only answer one of the names
+
+    ws = Workspace(imported)
+    stored = ws.read_clustering("ictc-mood")
+    assert list(stored["names"]) == names
+    ids = np.asarray(stored["ids"])
+    assert ids.shape == (12,) and ids.min() >= 0 and ids.max() < 3  # every item assigned to a real cluster
+    assert set(stored["keys"]) == set(ws.items().sha256)
+    assert len(stored["raw_labels"]) == 12 and len(stored["answers"]) == 12
+    assert all(stored["answers"][i] == names[c] for i, c in enumerate(ids))
+    assert set(stored["params"]["kept"]) <= set(stored["params"]["dictionary"])
+
+    reused = ictc(cli, "--assign", "constrained")
+    assert reused.code == 0, reused.err
+    assert "ictc-mood: reused" in reused.out and all(n in reused.out for n in names)
+
+    forced = json.loads(ictc(cli, "--assign", "constrained", "--force", "--json").out)
+    total = params["calls_total"]["hits"] + params["calls_total"]["misses"]
+    assert forced["params"]["calls_total"] == {"hits": total, "misses": 0}  # every answer from the cache
+    assert forced["names"] == names and forced["sizes"] == summary["sizes"]
+
+    # an edited --extra changes step 2b's prompt: step 2a comes from the cache, step 2b is asked again
+    edited = json.loads(ictc(cli, "--assign", "constrained", "--extra", "Use one word per name.", "--json").out)
+    assert edited["params"]["calls"]["step2a"] == {"hits": 12, "misses": 0}
+    assert edited["params"]["calls"]["step2b"]["misses"] >= 1
+
+    report = cli("evaluate", "ictc-mood", "--json")
+    assert report.code == 0, report.err
+    data = json.loads(report.out)["ictc-mood"]
+    assert data["cluster_names"] == edited["names"] and data["n_labelled"] == 12 and data["silhouette"] is None
+    table = cli("evaluate", "ictc-mood")
+    assert table.code == 0 and table.err == "" and "ictc-mood clusters: 0 " + edited["names"][0] in table.out
+
+    exported = cli("export", "ictc-mood")
+    assert exported.code == 0, exported.err
+    rows = list(csv.DictReader(io.StringIO(exported.out)))
+    assert len(rows) == 12
+    assert all(r["cluster_name"] == edited["names"][int(r["cluster"])] for r in rows)
+    assert {r["label"] for r in rows} == {"happy", "sad", "angry"}
+
+
+def test_ictc_generate_mode(cli, imported: Path) -> None:
+    res = ictc(cli, "--assign", "generate", "--name", "mood-free")
+    assert res.code == 0, res.err
+    assert res.out.startswith("mood-free: stored (ictc on 'description:import-moods', 12 items")
+    assert "answers matched to the closest name" in res.out and "LLM calls: 0 cached, " in res.out
+    stored = Workspace(imported).read_clustering("mood-free")
+    assert len(stored["names"]) == 3 and np.all((stored["ids"] >= 0) & (stored["ids"] < 3))
+    assert stored["params"]["assign"] == "generate"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3"), "--llm SPEC"),
+        (("cluster", "--method", "ictc", "-k", "3", "--llm", "x.gguf"), "--criterion TEXT"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k K"),
+        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion applies to --method ictc"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
+         "--assign vote"),
+    ],
+)
+def test_ictc_bad_requests(cli, imported: Path, args: tuple[str, ...], needle: str) -> None:
+    res = cli(*args)
+    assert res.code == 2
+    assert needle in one_error_line(res)
+
+
+def test_ictc_without_descriptions(cli, digits_ws: Path) -> None:
+    res = cli("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", str(smollm2_path()))
+    assert res.code == 2
+    assert "clipclust describe" in one_error_line(res)
+
+
+def test_montage_titles_are_the_cluster_names(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from clipclust import plots
+
+    lines = []
+    for i, (text, mood) in enumerate(MOODS):
+        image = tmp_path / "imgs" / f"{i:02d}.png"
+        image.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (12, 10), (20 * i, 100, 200 - 10 * i)).save(image)
+        lines.append(json.dumps({"text": text, "file": f"imgs/{i:02d}.png", "mood": mood}))
+    (tmp_path / "moods.jsonl").write_text("\n".join(lines) + "\n")
+    res = cli("describe", "--from", str(tmp_path / "moods.jsonl"), "--path-field", "file", "--label-field", "mood")
+    assert res.code == 0 and "12 matched to images, 0 text-only" in res.out, res.out + res.err
+    assert ictc(cli, "--assign", "embed").code == 0
+    names = list(Workspace(tmp_path / "ws.h5").read_clustering("ictc-mood")["names"])
+
+    drawn: dict[str, int] = {}
+    real_montage = plots.montage
+
+    def spy(rows, path, **kwargs):
+        drawn.update({title: len(images) for title, images in rows.items()})
+        return real_montage(rows, path, **kwargs)
+
+    monkeypatch.setattr(plots, "montage", spy)
+    out = cli("visualize", "--kind", "montage", "--clustering", "ictc-mood", "--per-cluster", "12",
+              "-o", str(tmp_path / "m.png"))
+    assert out.code == 0, out.err
+    assert (tmp_path / "m.png").is_file() and sum(drawn.values()) == 12
+    assert all(any(n in title for n in names) for title in drawn)
+
+
+def test_montage_of_text_only_items_says_what_to_do(cli, imported: Path) -> None:
+    assert ictc(cli, "--assign", "embed").code == 0
+    res = cli("visualize", "--kind", "montage", "--clustering", "ictc-mood", "-o", str(imported.parent / "m.png"))
+    assert res.code == 2 and "clipclust export ictc-mood" in one_error_line(res)
