@@ -14,7 +14,7 @@ import os
 import random
 import re
 import threading
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +80,22 @@ class Describer(ABC):
     default_params: DecodeParams = DESCRIBE_PARAMS
     max_concurrency: int = 1
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.describe is Describer.describe and cls.describe_iter is Describer.describe_iter:
+            raise TypeError(f"{cls.__name__} must define describe() or describe_iter()")
+
     def describe(
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
     ) -> list[str]:
-        """Describe every image with the same prompt."""
+        """Describe every image with the same prompt; one text per image, in input order."""
+        out = dict(self.describe_iter(images, prompt, params))
+        return [out[i] for i in range(len(images))]
 
     def describe_iter(
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
-        """Yield ``(index, text)`` as each description finishes."""
+        """Yield ``(index, text)`` as each description finishes (backends override one of the two)."""
         for i, img in enumerate(images):
             yield i, self.describe([img], prompt, params)[0]
 
@@ -428,11 +434,6 @@ class LlamaCppDescriber(Describer):
             raise ClipclustError(f"llama.cpp failed on {self.path.name}: {msg}") from e
         return (out["choices"][0]["message"].get("content") or "").strip()
 
-    def describe(
-        self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
-    ) -> list[str]:
-        return [t for _, t in self.describe_iter(images, prompt, params)]
-
     def describe_iter(
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
@@ -493,12 +494,6 @@ class OpenAIDescriber(Describer):
                 f"{self.client.base_url}/chat/completions failed on an image ({e}); does the "
                 "server load a vision model (llama.cpp: --mmproj)?"
             ) from e
-
-    def describe(
-        self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
-    ) -> list[str]:
-        out = dict(self.describe_iter(images, prompt, params))
-        return [out[i] for i in range(len(images))]
 
     def describe_iter(
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
@@ -589,11 +584,6 @@ class TransformersDescriber(Describer):
             out = self.model.generate(**inputs, **gen_kwargs)
         start = inputs["input_ids"].shape[1]
         return [tok.decode(row[start:], skip_special_tokens=True).strip() for row in out]
-
-    def describe(
-        self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
-    ) -> list[str]:
-        return [t for _, t in self.describe_iter(images, prompt, params)]
 
     def describe_iter(
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
