@@ -27,6 +27,7 @@ from .progress import Reporter, SilentReporter
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
+UNREADABLE_MEMO = "unreadable"  # sha256 -> reason: content that failed to decode, skipped on re-runs
 
 
 @dataclass
@@ -223,6 +224,11 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     have_image = workspace.set_keys(image_spec["id"])
     todo = [s for s in hashed if s.sha256 not in have_image]
     summary.cached = len(hashed) - len(todo)
+    unreadable: dict[str, str] = workspace.memo_get(UNREADABLE_MEMO) or {}
+    for s in [s for s in todo if s.sha256 in unreadable]:  # known bad content: no decode, no model load
+        summary.skipped.append((str(s.src.path), unreadable[s.sha256]))
+        reporter.warn(f"skipped {s.src.path}: {unreadable[s.sha256]} (known unreadable content)")
+    todo = [s for s in todo if s.sha256 not in unreadable]
     known_records = [_record(s, opts.split) for s in hashed if s.sha256 in stored]
     if known_records:
         workspace.upsert_items(known_records)
@@ -380,6 +386,7 @@ def _encode_images(workspace: Workspace, encoder: ClipEncoder, todo: list[_Sourc
     import torch
 
     encoded = 0
+    failed: dict[str, str] = {}
     batch: list[tuple[_Source, Any, int, int]] = []
 
     def flush() -> None:
@@ -403,10 +410,13 @@ def _encode_images(workspace: Workspace, encoder: ClipEncoder, todo: list[_Sourc
             if err is not None:
                 summary.skipped.append((str(s.src.path), err))
                 reporter.warn(f"skipped {s.src.path}: {err}")
+                failed[s.sha256] = err
                 advance(1)
                 continue
             batch.append((s, pixels, w, h))
             if len(batch) >= opts.batch_size:
                 flush()
         flush()
+    if failed:
+        workspace.memo_put(UNREADABLE_MEMO, {**(workspace.memo_get(UNREADABLE_MEMO) or {}), **failed})
     return encoded

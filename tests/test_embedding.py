@@ -180,6 +180,11 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, digits_dir, open_cli
     summary = embed(ws, [str(digits_dir)], EmbedOptions(model=str(tiny_open_clip)), encoder=open_clip_encoder)
     assert summary.new == 40 and len(summary.skipped) == 2
     assert {Path(p).name for p, _ in summary.skipped} == {"not-an-image.png", "truncated.png"}
+    again = embed(ws, [str(digits_dir)], EmbedOptions(model=str(tiny_open_clip)))  # no encoder to reuse
+    assert (again.new, again.cached, len(again.skipped), again.model_loaded) == (0, 40, 2, False)
+    (bad / "truncated.png").write_bytes(good)  # repaired: new content, decoded again
+    fixed = embed(ws, [str(digits_dir)], EmbedOptions(model=str(tiny_open_clip)), encoder=open_clip_encoder)
+    assert (len(fixed.skipped), fixed.new) == (1, 0) and fixed.duplicates == 1  # same bytes as its source
 
 
 def test_bad_inputs_are_input_errors(tmp_path, tiny_open_clip):
