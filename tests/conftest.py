@@ -86,6 +86,15 @@ def build_tiny_hf_clip(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.fixture()
+def single_thread():
+    """One BLAS/OpenMP and torch thread for small sklearn/torch fits (see tests/workspaces.one_thread)."""
+    from .workspaces import one_thread
+
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_open_clip(tmp_path_factory.mktemp("models") / "tiny-open-clip")

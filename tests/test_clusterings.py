@@ -14,17 +14,12 @@ from clipclust.evaluation import evaluate_clustering
 from clipclust.metrics import cluster_accuracy
 from clipclust.progress import SilentReporter
 
-from .workspaces import TEMPLATE, blob_workspace, fused_workspace, one_thread, spec
+from .workspaces import TEMPLATE, blob_workspace, fused_workspace, spec
 
-pytestmark = pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+pytestmark = [pytest.mark.filterwarnings("ignore:Graph is not fully connected"), pytest.mark.usefixtures("single_thread")]
 
 K_OF = {"kmeans": 4, "spectral": 4, "agglomerative": 4, "hdbscan": None}
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize("method", ["kmeans", "spectral", "agglomerative", "hdbscan"])

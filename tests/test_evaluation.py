@@ -15,13 +15,10 @@ from clipclust.errors import InputError
 from clipclust.evaluation import evaluate, evaluate_clustering, evaluate_zero_shot, probe_set
 from clipclust.progress import SilentReporter
 
-from .workspaces import TEMPLATE, blob_workspace, fused_workspace, one_thread, spec
+from .workspaces import TEMPLATE, blob_workspace, fused_workspace, spec
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def stored_clustering(tmp_path, ids, labels, vectors=None, name="hand"):

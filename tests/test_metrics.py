@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_digits, make_blobs
-from threadpoolctl import threadpool_limits
 
 from clipclust.methods.clustering import cluster
 from clipclust.metrics import (
@@ -27,10 +26,7 @@ from clipclust.metrics import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with threadpool_limits(1):  # see tests/methods/conftest.py: OpenMP spinning on a busy 2-core box
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # OpenMP spinning on a busy 2-core box
 
 
 def brute_force_acc(y_true, y_pred) -> float:

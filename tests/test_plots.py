@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import make_blobs
-from threadpoolctl import threadpool_limits
 
 from clipclust.plots import (
     CONFUSION_FIGSIZE,
@@ -24,10 +23,7 @@ from clipclust.plots import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    with threadpool_limits(1):  # see tests/methods/conftest.py: OpenMP spinning on a busy 2-core box
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # OpenMP spinning on a busy 2-core box
 
 
 def open_png(path) -> Image.Image:

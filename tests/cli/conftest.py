@@ -18,12 +18,6 @@ from ..workspaces import one_thread
 PROMPT = "This is digit <>"
 
 
-@pytest.fixture()
-def single_thread():
-    with one_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def digits_template(tmp_path_factory: pytest.TempPathFactory, open_clip_encoder) -> Path:
     from clipclust.cache import Workspace

@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
-from threadpoolctl import threadpool_limits
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """One BLAS/OpenMP thread (sklearn and torch): on a busy 2-core machine OpenMP workers that spin
-    for each other make these small fits ten times slower; one thread is as fast when idle."""
-    with threadpool_limits(1):
-        yield
+def _one_thread_for_method_tests(single_thread):
+    """Every method test runs with one thread: on a busy 2-core machine OpenMP workers that spin for each
+    other make these small fits ten times slower; one thread is as fast when idle."""
+    yield
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:

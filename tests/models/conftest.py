@@ -41,6 +41,11 @@ def _private_hash_memo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         yield
 
 
+def chat_reply(text: str) -> dict[str, Any]:
+    """An OpenAI chat-completions response body whose answer is ``text`` (for fake servers)."""
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     return smollm2_path()

@@ -34,11 +34,10 @@ from clipclust.models.llm import (
     spec_kind,
 )
 
+from .conftest import chat_reply
+
 MODELS_REPLY = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
 
-
-def chat_reply(text: str) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
 
 def free_port() -> int:

@@ -31,11 +31,10 @@ from clipclust.models.vlm import (
     select_chat_format,
 )
 
+from .conftest import chat_reply
+
 MODELS_REPLY = {"object": "list", "data": [{"id": "vlm", "object": "model"}]}
 
-
-def chat_reply(text: str) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
 
 def solid(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> Image.Image:
