@@ -10,7 +10,6 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from ..errors import InputError
-from ..evaluation import evaluate
 from . import common
 
 HELP = """Measure clusterings against the labels: ACC (Hungarian matching, also when K differs from the number
@@ -55,6 +54,8 @@ def evaluate_command(
     json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON, keyed by name."),
 ) -> None:
     with common.errors():
+        from ..evaluation import evaluate  # sklearn/scipy: loaded only when evaluating, not for --help
+
         result = evaluate(
             common.workspace(), names or (), zero_shot=zero_shot, probe=probe, on=on, model=model,
             split=_split_pair(split), test_fraction=test_fraction, temperature=temperature, scale=scale, seed=seed,
