@@ -48,13 +48,18 @@ def write_json(path: Path, data: Any) -> None:
     _replace(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
+def require_open_clip(spec: ModelSpec) -> None:
+    """Fine-tuned weights are saved in open_clip's layout, so the base must be an open_clip model."""
+    if spec.backend != "open_clip":
+        raise InputError(f"'{spec.raw}' is a transformers model; fine-tuning needs an open_clip model "
+                         "(ARCH/PRETRAINED, hf-hub:ORG/NAME or an open_clip folder)")
+
+
 def base_config(spec: ModelSpec, model: Any) -> dict[str, Any]:
     """The open_clip config of the base model, for the tuned model's folder."""
     import open_clip
 
-    if spec.backend != "open_clip":
-        raise InputError(f"'{spec.raw}' is a transformers model; fine-tuning needs an open_clip model "
-                         "(ARCH/PRETRAINED, hf-hub:ORG/NAME or an open_clip folder)")
+    require_open_clip(spec)
     if spec.path:
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         config = json.loads((folder / OPEN_CLIP_CONFIG).read_text()) if (folder / OPEN_CLIP_CONFIG).is_file() else {}

@@ -332,6 +332,7 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
                           descriptions={"image": opts.image_descriptions, "group": opts.group_descriptions},
                           domain=opts.domain)
     spec = parse_model_spec(opts.model)
+    checkpoint.require_open_clip(spec)
     base_identity = encoder.identity if encoder is not None else model_identity(spec, workspace.memo_get, workspace.memo_put)
     summary = FinetuneSummary(out=str(out_dir), method=opts.method, base_model=base_identity, texts=dict(items.sources))
 
