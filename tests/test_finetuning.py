@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,18 @@ def test_checkpoint_loads_as_a_model_and_a_run_killed_mid_epoch_resumes_exactly(
     resumed = finetune(ws, tmp_path / "cut", opts, resume=True)
     assert resumed.start_step == 3 and resumed.step == 9
 
-    a, b = load_clip(str(tmp_path / "whole"), device="cpu"), load_clip(str(tmp_path / "cut"), device="cpu")
-    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5, msg=name)
-    np.testing.assert_allclose(read_prototypes(tmp_path / "whole"), read_prototypes(tmp_path / "cut"), atol=1e-6)
+    mid = replace(opts, save_every=2)  # a checkpoint every 2 steps too: step 4 is inside epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        finetune(ws, tmp_path / "mid", mid, on_step=_stop_at(5))
+    assert json.loads((tmp_path / "mid" / "finetune.json").read_text())["step"] == 4
+    assert finetune(ws, tmp_path / "mid", mid, resume=True).start_step == 4
+
+    a = load_clip(str(tmp_path / "whole"), device="cpu")
+    for other in ("cut", "mid"):
+        b = load_clip(str(tmp_path / other), device="cpu")
+        for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+            torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5, msg=f"{other}: {name}")
+        np.testing.assert_allclose(read_prototypes(tmp_path / "whole"), read_prototypes(tmp_path / other), atol=1e-6)
     base = load_clip(str(tiny_open_clip), device="cpu")
     assert not torch.allclose(a.model.visual.conv1.weight, base.model.visual.conv1.weight)
     initial = base.encode_texts([TEMPLATE.replace("<>", c) for c in CLASSES])

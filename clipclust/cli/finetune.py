@@ -58,6 +58,7 @@ def finetune_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto (AMP fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=0, help="Image loading processes (0 = in the main one)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Also a checkpoint every N steps (besides every epoch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -72,7 +73,7 @@ def finetune_command(
             group_descriptions=group_descriptions, domain=domain, class_template=class_template,
             templates=template or None, split=split, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
             warmup=warmup, weight_decay=weight_decay, alpha=alpha, momentum=momentum, augment=augment, seed=seed,
-            device=device, precision=precision, workers=workers,
+            device=device, precision=precision, workers=workers, save_every=save_every,
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         try:
@@ -80,7 +81,7 @@ def finetune_command(
                 summary = finetune(common.workspace(), out, options, resume=resume, reporter=reporter,
                                    on_step=on_step, on_epoch=None if common.STATE.quiet else _epoch_line)
         except KeyboardInterrupt:
-            raise common.fail(f"interrupted; the last epoch's checkpoint is in {out}: add --resume to continue", 130) from None
+            raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
     if common.want_json(json_out):
         common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
         return

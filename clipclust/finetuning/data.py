@@ -200,8 +200,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + size] for i in range(0, n - size + 1, size)]
 
 
-def loader(dataset: ImageDataset, batches: list[list[int]], workers: int) -> Any:
+def loader(dataset: ImageDataset, batches: list[list[int]], workers: int, pin_memory: bool = False) -> Any:
     import torch
 
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                                       persistent_workers=False, pin_memory=False)
+                                       pin_memory=pin_memory)

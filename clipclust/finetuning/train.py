@@ -69,6 +69,7 @@ class FinetuneOptions:
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None
+    save_every: int | None = None  # also a checkpoint every N steps inside an epoch (long epochs)
 
 
 @dataclass
@@ -150,6 +151,7 @@ def _validate(opts: FinetuneOptions) -> None:
     checks = [(opts.epochs >= 1, "epochs must be at least 1"), (opts.steps is None or opts.steps >= 1, "steps must be at least 1"),
               (opts.lr > 0, "the learning rate must be positive"), (opts.batch_size >= 2, "the batch size must be at least 2"),
               (opts.warmup is None or opts.warmup >= 0, "warm-up steps cannot be negative"),
+              (opts.save_every is None or opts.save_every >= 1, "checkpoints can be saved every 1 step or more"),
               (0 <= opts.alpha <= 1 and 0 <= opts.momentum <= 1, "alpha and momentum must lie in [0, 1]")]
     for ok, message in checks:
         if not ok:
@@ -227,7 +229,7 @@ class _Trainer:
         labels = np.full(n, -1, dtype=np.int64)
         bad: list[int] = []
         with reporter.task("zero-shot pseudo-labels", n) as advance, torch.no_grad():
-            for pixels, rows, unreadable in loader(dataset, batches, workers):
+            for pixels, rows, unreadable in loader(dataset, batches, workers, self.device.startswith("cuda")):
                 bad += unreadable
                 if pixels is not None:
                     with self.autocast():
@@ -238,21 +240,27 @@ class _Trainer:
         self.zs_labels = torch.as_tensor(labels[good])
         return good, [(self.items.paths[i], "could not be decoded") for i in bad]
 
-    def _described(self, rows: list[int]) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """(N, K, D) features of the rows' image/group descriptions (grad on), (N, K) which exist."""
+    def _texts(self, label_sets: Sequence["torch.Tensor"], rows: list[int]) -> tuple[list["torch.Tensor"], "torch.Tensor", "torch.Tensor"]:
+        """Text features with gradients, from one text-encoder call over the batch's distinct texts: the
+        class description of each label in each of ``label_sets``, and the (N, K, D) image/group description
+        features of ``rows`` with their (N, K) presence mask."""
         import torch
 
         kinds = [k for k in ("image", "group") if k in self.items.described]
-        texts = [[self.items.described[k][r] for k in kinds] for r in rows]
-        unique = sorted({t for row in texts for t in row if t is not None})
-        dim = self.prototypes.shape[1]
-        if not unique:
-            return torch.zeros(len(rows), len(kinds), dim, device=self.device), torch.zeros(len(rows), len(kinds), dtype=torch.bool, device=self.device)
-        feats = self.encode_texts(unique)
-        at = {t: i for i, t in enumerate(unique)}
-        index = torch.tensor([[at.get(t, 0) if t is not None else 0 for t in row] for row in texts], device=self.device)
-        present = torch.tensor([[t is not None for t in row] for row in texts], device=self.device)
-        return feats[index], present
+        described = [[self.items.described[k][r] for k in kinds] for r in rows]
+        classes = torch.unique(torch.cat(list(label_sets))).tolist()
+        order = list(dict.fromkeys([self.class_texts[c] for c in classes] +
+                                   [t for row in described for t in row if t is not None]))
+        feats = self.encode_texts(order)
+        at = {t: i for i, t in enumerate(order)}
+        slot = torch.zeros(len(self.class_texts), dtype=torch.long, device=self.device)
+        slot[torch.tensor(classes, device=self.device)] = torch.tensor([at[self.class_texts[c]] for c in classes],
+                                                                       device=self.device)
+        index = torch.tensor([[at[t] if t is not None else 0 for t in row] for row in described], dtype=torch.long,
+                             device=self.device)
+        present = torch.tensor([[t is not None for t in row] for row in described], dtype=torch.bool,
+                               device=self.device).reshape(len(rows), len(kinds))
+        return [feats[slot[labels]] for labels in label_sets], feats[index.reshape(len(rows), len(kinds))], present
 
     def step(self, pixels: "torch.Tensor", rows: list[int], lr: float) -> tuple[float, float]:
         """One optimisation step; returns (loss, agreement of the two pseudo-label sources)."""
@@ -268,12 +276,11 @@ class _Trainer:
             if self.opts.method == "flyp":
                 with torch.no_grad():  # FLYP + pseudo-labels: labels from the current model, every step
                     ft = lc.pseudo_labels(images, self.encode_texts(self.class_texts))
-                loss = lc.contrastive_loss(images, self._class_features(ft)[0], self.model.logit_scale)
+                loss = lc.contrastive_loss(images, self._texts([ft], [])[0][0], self.model.logit_scale)
                 new_prototypes = None
             else:
                 ft = lc.pseudo_labels(images, prototypes)
-                class_zs, class_ft = self._class_features(zs, ft)
-                described, present = self._described(rows)
+                (class_zs, class_ft), described, present = self._texts([zs, ft], rows)
                 loss, new_prototypes = lc.dual_step(images, class_zs, class_ft, described, present, prototypes, zs, ft,
                                                     self.model.logit_scale, alpha=self.opts.alpha,
                                                     momentum=self.opts.momentum)
@@ -286,16 +293,6 @@ class _Trainer:
         if new_prototypes is not None:
             self.prototypes = new_prototypes.detach().cpu()
         return float(loss.detach()), float((zs == ft).float().mean())
-
-    def _class_features(self, *label_sets: "torch.Tensor") -> list["torch.Tensor"]:
-        """Features of "a photo of a {c}." for each label, encoding each class present once (with grad)."""
-        import torch
-
-        needed = torch.unique(torch.cat(label_sets)).tolist()
-        feats = self.encode_texts([self.class_texts[c] for c in needed])
-        slot = torch.full((len(self.class_texts),), -1, dtype=torch.long, device=self.device)
-        slot[torch.tensor(needed, device=self.device)] = torch.arange(len(needed), device=self.device)
-        return [feats[slot[labels]] for labels in label_sets]
 
     def classifier(self) -> tuple[np.ndarray, str]:
         """What evaluate uses: LatteCLIP's prototypes, or FLYP's class-text features of the tuned model."""
@@ -408,7 +405,7 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
         dataset.epoch = epoch
         losses, agreements, seen, epoch_started = [], [], 0, time.perf_counter()
         tick = time.perf_counter()
-        for pixels, rows, _ in loader(dataset, batches, workers):
+        for pixels, rows, _ in loader(dataset, batches, workers, encoder.device.startswith("cuda")):
             loss, agreement = trainer.step(pixels, rows, lr_at(step, opts.lr, warmup, total))
             step += 1
             now = time.perf_counter()
@@ -418,7 +415,9 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
             if on_step is not None:
                 on_step(StepStats(epoch + 1, epochs, step, total, loss, agreement, len(rows) / max(now - tick, 1e-9),
                                   lr_at(step - 1, opts.lr, warmup, total)))
-            tick = now
+            if opts.save_every and step % opts.save_every == 0 and step % steps_per_epoch and step < total:
+                save(epoch)  # mid-epoch: resuming skips this epoch's first batches, the augmentation is per item
+            tick = time.perf_counter()
         epoch += 1
         summary.history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses)),
                                 "agreement": float(np.mean(agreements)),
