@@ -6,6 +6,9 @@ with gradients, computes the method's loss (clipclust.methods.latteclip), and up
 AdamW (OpenCLIP's settings: no weight decay on gains, biases and the logit scale), a cosine schedule with
 linear warm-up, and AMP on GPU.  A checkpoint is written at the end of every epoch; ``resume`` continues
 from the last one exactly as the uninterrupted run would have gone on.
+
+The warm-up defaults to a tenth of the steps: the paper keeps OpenCLIP's defaults, whose 10000 warm-up
+steps exceed its whole 2000-step run (the learning rate would never reach its peak).
 """
 
 from __future__ import annotations

@@ -3,6 +3,15 @@ momentum update, dual pseudo-labels and the symmetric contrastive loss; plus FLY
 
 Pure tensor functions, no model and no data: the training loop (clipclust.finetuning) calls them, and the
 tests compare them with a direct computation of the paper's equations.
+
+Choices where the paper leaves room or where we differ (all small):
+- Eq. 3 is averaged over its two directions, as OpenCLIP's ClipLoss does (the paper writes their sum; a
+  factor 2 that AdamW absorbs), on L2-normalised features, so t_bar is normalised inside the loss.
+- Both mixed texts of a step use the prototypes as they were at the step's start; the momentum updates
+  then run for c_zs, then for c_ft ("repeated for each pseudo-label").
+- Zero-shot pseudo-labels are computed once, on the un-augmented images, by the frozen base model with a
+  template ensemble (the paper: "frozen zero-shot"; it does not name its ensemble, we use OpenCLIP's
+  short ImageNet one plus "a photo of a {c}.").
 """
 
 from __future__ import annotations
