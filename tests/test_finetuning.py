@@ -71,6 +71,7 @@ def test_flyp_trains_on_its_own_pseudo_labels_and_keeps_class_texts_as_classifie
     np.testing.assert_allclose(read_prototypes(out), texts, atol=1e-5)
     base = load_clip(str(digits_clip.model_dir), device="cpu").encode_texts(["a photo of the digit 3."])
     assert not np.allclose(texts[3], base[0], atol=1e-4)  # the text encoder was trained
+    assert zero_shot_accuracy(out, digits_clip.test_dir, classifier=read_prototypes(out)) > 0.5  # not collapsed
 
 
 def _stop_at(step: int):

@@ -37,6 +37,9 @@ def test_finetune_then_embed_and_evaluate_with_the_prototypes(cli, tiny_open_cli
 
     again = cli("finetune", "--model", str(tiny_open_clip), "--out", str(out), "--epochs", "2", *TRAIN, "--resume")
     assert again.code == 0 and "nothing to do" in again.out
+    summary = cli("--json", "finetune", "--model", str(tiny_open_clip), "--out", str(out), "--epochs", "2", *TRAIN,
+                  "--resume").json()
+    assert summary["step"] == summary["total_steps"] == 6 and summary["model_loaded"] is False
 
 
 def test_interrupted_run_keeps_its_checkpoint_and_resumes(cli, tiny_open_clip, tmp_path, monkeypatch):
