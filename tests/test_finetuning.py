@@ -163,3 +163,24 @@ def test_missing_descriptions_say_which_describe_command_makes_them(tiny_open_cl
         (hf / "model.safetensors").write_bytes(b"")
         finetune(ws, tmp_path / "out", _options(hf))
     assert not (tmp_path / "out").exists()  # nothing was written by the failed runs
+
+
+def test_a_file_broken_mid_run_fails_with_its_path_and_keeps_the_last_checkpoint(tiny_open_clip, tmp_path):
+    from clipclust.errors import ClipclustError
+
+    folder = write_digits(tmp_path / "digits", 16)
+    ws = _workspace(tmp_path / "ws.h5", folder)
+    victim = sorted(folder.glob("*/*.png"))[0]
+    good = victim.read_bytes()
+
+    def break_file(stats) -> None:
+        if stats.step == 2:  # the last step of epoch 1: epoch 2 will read a broken file
+            victim.write_bytes(b"not an image")
+
+    opts = _options(tiny_open_clip, epochs=2, lr=1e-4, batch_size=8)
+    with pytest.raises(ClipclustError, match=victim.name) as failure:
+        finetune(ws, tmp_path / "out", opts, on_step=break_file)
+    assert failure.value.exit_code == 1
+    assert json.loads((tmp_path / "out" / "finetune.json").read_text())["step"] == 2
+    victim.write_bytes(good)
+    assert finetune(ws, tmp_path / "out", opts, resume=True).step == 4

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..cache import SetInfo, Workspace
 from ..data import UnreadableImage, decode_image
-from ..errors import ClipclustError, InputError
+from ..errors import InputError
 from ..models.vlm import latteclip_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,7 +147,10 @@ def item_seed(seed: int, epoch: int, row: int) -> int:
 
 
 class ImageDataset:
-    """Decoded, transformed images by row; ``epoch`` and ``seed`` fix each item's augmentation."""
+    """Decoded, transformed images by row; ``epoch`` and ``seed`` fix each item's augmentation.
+
+    An unreadable file comes back as None (the caller decides: skip it or stop), so that a loader worker
+    never raises a multi-line wrapped exception."""
 
     def __init__(self, paths: Sequence[str], transform: Callable[[Any], "torch.Tensor"], seed: int = 0,
                  min_size: int | None = None):
@@ -160,24 +163,13 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, row: int) -> tuple["torch.Tensor", int]:
-        try:
-            image = decode_image(Path(self.paths[row]).read_bytes(), self.min_size)
-        except (OSError, UnreadableImage) as exc:
-            raise ClipclustError(f"{self.paths[row]}: {exc}; the last checkpoint is kept, resume after fixing it") from None
-        with seeded(item_seed(self.seed, self.epoch, row)):
-            return self.transform(image), row
-
-
-class TolerantDataset(ImageDataset):
-    """For the zero-shot pass: unreadable files come back as None and are left out of training."""
-
-    def __getitem__(self, row: int) -> tuple["torch.Tensor | None", int]:  # type: ignore[override]
+    def __getitem__(self, row: int) -> tuple["torch.Tensor | None", int]:
         try:
             image = decode_image(Path(self.paths[row]).read_bytes(), self.min_size)
         except (OSError, UnreadableImage):
             return None, row
-        return self.transform(image), row
+        with seeded(item_seed(self.seed, self.epoch, row)):
+            return self.transform(image), row
 
 
 def collate(batch: list[tuple[Any, int]]) -> tuple["torch.Tensor | None", list[int], list[int]]:

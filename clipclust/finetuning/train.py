@@ -25,13 +25,13 @@ import numpy as np
 
 from .. import __version__
 from ..cache import Workspace, library_versions
-from ..errors import InputError
+from ..errors import ClipclustError, InputError
 from ..methods import latteclip as lc
 from ..models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec, resolve_device, resolve_precision
 from ..progress import Reporter, SilentReporter
 from ..prompts import check_template
 from . import checkpoint
-from .data import AUGMENTATION, ImageDataset, TolerantDataset, TrainItems, collect_items, epoch_batches, loader, parse_texts
+from .data import AUGMENTATION, ImageDataset, TrainItems, collect_items, epoch_batches, loader, parse_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -226,7 +226,7 @@ class _Trainer:
         per_template = torch.stack([self.frozen_class_features(lc.class_prompts(t, self.opts.classes)) for t in templates])
         ensemble = torch.nn.functional.normalize(per_template.mean(0), dim=-1)
         self.prototypes = self.frozen_class_features(self.class_texts).cpu()
-        dataset = TolerantDataset(self.items.paths, self.encoder.preprocess, min_size=self.encoder.input_size)
+        dataset = ImageDataset(self.items.paths, self.encoder.preprocess, min_size=self.encoder.input_size)
         n = len(self.items)
         batches = [list(range(i, min(n, i + self.opts.batch_size))) for i in range(0, n, self.opts.batch_size)]
         labels = np.full(n, -1, dtype=np.int64)
@@ -408,7 +408,10 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
         dataset.epoch = epoch
         losses, agreements, seen, epoch_started = [], [], 0, time.perf_counter()
         tick = time.perf_counter()
-        for pixels, rows, _ in loader(dataset, batches, workers, encoder.device.startswith("cuda")):
+        for pixels, rows, broken in loader(dataset, batches, workers, encoder.device.startswith("cuda")):
+            if broken:
+                raise ClipclustError(f"{trainer.items.paths[broken[0]]} can no longer be decoded; the last checkpoint "
+                                     f"in {out_dir} is kept: restore the file and resume")
             loss, agreement = trainer.step(pixels, rows, lr_at(step, opts.lr, warmup, total))
             step += 1
             now = time.perf_counter()
