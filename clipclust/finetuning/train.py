@@ -204,15 +204,21 @@ class _Trainer:
         return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=self.amp_dtype)
 
     def encode_texts(self, texts: Sequence[str], chunk: int = 1024) -> "torch.Tensor":
+        """Text features in fp32; the encoder alone runs under autocast, LatteCLIP's arithmetic does not."""
         import torch
 
-        return torch.cat([self.model.encode_text(self.encoder.tokenize(texts[i : i + chunk]))
-                          for i in range(0, len(texts), chunk)]).float()
+        with self.autocast():
+            return torch.cat([self.model.encode_text(self.encoder.tokenize(texts[i : i + chunk]))
+                              for i in range(0, len(texts), chunk)]).float()
+
+    def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        with self.autocast():
+            return self.model.encode_image(pixels.to(self.device, non_blocking=True)).float()
 
     def frozen_class_features(self, texts: Sequence[str]) -> "torch.Tensor":
         import torch
 
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad():
             return torch.nn.functional.normalize(self.encode_texts(texts), dim=-1)
 
     def zero_shot(self, reporter: Reporter, workers: int) -> tuple[list[int], list[tuple[str, str]]]:
@@ -235,9 +241,7 @@ class _Trainer:
             for pixels, rows, unreadable in loader(dataset, batches, workers, self.device.startswith("cuda")):
                 bad += unreadable
                 if pixels is not None:
-                    with self.autocast():
-                        feats = self.model.encode_image(pixels.to(self.device))
-                    labels[rows] = lc.pseudo_labels(feats, ensemble).cpu().numpy()
+                    labels[rows] = lc.pseudo_labels(self.encode_images(pixels), ensemble).cpu().numpy()
                 advance(len(rows) + len(unreadable))
         good = [i for i in range(n) if labels[i] >= 0]
         self.zs_labels = torch.as_tensor(labels[good])
@@ -274,19 +278,17 @@ class _Trainer:
         self.model.train()
         zs = self.zs_labels[rows].to(self.device)
         prototypes = self.prototypes.to(self.device)
-        with self.autocast():
-            images = self.model.encode_image(pixels.to(self.device, non_blocking=True)).float()
-            if self.opts.method == "flyp":
-                with torch.no_grad():  # FLYP + pseudo-labels: labels from the current model, every step
-                    ft = lc.pseudo_labels(images, self.encode_texts(self.class_texts))
-                loss = lc.contrastive_loss(images, self._texts([ft], [])[0][0], self.model.logit_scale)
-                new_prototypes = None
-            else:
-                ft = lc.pseudo_labels(images, prototypes)
-                (class_zs, class_ft), described, present = self._texts([zs, ft], rows)
-                loss, new_prototypes = lc.dual_step(images, class_zs, class_ft, described, present, prototypes, zs, ft,
-                                                    self.model.logit_scale, alpha=self.opts.alpha,
-                                                    momentum=self.opts.momentum)
+        images = self.encode_images(pixels)
+        if self.opts.method == "flyp":
+            with torch.no_grad():  # FLYP + pseudo-labels: labels from the current model, every step
+                ft = lc.pseudo_labels(images, self.encode_texts(self.class_texts))
+            loss = lc.contrastive_loss(images, self._texts([ft], [])[0][0], self.model.logit_scale)
+            new_prototypes = None
+        else:
+            ft = lc.pseudo_labels(images, prototypes)
+            (class_zs, class_ft), described, present = self._texts([zs, ft], rows)
+            loss, new_prototypes = lc.dual_step(images, class_zs, class_ft, described, present, prototypes, zs, ft,
+                                                self.model.logit_scale, alpha=self.opts.alpha, momentum=self.opts.momentum)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
