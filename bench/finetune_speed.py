@@ -125,28 +125,38 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def quality(args: argparse.Namespace) -> None:
+    from clipclust.cache import short_hash
     from clipclust.finetuning import FinetuneOptions, finetune
-    from tests.digits_clip import CLASSES, TEMPLATE, build_digits_clip, read_prototypes, zero_shot_accuracy
+    from tests.digits_clip import (CLASSES, TEMPLATE, build_digits_clip, read_prototypes, vlm_like_descriptions,
+                                   zero_shot_accuracy)
 
     root = Path(tempfile.mkdtemp(prefix="ft-quality-"))
     clip = build_digits_clip(root / "clip")
     base = zero_shot_accuracy(clip.model_dir, clip.test_dir)
     ws, _ = _workspace(root / "ws.h5", clip.test_dir)
     print(f"digits, other half ({len(list(clip.test_dir.glob('*/*.png')))} images): zero-shot accuracy {base:.3f}")
-    print(f"{'seed':>4} {'zero-shot':>10} {'LatteCLIP':>10} {'FLYP':>10}")
+    print("LatteCLIP+desc: with VLM-like image and group descriptions (70% / 50% name the right digit)")
+    print(f"{'seed':>4} {'zero-shot':>10} {'LatteCLIP':>10} {'+desc':>10} {'FLYP':>10}")
     rows = []
     for seed in args.seeds:
+        described = root / f"described-{seed}.h5"
+        ws_desc, _ = _workspace(described, clip.test_dir)
+        for kind, texts in vlm_like_descriptions(clip.test_dir, seed).items():
+            spec = {"id": short_hash("bench-vlm", kind), "name": f"{kind}:digit", "kind": kind, "model": "bench-vlm",
+                    "prompt": "", "keyed_by": "item", "dtype": "str", "provenance": {}}
+            ws_desc.write_batch(rows=[(spec, list(texts), list(texts.values()))])
         accs = []
-        for method in ("latteclip", "flyp"):
-            out = root / f"{method}-{seed}"
-            finetune(ws, out, FinetuneOptions(method=method, classes=CLASSES, model=str(clip.model_dir), texts=("class",),
-                                              class_template=TEMPLATE, templates=[TEMPLATE], epochs=2, steps=None,
-                                              lr=1e-4, batch_size=64, seed=seed, device="cpu", workers=0))
+        for name, method, texts, space in (("latteclip", "latteclip", ("class",), ws),
+                                           ("described", "latteclip", ("class", "image", "group"), ws_desc),
+                                           ("flyp", "flyp", ("class",), ws)):
+            out = root / f"{name}-{seed}"
+            finetune(space, out, FinetuneOptions(method=method, classes=CLASSES, model=str(clip.model_dir), texts=texts,
+                                                 class_template=TEMPLATE, templates=[TEMPLATE], epochs=2, steps=None,
+                                                 lr=1e-4, batch_size=64, seed=seed, device="cpu", workers=0))
             accs.append(zero_shot_accuracy(out, clip.test_dir, classifier=read_prototypes(out)))
         rows.append([base, *accs])
-        print(f"{seed:>4} {base:>10.3f} {accs[0]:>10.3f} {accs[1]:>10.3f}")
-    mean = np.mean(rows, axis=0)
-    print(f"{'mean':>4} {mean[0]:>10.3f} {mean[1]:>10.3f} {mean[2]:>10.3f}")
+        print(f"{seed:>4} " + " ".join(f"{a:>10.3f}" for a in rows[-1]))
+    print(f"{'mean':>4} " + " ".join(f"{a:>10.3f}" for a in np.mean(rows, axis=0)))
 
 
 def main() -> None:

@@ -91,3 +91,21 @@ def read_prototypes(model_dir: Path) -> np.ndarray:
     meta = json.loads((model_dir / "prototypes.json").read_text())
     assert meta["classes"] == CLASSES
     return np.load(model_dir / "prototypes.npy")
+
+
+def vlm_like_descriptions(folder: Path, seed: int) -> dict[str, dict[str, str]]:
+    """Stand-ins for LMM output, by description kind and item key: an image description naming the right
+    digit 70% of the time (a random one otherwise), a group description naming it half the time.  Made from
+    the file's folder as a VLM would read the image; the training code itself never sees a label."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    image, group = {}, {}
+    for f in sorted(folder.glob("*/*.png")):
+        key = hashlib.sha256(f.read_bytes()).hexdigest()
+        digit = int(f.parent.name)
+        seen = digit if rng.random() < 0.7 else int(rng.integers(10))
+        image[key] = f"a photo of the digit {seen}, handwritten in thick grey strokes."
+        shared = digit if rng.random() < 0.5 else int(rng.integers(10))
+        group[key] = f"several handwritten digits, mostly the digit {shared}."
+    return {"description": image, "group-description": group}

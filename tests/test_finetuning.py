@@ -18,7 +18,7 @@ from clipclust.finetuning import FinetuneOptions, finetune
 from clipclust.models.clip import load_clip
 
 from .conftest import write_digits
-from .digits_clip import CLASSES, TEMPLATE, read_prototypes, zero_shot_accuracy
+from .digits_clip import CLASSES, TEMPLATE, read_prototypes, vlm_like_descriptions, zero_shot_accuracy
 
 
 @pytest.fixture(autouse=True)
@@ -46,13 +46,16 @@ def _options(model: Path, **kw) -> FinetuneOptions:
     return FinetuneOptions(**{**base, **kw})
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_latteclip_raises_zero_shot_accuracy_on_the_unlabelled_half(digits_clip, tmp_path, seed):
+@pytest.mark.parametrize("seed,texts", [(0, ("class",)), (1, ("class",)), (2, ("class", "image", "group"))])
+def test_latteclip_raises_zero_shot_accuracy_on_the_unlabelled_half(digits_clip, tmp_path, seed, texts):
     base = zero_shot_accuracy(digits_clip.model_dir, digits_clip.test_dir)
     assert 0.3 < base < 0.8  # the pretrained tiny CLIP has some skill, and room to improve
     ws = _workspace(tmp_path / "ws.h5", digits_clip.test_dir)
+    if texts != ("class",):
+        for kind, texts_by_key in vlm_like_descriptions(digits_clip.test_dir, seed).items():
+            _describe(ws, kind, texts_by_key)
     out = tmp_path / "tuned"
-    summary = finetune(ws, out, _options(digits_clip.model_dir, epochs=2, lr=1e-4, batch_size=64, seed=seed))
+    summary = finetune(ws, out, _options(digits_clip.model_dir, texts=texts, epochs=2, lr=1e-4, batch_size=64, seed=seed))
     assert summary.step == summary.total_steps == 2 * (summary.n_items // 64)
     prototypes = read_prototypes(out)
     tuned = zero_shot_accuracy(out, digits_clip.test_dir, classifier=prototypes)
