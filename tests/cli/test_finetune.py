@@ -43,12 +43,12 @@ def test_finetune_then_embed_and_evaluate_with_the_prototypes(cli, tiny_open_cli
 
 
 def test_interrupted_run_keeps_its_checkpoint_and_resumes(cli, tiny_open_clip, tmp_path, monkeypatch):
-    from clipclust.finetuning import train
+    from clipclust.finetuning import trainer
 
     digits = write_digits(tmp_path / "digits", 16)
     assert cli("embed", str(digits), "--model", str(tiny_open_clip), "--device", "cpu").code == 0
     out = tmp_path / "tuned"
-    step = train._Trainer.step
+    step = trainer.Trainer.step
     calls = []
 
     def flaky(self, *args):
@@ -57,7 +57,7 @@ def test_interrupted_run_keeps_its_checkpoint_and_resumes(cli, tiny_open_clip, t
             raise KeyboardInterrupt
         return step(self, *args)
 
-    monkeypatch.setattr(train._Trainer, "step", flaky)
+    monkeypatch.setattr(trainer.Trainer, "step", flaky)
     args = ["finetune", "--model", str(tiny_open_clip), "--out", str(out), "--epochs", "2", *TRAIN]
     result = cli(*args)
     last = result.err.strip().splitlines()[-1]  # after the epoch-1 line
