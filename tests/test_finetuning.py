@@ -159,6 +159,15 @@ def test_missing_descriptions_say_which_describe_command_makes_them(tiny_open_cl
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "image")))
     with pytest.raises(InputError, match="--group-size 4 --group-by zeroshot"):
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "group"), domain="digit"))
+    keys = list(ws.items().sha256)
+    _describe(ws, "description", {k: "a digit" for k in keys})
+    spec_b = {"id": "other", "name": "description:mood", "kind": "description", "model": "m", "prompt": "",
+              "keyed_by": "item", "dtype": "str", "provenance": {}}
+    ws.write_batch(rows=[(spec_b, keys, ["calm"] * len(keys))])
+    with pytest.raises(InputError, match="several image description sets"):
+        finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "image")))
+    with pytest.raises(InputError, match="holds description rows, not group-description rows"):
+        finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "group"), group_descriptions="other"))
     with pytest.raises(InputError, match="transformers model"):
         hf = tmp_path / "hf"
         hf.mkdir()

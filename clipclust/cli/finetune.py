@@ -63,6 +63,7 @@ def finetune_command(
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     from ..finetuning import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
+    from ..finetuning.data import DescriptionsError
 
     with common.errors():
         names = parse_classes(classes, str(classes_file) if classes_file else None)
@@ -80,6 +81,9 @@ def finetune_command(
             with _progress(reporter) as on_step:
                 summary = finetune(common.workspace(), out, options, resume=resume, reporter=reporter,
                                    on_step=on_step, on_epoch=None if common.STATE.quiet else _epoch_line)
+        except DescriptionsError as exc:
+            option = "--texts class" if exc.reason == "missing" else f"--{exc.kind}-descriptions NAME"
+            raise InputError(f"{exc} ({option})") from None
         except KeyboardInterrupt:
             raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
     if common.want_json(json_out):

@@ -28,6 +28,14 @@ AUGMENTATION = {"scale": (0.9, 1.0), "color_jitter": (0.4, 0.4, 0.4, 0.1), "colo
                 "gray_scale_prob": 0.2}
 
 
+class DescriptionsError(InputError):
+    """Image or group descriptions missing or ambiguous; ``kind`` and ``reason`` let the CLI name its options."""
+
+    def __init__(self, message: str, kind: str, reason: str):
+        super().__init__(message)
+        self.kind, self.reason = kind, reason
+
+
 @dataclass
 class TrainItems:
     """The items to train on, in workspace order, with their descriptions (None where an item has none)."""
@@ -80,11 +88,12 @@ def find_descriptions(workspace: Workspace, kind: str, name: str | None, domain:
     if domain and len(sets) > 1:
         sets = [s for s in sets if s.name.startswith(f"{wanted}:{domain}")] or sets
     if not sets:
-        raise InputError(f"the workspace holds no {kind} descriptions; {_describe_hint(kind, domain)}; "
-                         "or train with class descriptions only")
+        raise DescriptionsError(f"the workspace holds no {kind} descriptions; {_describe_hint(kind, domain)}; "
+                                "or train with class descriptions only", kind, "missing")
     if len(sets) > 1:
         listing = "; ".join(f"{s.name} (id {s.id})" for s in sets)
-        raise InputError(f"several {kind} description sets are stored ({listing}); name the one to use")
+        raise DescriptionsError(f"several {kind} description sets are stored ({listing}); name the one to use",
+                                kind, "ambiguous")
     return sets[0]
 
 

@@ -75,7 +75,8 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
     base = ["finetune", "--model", str(tiny_open_clip), "--out", str(tmp_path / "o")]
     assert "--classes" in one_error_line(cli(*base))
     missing = cli(*base, "--classes", "a,b")
-    assert missing.code == 2 and "clipclust describe" in one_error_line(missing)
+    line = one_error_line(missing)
+    assert missing.code == 2 and "clipclust describe" in line and line.endswith("(--texts class)")
     bad = cli(*base, "--classes", "a,b", "--method", "reclip")
     assert bad.code == 2 and "latteclip or flyp" in one_error_line(bad)
     assert cli(*base, "--classes", "a,b", "--texts", "class", "--resume").code == 2
