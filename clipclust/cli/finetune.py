@@ -85,7 +85,11 @@ def finetune_command(
             option = "--texts class" if exc.reason == "missing" else f"--{exc.kind}-descriptions NAME"
             raise InputError(f"{exc} ({option})") from None
         except KeyboardInterrupt:
-            raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
+            from ..finetuning.checkpoint import has_checkpoint
+
+            if has_checkpoint(out):
+                raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
+            raise common.fail("interrupted before the first checkpoint; run the same command again", 130) from None
     if common.want_json(json_out):
         common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
         return

@@ -80,3 +80,16 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
     bad = cli(*base, "--classes", "a,b", "--method", "reclip")
     assert bad.code == 2 and "latteclip or flyp" in one_error_line(bad)
     assert cli(*base, "--classes", "a,b", "--texts", "class", "--resume").code == 2
+
+
+def test_interrupted_before_the_first_checkpoint_says_to_run_again(cli, tiny_open_clip, tmp_path, monkeypatch):
+    from clipclust.finetuning import trainer
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    digits = write_digits(tmp_path / "digits", 8)
+    assert cli("embed", str(digits), "--model", str(tiny_open_clip), "--device", "cpu").code == 0
+    monkeypatch.setattr(trainer.Trainer, "zero_shot", interrupted)
+    result = cli("finetune", "--model", str(tiny_open_clip), "--out", str(tmp_path / "o"), *TRAIN)
+    assert result.code == 130 and "before the first checkpoint" in one_error_line(result)
