@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import pytest
 
-from clipclust.cache import ItemRecord, Workspace
+from clipclust.store import ItemRecord, Workspace
 from clipclust.errors import ClipclustError, InputError
 
-from .conftest import write_digits
+from ..conftest import write_digits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(set_id: str = "s1", kind: str = "image") -> dict:
