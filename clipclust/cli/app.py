@@ -49,9 +49,9 @@ def global_options(
 
 
 def _register() -> None:
-    from . import cluster, describe, embed, evaluate, export, info, visualize
+    from . import check, cluster, describe, embed, evaluate, export, info, visualize
 
-    for module in (embed, describe, info, cluster, evaluate, visualize, export):
+    for module in (embed, describe, info, check, cluster, evaluate, visualize, export):
         module.register(app)
 
 

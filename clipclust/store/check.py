@@ -243,12 +243,13 @@ def _trim(group: h5py.Group, names: list[str], lost: list[str]) -> None:
 
 
 def _dedupe(group: h5py.Group, key: str, names: list[str], lost: list[str]) -> None:
+    """Keep each key's first row; rows whose key reads empty (zeros where the file was cut) go too."""
     keys = group[key][:]
     _, first = np.unique(keys, return_index=True)
-    if len(first) == len(keys):
+    keep = np.sort(first[keys[first] != keys[:0].dtype.type()])
+    if len(keep) == len(keys):
         return
-    keep = np.sort(first)
-    lost.append(f"{group.name}: {len(keys) - len(keep)} duplicate keys dropped")
+    lost.append(f"{group.name}: {len(keys) - len(keep)} duplicate or blank keys dropped")
     for name in names:
         ds = group[name]
         data = ds[:][keep]
@@ -275,11 +276,15 @@ def _realign(f: h5py.File, lost: list[str]) -> None:
         g = f["calls"]
         _trim(g, ["keys", "end"], lost)
         end = g["end"][:]
-        good = int(np.searchsorted(end, g["text"].shape[0], side="right"))
+        # offsets strictly grow (an empty answer is so rare that zeros read back from a lost region
+        # are the likelier story) and stay within the text
+        ok = (end <= g["text"].shape[0]) & (np.diff(end, prepend=0) > 0) & (g["keys"][:] != b"")
+        good = int(np.argmin(ok)) if not ok.all() else len(end)
         if good < len(end):
             lost.append(f"calls: {len(end) - good} answers whose text was lost dropped")
             for name in ("keys", "end"):
                 g[name].resize(good, axis=0)
+        g["text"].resize(int(end[good - 1]) if good else 0, axis=0)
         keys = g["keys"][:]
         if len(np.unique(keys)) != len(keys):  # keep each key's first answer: rebuild the text column
             end = g["end"][:]
