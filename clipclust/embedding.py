@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .cache import ItemRecord, Workspace, short_hash
+from .store import ItemRecord, ItemTable, Workspace, short_hash
 from .data import SourceFile, UnreadableImage, apply_labels, decode_image, find_images, read_labels_csv, sha256_bytes
 from .errors import InputError
 from .models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
@@ -27,6 +27,7 @@ from .progress import Reporter, SilentReporter
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
+HASH_BLOCK = 256  # files per thread-pool task when hashing
 UNREADABLE_MEMO = "unreadable"  # sha256 -> reason: content that failed to decode, skipped on re-runs
 
 
@@ -116,33 +117,41 @@ def _set_spec(model_id: str, model_raw: str, kind: str, name: str, prompt: str, 
 
 def hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporter: Reporter,
                   summary: EmbedSummary) -> list[_Source]:
-    """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read."""
+    """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read.
+
+    Files go to the thread pool in blocks: a cached re-run of a million files is a million stats, and
+    one task per file would cost more in the pool than in the stat.
+    """
     known = {p: i for i, p in enumerate(ws_items.path)}
 
     def one(src: SourceFile) -> _Source | tuple[SourceFile, str]:
         try:
             st = src.path.stat()
-            row = known.get(str(src.path.resolve()))
+            row = known.get(src.real_path())
             if row is not None and ws_items.size[row] == st.st_size and ws_items.mtime_ns[row] == st.st_mtime_ns:
                 return _Source(src, ws_items.sha256[row], st.st_size, st.st_mtime_ns)
             return _Source(src, sha256_bytes(src.path.read_bytes()), st.st_size, st.st_mtime_ns)
         except OSError as exc:
             return src, exc.strerror or str(exc)
 
+    def block(start: int) -> list[_Source | tuple[SourceFile, str]]:
+        return [one(src) for src in sources[start : start + HASH_BLOCK]]
+
     out: list[_Source] = []
     seen: set[str] = set()
     with reporter.task("hashing", len(sources)) as advance, ThreadPoolExecutor(workers) as pool:
-        for res in pool.map(one, sources):
-            advance(1)
-            if isinstance(res, tuple):
-                summary.skipped.append((str(res[0].path), res[1]))
-                reporter.warn(f"skipped {res[0].path}: {res[1]}")
-                continue
-            if res.sha256 in seen:
-                summary.duplicates += 1
-                continue
-            seen.add(res.sha256)
-            out.append(res)
+        for results in pool.map(block, range(0, len(sources), HASH_BLOCK)):
+            advance(len(results))
+            for res in results:
+                if isinstance(res, tuple):
+                    summary.skipped.append((str(res[0].path), res[1]))
+                    reporter.warn(f"skipped {res[0].path}: {res[1]}")
+                    continue
+                if res.sha256 in seen:
+                    summary.duplicates += 1
+                    continue
+                seen.add(res.sha256)
+                out.append(res)
     return out
 
 
@@ -229,9 +238,10 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         summary.skipped.append((str(s.src.path), unreadable[s.sha256]))
         reporter.warn(f"skipped {s.src.path}: {unreadable[s.sha256]} (known unreadable content)")
     todo = [s for s in todo if s.sha256 not in unreadable]
-    known_records = [_record(s, opts.split) for s in hashed if s.sha256 in stored]
-    if known_records:
-        workspace.upsert_items(known_records)
+    changed_records = [rec for s in hashed if (row := stored.get(s.sha256)) is not None
+                       and _changes(items, row, rec := _record(s, opts.split))]
+    if changed_records:  # a cached re-run of unchanged files writes nothing
+        workspace.upsert_items(changed_records)
 
     missing_texts = {}
     for ts in text_sets:
@@ -295,8 +305,15 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
 
 def _record(s: _Source, split: str, width: int = 0, height: int = 0) -> ItemRecord:
-    return ItemRecord(sha256=s.sha256, path=str(s.src.path.resolve()), label=s.src.label, split=split,
+    return ItemRecord(sha256=s.sha256, path=s.src.real_path(), label=s.src.label, split=split,
                       width=width, height=height, size=s.size, mtime_ns=s.mtime_ns)
+
+
+def _changes(items: ItemTable, row: int, rec: ItemRecord) -> bool:
+    """Whether upserting ``rec`` would change the stored row (empty fields keep what is stored)."""
+    return (rec.path != items.path[row] or (rec.label and rec.label != items.label[row])
+            or (rec.split and rec.split != items.split[row]) or rec.size != items.size[row]
+            or rec.mtime_ns != items.mtime_ns[row])
 
 
 def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str],

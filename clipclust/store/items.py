@@ -47,15 +47,6 @@ class ItemTable:
     def index(self) -> dict[str, int]:
         return {s: i for i, s in enumerate(self.sha256)}
 
-    def record(self, row: int) -> ItemRecord:
-        return ItemRecord(self.sha256[row], self.path[row], self.label[row], self.split[row], int(self.width[row]),
-                          int(self.height[row]), int(self.size[row]), int(self.mtime_ns[row]))
-
-
-def merged(stored: ItemRecord, rec: ItemRecord) -> ItemRecord:
-    """What an upsert of ``rec`` onto ``stored`` leaves: an empty field keeps what is stored."""
-    return ItemRecord(stored.sha256, *[getattr(rec, n) or getattr(stored, n) for n in ITEM_FIELDS])
-
 
 class ItemsStore(WorkspaceFile):
     @staticmethod
