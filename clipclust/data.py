@@ -99,7 +99,7 @@ def apply_labels(sources: list[SourceFile], labels: dict[Path, str]) -> int:
     """Overwrite folder labels with those of a labels file; returns how many files it labelled."""
     hits = 0
     for src in sources:
-        label = labels.get(src.real_path())
+        label = labels.get(Path(src.real_path()))
         if label is not None:
             src.label = label
             hits += 1
