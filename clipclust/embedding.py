@@ -278,13 +278,16 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
     # --- derived sets for items whose image vectors are already stored (e.g. a new prompt)
     cached_shas = [s.sha256 for s in hashed if s.sha256 in have_image]
+    relabelled = {s.sha256 for s in hashed if s.sha256 in stored and s.src.label
+                  and s.src.label != items.label[stored[s.sha256]]}
     wanted = {}
     for ts in text_sets:
         for d in ts.derived:
             have = workspace.set_keys(d["id"])
             want = {sha for sha in cached_shas if sha not in have}
-            if d["kind"] == "fused-label":
-                want = {sha for sha in want if item_class(sha, ts) in ts.classes}
+            if d["kind"] == "fused-label":  # a relabelled item's row is computed again and replaces the old one
+                d["replace"] = bool(relabelled & have)
+                want = {sha for sha in want | (relabelled & have) if item_class(sha, ts) in ts.classes}
             if want:
                 wanted[d["id"]] = want
     if wanted:

@@ -156,3 +156,91 @@ def test_killed_mid_run_leaves_a_readable_file_and_resumes(tmp_path, tiny_open_c
 
     summary = json.loads(out.stdout)
     assert summary["cached"] >= done and summary["new"] + summary["cached"] == 400
+
+
+def _spec(**provenance) -> dict:
+    return {"id": "s", "name": "image", "kind": "image", "provenance": provenance}
+
+
+def test_set_digest_changes_only_when_rows_change(tmp_path):
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.write_batch(rows=[(_spec(), [_sha(1), _sha(2)], np.ones((2, 4)))])
+    first = ws.set_digest("s")
+    ws.write_batch(rows=[(_spec(), [_sha(1)], np.zeros((1, 4)))])  # a key it holds: skipped
+    assert ws.set_digest("s") == first
+    ws.write_batch(rows=[(_spec(), [_sha(3)], np.ones((1, 4)))])
+    second = ws.set_digest("s")
+    ws.write_batch(rows=[({**_spec(), "replace": True}, [_sha(1)], np.zeros((1, 4)))])
+    assert len({first, second, ws.set_digest("s")}) == 3
+    keys, data = ws.read_set("s")
+    assert keys == [_sha(1), _sha(2), _sha(3)] and data[0].sum() == 0 and data[1].sum() == 4
+    with pytest.raises(InputError):
+        ws.set_digest("nope")
+
+
+def test_runs_with_another_precision_or_device_are_recorded(tmp_path):
+    import json
+
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.write_batch(rows=[(_spec(precision="fp32", device="cpu"), [_sha(1)], np.ones((1, 4)))])
+    ws.write_batch(rows=[(_spec(precision="fp32", device="cpu"), [_sha(2)], np.ones((1, 4)))])
+    info = ws.resolve_set("image")
+    assert "runs" not in info.attrs and json.loads(info.attrs["provenance"])["precision"] == "fp32"
+    ws.write_batch(rows=[(_spec(precision="fp16", device="cuda"), [_sha(3), _sha(4)], np.ones((2, 4)))])
+    runs = json.loads(ws.resolve_set("image").attrs["runs"])
+    assert [(r["from_row"], r["precision"], r["device"]) for r in runs] == [(2, "fp16", "cuda")]
+    assert "versions" in runs[0]
+
+
+class _Unconvertible:
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("failed while writing")
+
+
+def test_a_failed_clustering_replace_keeps_the_previous_one(tmp_path):
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.save_clustering("c", keys=[_sha(1)], ids=np.array([0]), params={"k": 1})
+    with pytest.raises(RuntimeError):
+        ws.save_clustering("c", keys=[_sha(1), _sha(2)], ids=np.array([0, 1]), params={"k": 2},
+                           extra={"bad": _Unconvertible()})
+    c = ws.read_clustering("c")
+    assert c["params"] == {"k": 1} and list(c["ids"]) == [0] and ws.list_clusterings() == ["c"]
+    with h5py.File(tmp_path / "ws.h5", "r") as f:
+        assert list(f["clusterings"]) == ["c"]
+
+
+def test_bad_lock_timeout_is_a_clear_input_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLUST_LOCK_TIMEOUT", "soon")
+    with pytest.raises(InputError, match="CLIPCLUST_LOCK_TIMEOUT='soon' is not a number of seconds"):
+        Workspace(tmp_path / "ws.h5")
+    monkeypatch.setenv("CLIPCLUST_LOCK_TIMEOUT", "2.5")
+    assert Workspace(tmp_path / "ws.h5").lock_timeout == 2.5
+
+
+def test_a_format_1_call_store_is_read_then_upgraded_by_the_first_write(tmp_path):
+    path = tmp_path / "ws.h5"
+    string = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:  # as clipclust 0.x wrote it
+        f.attrs.update({"format": "clipclust-workspace", "format_version": 1, "created": "2026-01-01T00:00:00+00:00"})
+        g = f.create_group("calls")
+        g.create_dataset("keys", data=np.array([_sha(1), "free text key"], dtype=object), dtype=string,
+                         maxshape=(None,), chunks=(16,))
+        g.create_dataset("values", data=np.array(["one", "two ü"], dtype=object), dtype=string, maxshape=(None,),
+                         chunks=(16,))
+    ws = Workspace(path)
+    assert ws.get_many([_sha(1), "free text key", "x"]) == {_sha(1): "one", "free text key": "two ü"}
+    ws.put_many({"new": "three"})
+    assert ws.get_many([_sha(1), "free text key", "new"]) == {_sha(1): "one", "free text key": "two ü",
+                                                              "new": "three"}
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 2 and "values" not in f["calls"] and f["calls/keys"].dtype == "S64"
+    assert ws.count_calls() == 3
+
+
+def test_answers_put_one_at_a_time_stay_small(tmp_path):
+    ws = Workspace(tmp_path / "ws.h5")
+    for i in range(200):
+        ws.put_many({f"key {i}": f"answer number {i}"})
+    assert ws.get_many(["key 7", "key 199"]) == {"key 7": "answer number 7", "key 199": "answer number 199"}
+    # format 1 spent about 4 KB per answer (a heap collection each); now ~100 B plus the first chunks
+    assert (tmp_path / "ws.h5").stat().st_size / 200 < 1024
