@@ -368,15 +368,16 @@ def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str
 
 def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], text_sets: list[_TextSet],
                        wanted: dict[str, set[str]], item_class: Callable[[str, _TextSet], str | None],
-                       chunk: int = 4096) -> int:
-    """Derived rows from stored image vectors: one read of the image set, one write per chunk."""
-    shas = [s for s in shas if any(s in want for want in wanted.values())]
-    keys, vecs = workspace.read_set(image_set)
-    row_of = {k: i for i, k in enumerate(keys)}
+                       chunk: int = 16384) -> int:
+    """Derived rows from stored image vectors: one streamed pass over the image set, one write per block."""
+    needed = {s for s in shas if any(s in want for want in wanted.values())}
     added = 0
-    for start in range(0, len(shas), chunk):
-        block = shas[start : start + chunk]
-        block_vecs = vecs[[row_of[s] for s in block]]
+    for keys, vecs in workspace.iter_set(image_set, chunk):
+        picked = [i for i, k in enumerate(keys) if k in needed]
+        if not picked:
+            continue
+        block = [keys[i] for i in picked]
+        block_vecs = np.asarray(vecs[picked], dtype=np.float32)
         rows = []
         for ts in text_sets:
             for d, idx, data in _derive(ts, block_vecs, [item_class(s, ts) for s in block]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -83,6 +84,21 @@ class ItemsStore(WorkspaceFile):
     def items(self) -> ItemTable:
         with self.open_read() as f:
             return self._read_items(f)
+
+    def item_counts(self) -> dict[tuple[str, str], int]:
+        """(split, label) -> number of items, reading only those two columns, block by block."""
+        counts: Counter[tuple[Any, Any]] = Counter()
+        with self.open_read() as f:
+            if f is None or "items" not in f:
+                return {}
+            split, label = f["items/split"], f["items/label"]
+            for lo in range(0, split.shape[0], 1 << 17):
+                counts.update(zip(split[lo : lo + (1 << 17)], label[lo : lo + (1 << 17)]))
+        out: dict[tuple[str, str], int] = {}
+        for (s, lab), n in counts.items():
+            key = (decode([s])[0], decode([lab])[0])
+            out[key] = out.get(key, 0) + n
+        return out
 
     def count_items(self) -> int:
         with self.open_read() as f:
