@@ -1,8 +1,10 @@
 """Cached model answers (the CallStore protocol): fixed-width keys and one byte column of answer text.
 
-Format 1 kept answers as variable-length strings; HDF5 gives every small string write its own heap
-collection (about 4 KB per answer appended one at a time), so format 2 appends the UTF-8 bytes of each
-answer to ``text`` and its end offset to ``end``.  A format-1 call store is converted by the first write.
+Format 1 kept keys and answers as variable-length strings, which live in HDF5's global heap: reading
+the key column means one heap lookup per key.  Format 2 stores keys as fixed 64-byte digests (a column
+that reads as one array, so the per-process index is built fast) and appends the UTF-8 bytes of each
+answer to ``text`` and its end offset to ``end`` (read back with two small slices).  A format-1 call
+store is converted by the first write, inside that write's transaction.
 """
 
 from __future__ import annotations

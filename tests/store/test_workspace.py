@@ -242,5 +242,5 @@ def test_answers_put_one_at_a_time_stay_small(tmp_path):
     for i in range(200):
         ws.put_many({f"key {i}": f"answer number {i}"})
     assert ws.get_many(["key 7", "key 199"]) == {"key 7": "answer number 7", "key 199": "answer number 199"}
-    # format 1 spent about 4 KB per answer (a heap collection each); now ~100 B plus the first chunks
+    # ~100 B per answer plus the first chunks of the three columns (~140 KB)
     assert (tmp_path / "ws.h5").stat().st_size / 200 < 1024
