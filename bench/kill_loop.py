@@ -40,7 +40,10 @@ def serve() -> str:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client was just killed
+                pass
 
         def do_GET(self) -> None:  # noqa: N802
             self._reply({"object": "list", "data": [{"id": "fake-vlm", "object": "model"}]})

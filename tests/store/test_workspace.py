@@ -111,15 +111,23 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def test_two_concurrent_writers_both_land(tmp_path, tiny_open_clip):
+def test_two_embeds_an_answer_writer_and_a_reader_at_once(tmp_path, tiny_open_clip):
     cache = tmp_path / "ws.h5"
     a = write_digits(tmp_path / "a", 30)
     b = write_digits(tmp_path / "b", 30, offset=100)
     procs = [subprocess.Popen(_embed_cmd(cache, folder, tiny_open_clip, "-b", "4", "-p", "digit <>"), env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for folder in (a, b)]
+    ws = Workspace(cache)
+    seen, puts = [], 0  # meanwhile: answers put one at a time (as describe does) and a reader (as info)
+    while any(p.poll() is None for p in procs) or puts < 10:
+        ws.put_many({f"answer key {puts}": f"answer {puts}"})
+        puts += 1
+        seen.append(ws.count_items())
+        time.sleep(0.05)
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
-    ws = Workspace(cache)
+    assert seen == sorted(seen) and ws.count_calls() == puts
+    assert ws.get_many([f"answer key {puts - 1}"]) == {f"answer key {puts - 1}": f"answer {puts - 1}"}
     assert len(ws.items()) == 60
     assert len(ws.set_keys(ws.resolve_set("image").id)) == 60
     assert len(ws.set_keys(ws.resolve_set("text", keyed_by="class").id)) == 10  # both wrote the same texts once
@@ -244,3 +252,4 @@ def test_answers_put_one_at_a_time_stay_small(tmp_path):
     assert ws.get_many(["key 7", "key 199"]) == {"key 7": "answer number 7", "key 199": "answer number 199"}
     # ~100 B per answer plus the first chunks of the three columns (~140 KB)
     assert (tmp_path / "ws.h5").stat().st_size / 200 < 1024
+
