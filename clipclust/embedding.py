@@ -27,6 +27,7 @@ from .progress import Reporter, SilentReporter
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
+STORE_DTYPES = ("float32", "float16")
 HASH_BLOCK = 256  # files per thread-pool task when hashing
 UNREADABLE_MEMO = "unreadable"  # sha256 -> reason: content that failed to decode, skipped on re-runs
 
@@ -49,6 +50,7 @@ class EmbedOptions:
     precision: str = "auto"
     batch_size: int = 64
     workers: int | None = None
+    store_dtype: str = "float32"  # or float16: vectors stored at half size, read back as float32
 
 
 @dataclass
@@ -110,7 +112,7 @@ def _set_spec(model_id: str, model_raw: str, kind: str, name: str, prompt: str, 
         "model": model_id,
         "prompt": prompt,
         "keyed_by": keyed_by,
-        "dtype": dtype,
+        "dtype": provenance.get("storage", "float32") if dtype == "float32" else dtype,
         "provenance": {"model_spec": model_raw, "model_identity": model_id, "kind": kind, **provenance},
     }
 
@@ -197,6 +199,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     summary = EmbedSummary()
     if opts.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if opts.store_dtype not in STORE_DTYPES:
+        raise InputError(f"store dtype {opts.store_dtype!r}: expected one of {', '.join(STORE_DTYPES)}")
     unknown = sorted(set(opts.fuse) - set(FUSE_MODES))
     if unknown:
         raise InputError(f"--fuse {unknown[0]}: expected one of {', '.join(FUSE_MODES)}")
@@ -223,7 +227,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     for s in hashed:  # an unlabelled file that is a known item keeps its stored label
         row = stored.get(s.sha256)
         item_label[s.sha256] = s.src.label or (items.label[row] if row is not None else "")
-    base_prov = {"precision": opts.precision, "batch_size": opts.batch_size}
+    base_prov = {"precision": opts.precision, "batch_size": opts.batch_size, "storage": opts.store_dtype}
     _plan_text_sets("", opts, item_label, base_prov)
     model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
     summary.model = model_id

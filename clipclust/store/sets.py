@@ -16,7 +16,9 @@ from .items import ItemRecord, ItemsStore
 from .rows import SHA, STR, append, create_rows, decode, now_iso, write_rows
 from .versions import library_versions
 
-RUN_FIELDS = ("precision", "device", "loader", "versions")  # what may differ between runs adding to one set
+RUN_FIELDS = ("precision", "device", "loader", "versions")
+# vectors may be stored at half size (a set keeps the dtype it was created with); reads give float32
+FLOAT_STORAGE = {"float32": "float32", "float16": "float16"}  # what may differ between runs adding to one set
 
 
 @dataclass
@@ -42,6 +44,13 @@ def _next_digest(previous: str, keys: Sequence[str], rows: int) -> str:
         h.update(key.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def _as_read(data: np.ndarray) -> np.ndarray:
+    """Rows as callers use them: str objects for text sets, float32 whatever the storage."""
+    if data.dtype == object:
+        return np.array(decode(data), dtype=object)
+    return data.astype(np.float32, copy=False)
 
 
 class SetsStore(ItemsStore):
@@ -114,10 +123,11 @@ class SetsStore(ItemsStore):
         values = np.asarray(data, dtype=object) if is_text else np.asarray(data, dtype=np.float32)
         g = self._set_group(f, spec["id"])
         if g is None:
+            stored = STR if is_text else np.dtype(FLOAT_STORAGE.get(spec.get("dtype", ""), "float32"))
             g = self._new_set(f, spec["id"], name=spec["name"], kind=spec["kind"], model=spec.get("model", ""),
                               prompt=spec.get("prompt", ""), keyed_by=spec.get("keyed_by", "item"),
                               row_shape=() if is_text else tuple(values.shape[1:]),
-                              dtype=STR if is_text else np.float32, provenance=spec.get("provenance", {}))
+                              dtype=stored, provenance=spec.get("provenance", {}))
             for k, v in spec.get("attrs", {}).items():
                 g.attrs[k] = v
         stored = self._set_index(f, g)
@@ -186,10 +196,7 @@ class SetsStore(ItemsStore):
             if g is None:
                 raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
             keys = decode(g["keys"][:])
-            data = g["data"][:]
-            if data.dtype == object:
-                data = np.array(decode(data), dtype=object)
-            return keys, data
+            return keys, _as_read(g["data"][:])
 
     def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
@@ -202,7 +209,7 @@ class SetsStore(ItemsStore):
                 stop = min(int(g["keys"].shape[0]), start + chunk)
                 if stop <= start:
                     return
-                keys, data = decode(g["keys"][start:stop]), g["data"][start:stop]
+                keys, data = decode(g["keys"][start:stop]), _as_read(g["data"][start:stop])
             yield keys, data
             start = stop
 
