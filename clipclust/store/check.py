@@ -122,7 +122,7 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
             problems.append(f"set {set_id}: {len(keys)} keys but {len(data)} rows")
         if _duplicates(keys):
             problems.append(f"set {set_id}: {_duplicates(keys)} duplicate keys")
-        if g.attrs.get("keyed_by", "item") == "item" and item_keys and not set(keys.tolist()) <= item_keys:
+        if g.attrs.get("keyed_by", "item") == "item" and not set(keys.tolist()) <= item_keys:
             problems.append(f"set {set_id}: {len(set(keys.tolist()) - item_keys)} keys are not stored items")
     for name, g in (f["clusterings"].items() if "clusterings" in f else []):
         report.clusterings += 1
@@ -258,11 +258,16 @@ def _dedupe(group: h5py.Group, key: str, names: list[str], lost: list[str]) -> N
 
 
 def _realign(f: h5py.File, lost: list[str]) -> None:
-    if "items" in f:
-        names = list(f["items"].keys())
-        _trim(f["items"], names, lost)
-        if "sha256" in f["items"]:
-            _dedupe(f["items"], "sha256", names, lost)
+    if "items" in f and "sha256" in f["items"]:
+        g = f["items"]
+        names = list(g.keys())
+        n = g["sha256"].shape[0]
+        for name in names:  # the keys decide: a lost path or label is left blank, the item is kept
+            if g[name].shape[0] < n:
+                lost.append(f"{g[name].name}: rows from {g[name].shape[0]} left blank")
+                g[name].resize(n, axis=0)
+        _trim(g, names, lost)
+        _dedupe(g, "sha256", names, lost)
     for g in (f["sets"].values() if "sets" in f else []):
         _trim(g, ["keys", "data"], lost)
         if "keys" in g and "data" in g:
