@@ -166,19 +166,19 @@ def test_killed_mid_run_leaves_a_readable_file_and_resumes(tmp_path, tiny_open_c
     assert summary["cached"] >= done and summary["new"] + summary["cached"] == 400
 
 
-def _spec(**provenance) -> dict:
+def _image_spec(**provenance) -> dict:
     return {"id": "s", "name": "image", "kind": "image", "provenance": provenance}
 
 
 def test_set_digest_changes_only_when_rows_change(tmp_path):
     ws = Workspace(tmp_path / "ws.h5")
-    ws.write_batch(rows=[(_spec(), [_sha(1), _sha(2)], np.ones((2, 4)))])
+    ws.write_batch(rows=[(_image_spec(), [_sha(1), _sha(2)], np.ones((2, 4)))])
     first = ws.set_digest("s")
-    ws.write_batch(rows=[(_spec(), [_sha(1)], np.zeros((1, 4)))])  # a key it holds: skipped
+    ws.write_batch(rows=[(_image_spec(), [_sha(1)], np.zeros((1, 4)))])  # a key it holds: skipped
     assert ws.set_digest("s") == first
-    ws.write_batch(rows=[(_spec(), [_sha(3)], np.ones((1, 4)))])
+    ws.write_batch(rows=[(_image_spec(), [_sha(3)], np.ones((1, 4)))])
     second = ws.set_digest("s")
-    ws.write_batch(rows=[({**_spec(), "replace": True}, [_sha(1)], np.zeros((1, 4)))])
+    ws.write_batch(rows=[({**_image_spec(), "replace": True}, [_sha(1)], np.zeros((1, 4)))])
     assert len({first, second, ws.set_digest("s")}) == 3
     keys, data = ws.read_set("s")
     assert keys == [_sha(1), _sha(2), _sha(3)] and data[0].sum() == 0 and data[1].sum() == 4
@@ -190,11 +190,11 @@ def test_runs_with_another_precision_or_device_are_recorded(tmp_path):
     import json
 
     ws = Workspace(tmp_path / "ws.h5")
-    ws.write_batch(rows=[(_spec(precision="fp32", device="cpu"), [_sha(1)], np.ones((1, 4)))])
-    ws.write_batch(rows=[(_spec(precision="fp32", device="cpu"), [_sha(2)], np.ones((1, 4)))])
+    ws.write_batch(rows=[(_image_spec(precision="fp32", device="cpu"), [_sha(1)], np.ones((1, 4)))])
+    ws.write_batch(rows=[(_image_spec(precision="fp32", device="cpu"), [_sha(2)], np.ones((1, 4)))])
     info = ws.resolve_set("image")
     assert "runs" not in info.attrs and json.loads(info.attrs["provenance"])["precision"] == "fp32"
-    ws.write_batch(rows=[(_spec(precision="fp16", device="cuda"), [_sha(3), _sha(4)], np.ones((2, 4)))])
+    ws.write_batch(rows=[(_image_spec(precision="fp16", device="cuda"), [_sha(3), _sha(4)], np.ones((2, 4)))])
     runs = json.loads(ws.resolve_set("image").attrs["runs"])
     assert [(r["from_row"], r["precision"], r["device"]) for r in runs] == [(2, "fp16", "cuda")]
     assert "versions" in runs[0]
