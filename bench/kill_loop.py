@@ -112,7 +112,9 @@ def main() -> None:
         report = check_workspace(cache)
         if not report.ok:
             unreadable += 1
-            print(f"kill {kills} ({name}): {report.verdict()}")
+            print(f"kill {kills} ({name}): {report.verdict()}", flush=True)
+        if kills % 10 == 0:
+            print(f"{kills} kills, {unreadable} unreadable, {time.time() - started:.0f} s", flush=True)
     for name in commands:  # the re-runs finish the job
         proc = run(name)
         _, err = proc.communicate()
