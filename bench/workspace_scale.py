@@ -165,6 +165,10 @@ def case_info(ws_path: Path, n: int) -> dict:
     from clipclust.cli.info import workspace_summary
     from clipclust.cli import common
 
+    from clipclust.store import ItemRecord, Workspace
+
+    # a workspace filled by an older clipclust gets its kept counts at its first item write
+    Workspace(ws_path).upsert_items([ItemRecord(sha(0), "/data/0000/0.png", "", "", 8, 8, 9, 0)])
     common.STATE.cache = str(ws_path)
     t0 = time.perf_counter()
     data = workspace_summary()

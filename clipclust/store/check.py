@@ -8,8 +8,10 @@ into ``NAME.repaired.h5``, trims parallel columns to their common length and dro
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections import Counter
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,11 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
         if _duplicates(shas):
             problems.append(f"items: {_duplicates(shas)} duplicate sha256 keys")
         item_keys = set(shas.tolist())
+        kept = g.attrs.get("counts")
+        if kept and not problems and "split" in columns and "label" in columns:
+            scanned = Counter(zip(decode(columns["split"]), decode(columns["label"])))
+            if {(a, b): n for a, b, n in json.loads(kept)} != dict(scanned):
+                problems.append("items: the kept counts per split and label do not match the items")
     for set_id, g in (f["sets"].items() if "sets" in f else []):
         report.sets += 1
         keys, data = read(g["keys"]), read(g["data"])
@@ -268,6 +275,8 @@ def _realign(f: h5py.File, lost: list[str]) -> None:
                 g[name].resize(n, axis=0)
         _trim(g, names, lost)
         _dedupe(g, "sha256", names, lost)
+        if "counts" in g.attrs:
+            del g.attrs["counts"]  # recounted by the next write
     for g in (f["sets"].values() if "sets" in f else []):
         _trim(g, ["keys", "data"], lost)
         if "keys" in g and "data" in g:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -49,6 +50,49 @@ class ItemTable:
         return {s: i for i, s in enumerate(self.sha256)}
 
 
+def _pairs(g: h5py.Group, rows: list[int]) -> list[tuple[str, str]]:
+    return list(zip(decode(read_rows(g["split"], rows)), decode(read_rows(g["label"], rows))))
+
+
+class _Counts:
+    """Items per (split, label), kept in the ``counts`` attribute of /items so ``info`` reads no column.
+
+    Files without it get it from one scan at their next item write.  With very many distinct labels the
+    attribute would outgrow HDF5's 64 KB limit: it is then set to "" (not kept) and ``info`` scans.
+    """
+
+    LIMIT = 60_000
+
+    def __init__(self, counts: dict[tuple[str, str], int] | None) -> None:
+        self.kept = counts is not None
+        self.counts: Counter[tuple[str, str]] = Counter(counts or {})
+
+    @classmethod
+    def load(cls, g: h5py.Group, scan: bool = True) -> "_Counts":
+        raw = g.attrs.get("counts")
+        if raw is not None:
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            return cls({(s, lab): n for s, lab, n in json.loads(text)} if text else None)
+        if not scan:
+            return cls(None)
+        counts: Counter[tuple[str, str]] = Counter()
+        for lo in range(0, g["sha256"].shape[0], 1 << 17):
+            hi = lo + (1 << 17)
+            counts.update(zip(decode(g["split"][lo:hi]), decode(g["label"][lo:hi])))
+        return cls(dict(counts))
+
+    def move(self, old: list[tuple[str, str]], new: list[tuple[str, str]]) -> None:
+        self.counts.subtract(old)
+        self.counts.update(new)
+
+    def save(self, g: h5py.Group) -> None:
+        if not self.kept:
+            return
+        text = json.dumps(sorted([s, lab, n] for (s, lab), n in self.counts.items() if n > 0))
+        g.attrs["counts"] = text if len(text.encode()) < self.LIMIT else ""
+        self.kept = len(text.encode()) < self.LIMIT
+
+
 class ItemsStore(WorkspaceFile):
     @staticmethod
     def _items_group(f: h5py.File) -> h5py.Group:
@@ -91,6 +135,9 @@ class ItemsStore(WorkspaceFile):
         with self.open_read() as f:
             if f is None or "items" not in f:
                 return {}
+            kept = _Counts.load(f["items"], scan=False)
+            if kept.kept:
+                return dict(kept.counts)
             split, label = f["items/split"], f["items/label"]
             for lo in range(0, split.shape[0], 1 << 17):
                 counts.update(zip(split[lo : lo + (1 << 17)], label[lo : lo + (1 << 17)]))
@@ -112,6 +159,7 @@ class ItemsStore(WorkspaceFile):
         """
         g = self._items_group(f)
         known = self._keys.of(g["sha256"], self.file_guard(f))
+        counts = _Counts.load(g)
         new: dict[str, ItemRecord] = {}
         changes: dict[int, ItemRecord] = {}
         for rec in records:
@@ -122,6 +170,8 @@ class ItemsStore(WorkspaceFile):
                 changes[row] = rec
         if changes:
             rows = sorted(changes)
+            moved = [r for r in rows if changes[r].label or changes[r].split]
+            before = _pairs(g, moved) if counts.kept and moved else []
             for name in ITEM_FIELDS:
                 wanted = {r: getattr(changes[r], name) for r in rows if getattr(changes[r], name)}
                 if not wanted:
@@ -135,6 +185,8 @@ class ItemsStore(WorkspaceFile):
                     values = [v for _, v in differ]
                     arr = np.asarray(values, dtype=object) if ds.dtype == STR else np.asarray(values, ds.dtype)
                     write_rows(ds, [r for r, _ in differ], arr)
+            if before:
+                counts.move(before, _pairs(g, moved))
         if new:
             recs = list(new.values())
             append(g["sha256"], np.array([r.sha256 for r in recs], dtype=SHA))
@@ -145,6 +197,8 @@ class ItemsStore(WorkspaceFile):
             append(g["height"], np.array([r.height for r in recs], dtype="int32"))
             append(g["size"], np.array([r.size for r in recs], dtype="int64"))
             append(g["mtime_ns"], np.array([r.mtime_ns for r in recs], dtype="int64"))
+            counts.move([], [(r.split, r.label) for r in recs])
+        counts.save(g)
 
     def upsert_items(self, records: Sequence[ItemRecord]) -> None:
         if records:

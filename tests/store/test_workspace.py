@@ -253,3 +253,22 @@ def test_answers_put_one_at_a_time_stay_small(tmp_path):
     # ~100 B per answer plus the first chunks of the three columns (~140 KB)
     assert (tmp_path / "ws.h5").stat().st_size / 200 < 1024
 
+
+
+def test_item_counts_are_kept_through_adds_and_relabels(tmp_path):
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.upsert_items([ItemRecord(_sha(i), f"/x/{i}.png", label="cat" if i % 2 else "dog", split="train")
+                     for i in range(5)])
+    assert ws.item_counts() == {("train", "cat"): 2, ("train", "dog"): 3}
+    ws.upsert_items([ItemRecord(_sha(0), "/x/0.png", label="cat"), ItemRecord(_sha(9), "/x/9.png")])
+    assert ws.item_counts() == {("train", "cat"): 3, ("train", "dog"): 2, ("", ""): 1}
+    with h5py.File(tmp_path / "ws.h5", "a") as f:  # as an older clipclust left it: no kept counts
+        del f["items"].attrs["counts"]
+    assert ws.item_counts() == {("train", "cat"): 3, ("train", "dog"): 2, ("", ""): 1}  # from the columns
+    ws.upsert_items([ItemRecord(_sha(10), "/x/10.png", label="cow", split="test")])
+    with h5py.File(tmp_path / "ws.h5", "r") as f:
+        assert "counts" in f["items"].attrs
+    assert ws.item_counts()[("test", "cow")] == 1
+    from clipclust.store.check import check_workspace
+
+    assert check_workspace(tmp_path / "ws.h5").ok
