@@ -272,3 +272,23 @@ def test_item_counts_are_kept_through_adds_and_relabels(tmp_path):
     from clipclust.store.check import check_workspace
 
     assert check_workspace(tmp_path / "ws.h5").ok
+
+
+def test_a_put_or_an_upsert_reads_only_new_key_rows_once_the_index_is_built(tmp_path, monkeypatch):
+    from clipclust.store import rows
+
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.put_many({f"key {i}": f"answer {i}" for i in range(3000)})
+    ws.upsert_items([ItemRecord(_sha(i), f"/x/{i}.png") for i in range(3000)])
+    ws = Workspace(tmp_path / "ws.h5")  # a new process: builds its index once
+    ws.get_many(["key 1"])
+    ws.upsert_items([ItemRecord(_sha(1), "/x/1.png")])
+    decoded: list[int] = []
+    real = rows.decode
+    monkeypatch.setattr(rows, "decode", lambda values: decoded.append(len(values)) or real(values))
+    for i in range(5):
+        ws.put_many({f"new key {i}": "x"})
+        assert ws.get_many([f"new key {i}"]) == {f"new key {i}": "x"}
+        ws.upsert_items([ItemRecord(_sha(i), f"/moved/{i}.png"), ItemRecord(_sha(5000 + i), "/new.png")])
+    assert decoded and max(decoded) <= 2, decoded  # the tail, never the 3000 stored keys
+    assert ws.items().path[:2] == ["/moved/0.png", "/moved/1.png"]
