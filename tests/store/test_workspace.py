@@ -213,6 +213,7 @@ def test_a_failed_clustering_replace_keeps_the_previous_one(tmp_path):
                            extra={"bad": _Unconvertible()})
     c = ws.read_clustering("c")
     assert c["params"] == {"k": 1} and list(c["ids"]) == [0] and ws.list_clusterings() == ["c"]
+    assert ws.clustering_params("c") == {"k": 1} and ws.clustering_params("other") is None
     with h5py.File(tmp_path / "ws.h5", "r") as f:
         assert list(f["clusterings"]) == ["c"]
 
