@@ -204,14 +204,3 @@ class ItemsStore(WorkspaceFile):
         if records:
             with self.open_write() as f:
                 self._upsert_items(f, records)
-
-    def item_fields(self, f: h5py.File, shas: Sequence[str], names: Sequence[str] = ITEM_FIELDS) -> dict[str, list[Any]]:
-        """Chosen fields of the given items (which must be stored), reading only their rows."""
-        g = f["items"]
-        index = self._keys.of(g["sha256"], self.file_guard(f))
-        rows = [index[s] for s in shas]
-        out = {}
-        for name in names:
-            values = read_rows(g[name], rows)
-            out[name] = decode(values) if g[name].dtype == STR else values.tolist()
-        return out

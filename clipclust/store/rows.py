@@ -92,6 +92,3 @@ class KeyIndexes:
                 index.setdefault(key, lo + offset)
         self._by_name[ds.name] = (guard, n, index)
         return index
-
-    def forget(self, name: str) -> None:
-        self._by_name.pop(name, None)
