@@ -42,6 +42,7 @@ def embed_command(
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per model call."),
     workers: int = typer.Option(default_workers(), "--workers", "-w", min=1, help="Threads decoding and preprocessing images."),
+    store_dtype: str = typer.Option("float32", "--store-dtype", help="float32, or float16 for half the file size (new sets; read back as float32)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     with common.errors():
@@ -61,6 +62,7 @@ def embed_command(
             precision=precision,
             batch_size=batch_size,
             workers=workers,
+            store_dtype=store_dtype,
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         summary = embed(common.workspace(), [str(p) for p in images], options, reporter=reporter)

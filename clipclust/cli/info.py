@@ -25,13 +25,12 @@ def workspace_summary() -> dict[str, Any]:
     ws = common.workspace()
     if not ws.exists():
         raise common.fail(f"no workspace at {ws.path}; run 'clipclust embed IMAGES' first or pass --cache", 2)
-    items = ws.items()
     by_split: dict[str, Counter[str]] = {}
-    for label, split in zip(items.label, items.split):
-        by_split.setdefault(split or "(none)", Counter())[label or "(none)"] += 1
+    for (split, label), n in ws.item_counts().items():
+        by_split.setdefault(split or "(none)", Counter())[label or "(none)"] += n
     return {
         "cache": str(ws.path),
-        "items": len(items),
+        "items": sum(sum(c.values()) for c in by_split.values()),
         "splits": {s: dict(sorted(c.items())) for s, c in sorted(by_split.items())},
         "sets": [
             {"id": s.id, "name": s.name, "kind": s.kind, "shape": list(s.shape), "model": s.model,

@@ -16,3 +16,9 @@ def test_info_table_and_json(cli, digits_dir, tiny_open_clip):
     assert all(s["model"].startswith("open_clip:tiny-open-clip@sha256:") and s["created"] for s in data["sets"])
     table = cli("info")
     assert table.code == 0 and "40 items" in table.out and "train" in table.out and "zeroshot:digit" in table.out
+
+
+def test_a_bad_lock_timeout_is_one_line_exit_2(cli, monkeypatch):
+    monkeypatch.setenv("CLIPCLUST_LOCK_TIMEOUT", "soon")
+    res = cli("info")
+    assert res.code == 2 and res.err.count("\n") == 1 and "CLIPCLUST_LOCK_TIMEOUT='soon'" in res.err
