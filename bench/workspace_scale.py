@@ -12,7 +12,8 @@ stored vectors for adding a prompt.
 
 Cases: calls (put + get of one answer per call, as describe and ictc do), embed (a cached re-run of N
 unchanged files), prompt (adding a prompt to N cached items), info, reuse (a clustering reuse check:
-Workspace.set_digest).
+Workspace.set_digest), size (file bytes per item one template adds, fused sets stored or computed on
+read; not in the default cases: `--sizes 2000 --cases size --dim 512`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,38 @@ def case_prompt(ws_path: Path, n: int, dim: int) -> dict:
     return {"seconds": took, "plain_s": plain, "ratio": took / plain}
 
 
+def case_size(ws_path: Path, n: int, dim: int) -> dict:
+    """File bytes per item that one template adds: default --fuse with 10 classes, --fuse all with 100,
+    fused sets stored (--store-fused) or computed on read (the default)."""
+    import shutil
+
+    from clipclust import embedding
+    from clipclust.store import Workspace
+
+    t0 = time.perf_counter()
+    shas = [sha(i) for i in range(n)]
+    out = {"image_only_b": os.path.getsize(ws_path) / n}
+    for fuse, n_classes in ((("label", "zeroshot"), 10), (("all",), 100)):
+        classes = [f"class {c}" for c in range(n_classes)]
+        for store_fused in (True, False):
+            copy = ws_path.with_name("size.h5")
+            shutil.copyfile(ws_path, copy)
+            ws = Workspace(copy)
+            opts = embedding.EmbedOptions(model="bench:fake", prompts=["a photo of <>"], classes=classes, fuse=fuse)
+            (text,) = embedding._plan_text_sets("bench:fake", opts, {}, {})
+            text.vectors = FakeEncoder(dim).encode_texts(text.texts)
+            ws.write_batch(rows=[(text.spec, classes, text.vectors)])
+            embedding._plan_fused_storage(ws, text, IMAGE_SET["id"], store_fused)
+            wanted = {d["id"]: set(shas) for d in text.derived}
+            embedding._derive_from_store(ws, IMAGE_SET["id"], shas, [text], wanted,
+                                         lambda s, t: t.classes[int(s[:8], 16) % len(t.classes)])
+            label = f"{'+'.join(fuse)}{n_classes}_{'stored' if store_fused else 'derived'}_b"
+            out[label] = (os.path.getsize(copy) - os.path.getsize(ws_path)) / n
+            copy.unlink()
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 def case_info(ws_path: Path, n: int) -> dict:
     from clipclust.cli.info import workspace_summary
     from clipclust.cli import common
@@ -204,6 +237,7 @@ def child(args: argparse.Namespace) -> None:
               "embed": lambda: case_embed(ws_path, args.size, files),  # type: ignore[arg-type]
               "prompt": lambda: case_prompt(ws_path, args.size, args.dim),
               "info": lambda: case_info(ws_path, args.size),
+              "size": lambda: case_size(ws_path, args.size, args.dim),
               "reuse": lambda: case_reuse(ws_path, args.size)}[args.case]()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["file_mb"] = os.path.getsize(ws_path) / 2**20

@@ -50,6 +50,7 @@ class EmbedOptions:
     batch_size: int = 64
     workers: int | None = None
     store_dtype: str = "float32"  # or float16: vectors stored at half size, read back as float32
+    store_fused: bool = False  # fused sets stored row by row instead of computed on read from image and text
 
 
 @dataclass
@@ -176,17 +177,32 @@ def _derive(text: _TextSet, image_vecs: np.ndarray, classes_of_items: list[str |
         kind = spec["kind"]
         if kind in ("zeroshot", "agnostic"):
             out.append((spec, list(range(len(image_vecs))), sims))
-        elif kind == "fused-zeroshot":
-            out.append((spec, list(range(len(image_vecs))), (image_vecs + text.vectors[sims.argmax(1)]) / 2))
-        elif kind == "fused-all":
-            out.append((spec, list(range(len(image_vecs))), (image_vecs[:, None, :] + text.vectors[None]) / 2))
-        elif kind == "fused-label":
-            index = {c: i for i, c in enumerate(text.classes)}
-            rows = [i for i, c in enumerate(classes_of_items) if c is not None and c in index]
-            if rows:
-                cls = np.array([index[classes_of_items[i]] for i in rows])  # type: ignore[index]
+        elif kind.startswith("fused-"):
+            rows, cls = _fused_text_rows(kind, text, sims, classes_of_items)
+            if not rows:
+                continue
+            if "recipe" in spec:  # computed on read: store which text row each item is fused with
+                out.append((spec, rows, cls))
+            elif kind == "fused-all":
+                out.append((spec, rows, (image_vecs[:, None, :] + text.vectors[None]) / 2))
+            else:
                 out.append((spec, rows, (image_vecs[rows] + text.vectors[cls]) / 2))
     return out
+
+
+def _fused_text_rows(kind: str, text: _TextSet, sims: np.ndarray,
+                     classes_of_items: list[str | None]) -> tuple[list[int], np.ndarray]:
+    """The items of a block a fused set holds, and the text row (index into classes) each is fused with.
+
+    fused-all fuses with every class: its text row is -1.
+    """
+    if kind == "fused-zeroshot":
+        return list(range(len(sims))), sims.argmax(1).astype(np.int32)
+    if kind == "fused-all":
+        return list(range(len(sims))), np.full(len(sims), -1, dtype=np.int32)
+    index = {c: i for i, c in enumerate(text.classes)}
+    rows = [i for i, c in enumerate(classes_of_items) if c is not None and c in index]
+    return rows, np.array([index[classes_of_items[i]] for i in rows], dtype=np.int32)  # type: ignore[index]
 
 
 def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | None = None,
@@ -272,6 +288,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         keys, data = workspace.read_set(ts.spec["id"])
         by_class = dict(zip(keys, data))
         ts.vectors = np.stack([by_class[c] for c in ts.classes]).astype(np.float32)
+        _plan_fused_storage(workspace, ts, image_spec["id"], opts.store_fused)
 
     def item_class(sha: str, ts: _TextSet) -> str | None:
         label = item_label.get(sha, "")
@@ -367,6 +384,22 @@ def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str
         derived = [_set_spec(model_id, opts.model, "agnostic", f"agnostic:{identity}", identity, "item", prov, (prompts,))]
         plans.append(_TextSet("agnostic", identity, prompts, prompts, text_spec, derived))
     return plans
+
+
+def _plan_fused_storage(workspace: Workspace, ts: _TextSet, image_set: str, store_fused: bool) -> None:
+    """Fused sets are computed on read unless asked to be stored; an existing set keeps how it was made."""
+    assert ts.vectors is not None
+    for d in ts.derived:
+        if not d["kind"].startswith("fused-"):
+            continue
+        derived = workspace.is_derived(d["id"])
+        if derived is None:
+            derived = not store_fused
+        if derived:
+            fuse = d["kind"].removeprefix("fused-")
+            shape = ts.vectors.shape if fuse == "all" else ts.vectors.shape[1:]
+            d["recipe"] = {"image_set": image_set, "text_set": ts.spec["id"], "fuse": fuse, "row_shape": shape}
+            d["provenance"]["stored"] = "computed on read"
 
 
 def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], text_sets: list[_TextSet],

@@ -15,7 +15,8 @@ from . import common
 HELP = """CLIP image embeddings of files and folders (recursive), kept in the workspace.
 
 With --prompt TEMPLATE ('<>' is replaced by each class name) also the prompt text embeddings, zero-shot
-similarities and fused embeddings (mean of the normalised image and prompt embeddings); with --agnostic
+similarities and fused embeddings (mean of the normalised image and prompt embeddings, computed when read
+unless --store-fused); with --agnostic
 the class-agnostic similarities to a generic prompt set.  Only what the workspace lacks is computed.
 
 Example:  clipclust embed ./digits --prompt 'This is digit <>' --fuse label --fuse all
@@ -33,7 +34,8 @@ def embed_command(
     classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated (default: the label names)."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Class names, one per line."),
     class_map: Optional[Path] = typer.Option(None, "--class-map", help="CSV label,group (or JSON) for grouped or swapped prompts."),
-    fuse: List[str] = typer.Option(["label", "zeroshot"], "--fuse", help="Fused sets to store: label, zeroshot, all (repeatable)."),
+    fuse: List[str] = typer.Option(["label", "zeroshot"], "--fuse", help="Fused sets to make: label, zeroshot, all (repeatable)."),
+    store_fused: bool = typer.Option(False, "--store-fused", help="Store fused rows in the file instead of computing them on read (new sets)."),
     agnostic: Optional[str] = typer.Option(None, "--agnostic", help="Class-agnostic prompt set: a file (one prompt per line) or builtin:generic-32."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV path,label overriding folder labels."),
     split: str = typer.Option("", "--split", help="Tag the items of this run with a split name (train, test, ...)."),
@@ -63,6 +65,7 @@ def embed_command(
             batch_size=batch_size,
             workers=workers,
             store_dtype=store_dtype,
+            store_fused=store_fused,
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         summary = embed(common.workspace(), [str(p) for p in images], options, reporter=reporter)

@@ -34,12 +34,21 @@ def workspace_summary() -> dict[str, Any]:
         "splits": {s: dict(sorted(c.items())) for s, c in sorted(by_split.items())},
         "sets": [
             {"id": s.id, "name": s.name, "kind": s.kind, "shape": list(s.shape), "model": s.model,
-             "prompt": s.prompt, "keyed_by": s.keyed_by, "created": s.created, "updated": s.updated}
+             "prompt": s.prompt, "keyed_by": s.keyed_by, "created": s.created, "updated": s.updated,
+             "derived": s.derived, "bytes_not_stored": s.derived_bytes}
             for s in ws.list_sets()
         ],
         "clusterings": ws.list_clusterings(),
         "cached_calls": ws.count_calls(),
     }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def info_command(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
@@ -61,8 +70,14 @@ def info_command(json_out: bool = typer.Option(False, "--json", help="Print as J
     if data["sets"]:
         table = Table("id", "name", "shape", "model", "updated", title="stored sets", title_justify="left")
         for s in data["sets"]:
-            table.add_row(s["id"], s["name"], " x ".join(map(str, s["shape"])), s["model"], s["updated"])
+            shape = " x ".join(map(str, s["shape"])) + (" *" if s["derived"] else "")
+            table.add_row(s["id"], s["name"], shape, s["model"], s["updated"])
         out.print(table)
+        derived = [s for s in data["sets"] if s["derived"]]
+        if derived:
+            saved = _size(sum(s["bytes_not_stored"] for s in derived))
+            out.print(f"* {len(derived)} sets computed on read from the image and text sets ({saved} not stored)",
+                      highlight=False)
     if data["clusterings"]:
         out.print("clusterings: " + ", ".join(data["clusterings"]), highlight=False)
     if data["cached_calls"]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ClipclustError, InputError
 from . import journal
+from .derived import is_derived
 from .files import FORMAT_NAME
 from .rows import decode
 
@@ -129,6 +130,10 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
             problems.append(f"set {set_id}: {len(keys)} keys but {len(data)} rows")
         if _duplicates(keys):
             problems.append(f"set {set_id}: {_duplicates(keys)} duplicate keys")
+        if is_derived(g):
+            lacking = [str(g.attrs.get(a, "")) for a in ("image_set", "text_set") if f"sets/{g.attrs.get(a, '')}" not in f]
+            if lacking:
+                problems.append(f"set {set_id}: computed on read from {', '.join(lacking)}, which the file lacks")
         if g.attrs.get("keyed_by", "item") == "item" and not set(keys.tolist()) <= item_keys:
             problems.append(f"set {set_id}: {len(set(keys.tolist()) - item_keys)} keys are not stored items")
     for name, g in (f["clusterings"].items() if "clusterings" in f else []):

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from . import derived as _derived
 from .items import ItemRecord, ItemsStore
 from .rows import SHA, STR, append, create_rows, decode, now_iso, write_rows
 from .versions import library_versions
@@ -35,6 +36,8 @@ class SetInfo:
     created: str
     updated: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    derived: bool = False  # computed on read from stored image and text vectors (store/derived.py)
+    derived_bytes: int = 0  # what a derived set would take stored: the bytes it does not take
 
 
 def _next_digest(previous: str, keys: Sequence[str], rows: int) -> str:
@@ -120,16 +123,28 @@ class SetsStore(ItemsStore):
         if not keys:
             return 0
         is_text = spec.get("dtype") == "str"
-        values = np.asarray(data, dtype=object) if is_text else np.asarray(data, dtype=np.float32)
+        recipe = spec.get("recipe")
+        if is_text:
+            values = np.asarray(data, dtype=object)
+        else:
+            values = np.asarray(data, dtype=_derived.TEXT_ROW if recipe else np.float32)
         g = self._set_group(f, spec["id"])
         if g is None:
-            stored = STR if is_text else np.dtype(FLOAT_STORAGE.get(spec.get("dtype", ""), "float32"))
+            if is_text:
+                stored: Any = STR
+            elif recipe:
+                stored = _derived.TEXT_ROW
+            else:
+                stored = np.dtype(FLOAT_STORAGE.get(spec.get("dtype", ""), "float32"))
             g = self._new_set(f, spec["id"], name=spec["name"], kind=spec["kind"], model=spec.get("model", ""),
                               prompt=spec.get("prompt", ""), keyed_by=spec.get("keyed_by", "item"),
                               row_shape=() if is_text else tuple(values.shape[1:]),
                               dtype=stored, provenance=spec.get("provenance", {}))
-            for k, v in spec.get("attrs", {}).items():
+            for k, v in {**spec.get("attrs", {}), **(_derived.recipe_attrs(recipe) if recipe else {})}.items():
                 g.attrs[k] = v
+        if bool(recipe) != _derived.is_derived(g):
+            raise ValueError(f"set {spec['id']} is {'' if _derived.is_derived(g) else 'not '}derived; "
+                             "rows must be written the way it was created")
         stored = self._set_index(f, g)
         in_batch: set[str] = set()
         keep, replace = [], []
@@ -183,11 +198,31 @@ class SetsStore(ItemsStore):
     @staticmethod
     def _set_info(set_id: str, g: h5py.Group) -> SetInfo:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        derived, derived_bytes = _derived.is_derived(g), 0
+        shape = tuple(int(x) for x in g["data"].shape)
+        if derived:
+            shape = (shape[0], *_derived.row_shape(g))
+            image = g.file.get(f"sets/{attrs.get('image_set', '')}")
+            itemsize = image["data"].dtype.itemsize if image is not None else 4
+            derived_bytes = int(np.prod(shape)) * itemsize
         return SetInfo(id=set_id, name=str(attrs.get("name", "")), kind=str(attrs.get("kind", "")),
                        model=str(attrs.get("model", "")), prompt=str(attrs.get("prompt", "")),
-                       keyed_by=str(attrs.get("keyed_by", "item")),
-                       shape=tuple(int(x) for x in g["data"].shape), created=str(attrs.get("created", "")),
-                       updated=str(attrs.get("updated", "")), attrs=attrs)
+                       keyed_by=str(attrs.get("keyed_by", "item")), shape=shape,
+                       created=str(attrs.get("created", "")), updated=str(attrs.get("updated", "")), attrs=attrs,
+                       derived=derived, derived_bytes=derived_bytes)
+
+    def is_derived(self, set_id: str) -> bool | None:
+        """Whether a set is computed on read (None when the workspace has no such set)."""
+        with self.open_read() as f:
+            g = None if f is None else self._set_group(f, set_id)
+            return None if g is None else _derived.is_derived(g)
+
+    def _rows(self, f: h5py.File, g: h5py.Group, keys: list[str], start: int, stop: int,
+              texts: np.ndarray | None) -> np.ndarray:
+        """Rows ``start:stop`` as callers use them, computing a derived set's from its sources."""
+        if texts is None:
+            return _as_read(g["data"][start:stop])
+        return _derived.fused_rows(f, g, keys, g["data"][start:stop], texts, lambda image: self._set_index(f, image))
 
     def read_set(self, set_id: str) -> tuple[list[str], np.ndarray]:
         """All keys and rows of a set, in storage order (rows are str objects for text sets)."""
@@ -196,11 +231,13 @@ class SetsStore(ItemsStore):
             if g is None:
                 raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
             keys = decode(g["keys"][:])
-            return keys, _as_read(g["data"][:])
+            texts = _derived.text_vectors(f, g) if _derived.is_derived(g) else None
+            return keys, self._rows(f, g, keys, 0, len(keys), texts)
 
     def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
         start = 0
+        texts: np.ndarray | None = None
         while True:
             with self.open_read() as f:
                 g = None if f is None else self._set_group(f, set_id)
@@ -209,7 +246,10 @@ class SetsStore(ItemsStore):
                 stop = min(int(g["keys"].shape[0]), start + chunk)
                 if stop <= start:
                     return
-                keys, data = decode(g["keys"][start:stop]), _as_read(g["data"][start:stop])
+                if texts is None and _derived.is_derived(g):  # class-keyed and small: read once per pass
+                    texts = _derived.text_vectors(f, g)
+                keys = decode(g["keys"][start:stop])
+                data = self._rows(f, g, keys, start, stop, texts)
             yield keys, data
             start = stop
 
