@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,24 +28,79 @@ class UnreadableImage(Exception):
     """The file could not be decoded as an image (corrupt, truncated, or not an image)."""
 
 
-@dataclass
 class SourceFile:
-    """An image file found on disk and what the folders or a labels file say about it."""
+    """An image file found on disk and what the folders or a labels file say about it.
 
-    path: Path
-    label: str = ""
-    resolved: str = ""  # the absolute path with links resolved, when discovery already knows it
+    The path is kept as the string discovery produced and made a ``Path`` only when asked: a cached
+    re-run of a million files would otherwise spend most of its time building Path objects.
+    """
+
+    __slots__ = ("file", "label", "resolved")
+
+    def __init__(self, path: str | os.PathLike[str], label: str = "", resolved: str = "") -> None:
+        self.file = os.fspath(path)
+        self.label = label
+        self.resolved = resolved  # the absolute path with links resolved, when discovery already knows it
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     def real_path(self) -> str:
         return self.resolved or str(self.path.resolve())
+
+    def __repr__(self) -> str:
+        return f"SourceFile({self.file!r}, label={self.label!r})"
+
+
+def _image_extension(name: str) -> bool:
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_folder(dirpath: str, label: str | None, found: dict[str, SourceFile], folder_labels: bool) -> None:
+    """One folder of ``find_images``: its image files, then its sub-folders in name order (as os.walk).
+
+    ``os.scandir`` tells files, folders and links apart from the directory listing itself, so a file
+    costs no system call here; ``label`` is None in the root folder (files there have no class folder).
+    """
+    try:
+        with os.scandir(dirpath) as it:
+            entries = list(it)
+    except OSError:
+        return  # os.walk's default: an unreadable folder is skipped
+    files, folders = [], []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        (folders if is_dir else files).append(entry)
+    shown = str(Path(dirpath))  # the spelling Path gives, computed once per folder
+    prefix = "" if shown == "." else shown if shown.endswith(os.sep) else shown + os.sep
+    real_folder = str(Path(dirpath).resolve())  # resolving each file would stat every component
+    real_prefix = real_folder if real_folder.endswith(os.sep) else real_folder + os.sep
+    for entry in sorted(files, key=lambda e: e.name):
+        name = entry.name
+        if name.startswith(".") or not _image_extension(name):
+            continue
+        path = prefix + name
+        real = os.path.realpath(path) if entry.is_symlink() else real_prefix + name
+        if real not in found:
+            found[real] = SourceFile(path, (label or "") if folder_labels else "", real)
+    for entry in sorted(folders, key=lambda e: e.name):
+        if not entry.name.startswith("."):
+            _walk_folder(os.path.join(dirpath, entry.name), entry.name if label is None else label, found,
+                         folder_labels)
 
 
 def find_images(inputs: Sequence[str | os.PathLike[str]], *, folder_labels: bool = True) -> list[SourceFile]:
     """Expand files and folders (recursively) into image files, in a stable sorted order.
 
-    Folders contribute files with an image extension (hidden files skipped); a file named explicitly is
-    always taken, so that a mislabelled extension is decoded and, if it is no image, reported.  With
-    ``folder_labels`` a file at ``root/<label>/...`` gets the label ``<label>``.
+    Folders contribute files with an image extension (hidden files and folders skipped; links are
+    followed); a file named explicitly is always taken, so that a mislabelled extension is decoded and,
+    if it is no image, reported.  With ``folder_labels`` a file at ``root/<label>/...`` gets the label
+    ``<label>``.
     """
     found: dict[str, SourceFile] = {}
     for raw in inputs:
@@ -56,20 +110,8 @@ def find_images(inputs: Sequence[str | os.PathLike[str]], *, folder_labels: bool
         if root.is_file():
             found.setdefault(str(root.resolve()), SourceFile(root))
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            folder = Path(dirpath)
-            real_folder = str(folder.resolve())  # once per folder: resolving each file stats every component
-            rel = folder.relative_to(root).parts
-            label = rel[0] if folder_labels and rel else ""
-            for name in sorted(filenames):
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                    continue
-                path = os.path.join(dirpath, name)
-                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_folder, name)
-                if real not in found:
-                    found[real] = SourceFile(Path(path), label, real)
-    return sorted(found.values(), key=lambda s: str(s.path))
+        _walk_folder(str(root), None, found, folder_labels)
+    return sorted(found.values(), key=lambda s: s.file)
 
 
 def read_labels_csv(path: str | os.PathLike[str]) -> dict[Path, str]:

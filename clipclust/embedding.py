@@ -78,7 +78,7 @@ class EmbedSummary:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Source:
     src: SourceFile
     sha256: str
@@ -128,11 +128,12 @@ def hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporte
 
     def one(src: SourceFile) -> _Source | tuple[SourceFile, str]:
         try:
-            st = src.path.stat()
+            st = os.stat(src.file)
             row = known.get(src.real_path())
             if row is not None and ws_items.size[row] == st.st_size and ws_items.mtime_ns[row] == st.st_mtime_ns:
                 return _Source(src, ws_items.sha256[row], st.st_size, st.st_mtime_ns)
-            return _Source(src, sha256_bytes(src.path.read_bytes()), st.st_size, st.st_mtime_ns)
+            with open(src.file, "rb") as fh:
+                return _Source(src, sha256_bytes(fh.read()), st.st_size, st.st_mtime_ns)
         except OSError as exc:
             return src, exc.strerror or str(exc)
 
@@ -257,8 +258,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         summary.skipped.append((str(s.src.path), unreadable[s.sha256]))
         reporter.warn(f"skipped {s.src.path}: {unreadable[s.sha256]} (known unreadable content)")
     todo = [s for s in todo if s.sha256 not in unreadable]
-    changed_records = [rec for s in hashed if (row := stored.get(s.sha256)) is not None
-                       and _changes(items, row, rec := _record(s, opts.split))]
+    changed_records = [_record(s, opts.split) for s in hashed if (row := stored.get(s.sha256)) is not None
+                       and _changes(items, row, s, opts.split)]
     if changed_records:  # a cached re-run of unchanged files writes nothing
         workspace.upsert_items(changed_records)
 
@@ -332,11 +333,14 @@ def _record(s: _Source, split: str, width: int = 0, height: int = 0) -> ItemReco
                       width=width, height=height, size=s.size, mtime_ns=s.mtime_ns)
 
 
-def _changes(items: ItemTable, row: int, rec: ItemRecord) -> bool:
-    """Whether upserting ``rec`` would change the stored row (empty fields keep what is stored)."""
-    return (rec.path != items.path[row] or (rec.label and rec.label != items.label[row])
-            or (rec.split and rec.split != items.split[row]) or rec.size != items.size[row]
-            or rec.mtime_ns != items.mtime_ns[row])
+def _changes(items: ItemTable, row: int, s: _Source, split: str) -> bool:
+    """Whether upserting the record of ``s`` would change the stored row (empty fields keep what is stored).
+
+    Compared field by field without building the record: a cached re-run asks this of every file.
+    """
+    label = s.src.label
+    return (s.size != items.size[row] or s.mtime_ns != items.mtime_ns[row] or s.src.real_path() != items.path[row]
+            or bool(label and label != items.label[row]) or bool(split and split != items.split[row]))
 
 
 def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str],

@@ -79,6 +79,48 @@ def test_find_images_recursive_with_folder_labels(tmp_path):
         find_images([tmp_path / "nope"])
 
 
+def _find_images_with_os_walk(inputs, folder_labels=True):
+    """The os.walk + Path implementation find_images replaced: the reference for identical behaviour."""
+    import os
+    from pathlib import Path
+
+    from clipclust.data import IMAGE_EXTENSIONS
+
+    found = {}
+    for raw in inputs:
+        root = Path(raw)
+        if root.is_file():
+            found.setdefault(str(root.resolve()), (str(root), ""))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            rel = folder.relative_to(root).parts
+            label = rel[0] if folder_labels and rel else ""
+            for name in sorted(filenames):
+                if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue
+                path = os.path.join(dirpath, name)
+                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(str(folder.resolve()), name)
+                found.setdefault(real, (str(Path(path)), label))
+    return sorted(found.items(), key=lambda kv: kv[1][0])
+
+
+def test_find_images_matches_the_os_walk_version(tmp_path, monkeypatch):
+    for rel in ("cat/a.PNG", "cat/deep/er/b.jpg", "dog/c.webp", "dog/.d.png", "top.bmp", ".hidden/x.png", "noext",
+                "a.", "z/.cache/y.jpg", "z/q.tiff"):
+        path = tmp_path / "data" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "data" / "dog")  # a folder link: followed
+    (tmp_path / "data" / "cat" / "again.png").symlink_to(tmp_path / "data" / "top.bmp")  # same content file twice
+    monkeypatch.chdir(tmp_path / "data")
+    for inputs in ([tmp_path / "data"], ["."], ["./cat", "dog/"], [str(tmp_path / "data") + "/", "cat/a.PNG"]):
+        for labels in (True, False):
+            got = [(s.real_path(), (str(s.path), s.label)) for s in find_images(inputs, folder_labels=labels)]
+            assert got == _find_images_with_os_walk(inputs, labels), (inputs, labels)
+
+
 def test_labels_csv_resolves_against_its_folder(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"x")
