@@ -85,7 +85,10 @@ def _walk_folder(dirpath: str, label: str | None, found: dict[str, SourceFile], 
         if name.startswith(".") or not _image_extension(name):
             continue
         path = prefix + name
-        real = os.path.realpath(path) if entry.is_symlink() else real_prefix + name
+        if entry.is_symlink():
+            real = os.path.realpath(path)
+        else:  # one string for both when the folder is spelled as it resolves (a million paths, not two)
+            real = path if real_prefix == prefix else real_prefix + name
         if real not in found:
             found[real] = SourceFile(path, (label or "") if folder_labels else "", real)
     for entry in sorted(folders, key=lambda e: e.name):

@@ -131,6 +131,8 @@ def hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporte
             st = os.stat(src.file)
             row = known.get(src.real_path())
             if row is not None and ws_items.size[row] == st.st_size and ws_items.mtime_ns[row] == st.st_mtime_ns:
+                if src.file == src.resolved:  # keep the workspace's equal string, free the found one
+                    src.file = src.resolved = ws_items.path[row]
                 return _Source(src, ws_items.sha256[row], st.st_size, st.st_mtime_ns)
             with open(src.file, "rb") as fh:
                 return _Source(src, sha256_bytes(fh.read()), st.st_size, st.st_mtime_ns)
