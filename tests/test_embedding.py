@@ -204,10 +204,12 @@ def test_bad_inputs_are_input_errors(tmp_path, tiny_open_clip):
     assert not ws.exists()  # nothing was written by a run that was refused
 
 
-def test_relabelled_items_get_their_fused_label_rows_replaced(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip):
+@pytest.mark.parametrize("store_fused", [False, True], ids=["computed-on-read", "stored"])
+def test_relabelled_items_get_their_fused_label_rows_replaced(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip,
+                                                              store_fused):
     ws = Workspace(tmp_path / "ws.h5")
     opts = EmbedOptions(model=str(tiny_open_clip), prompts=[TEMPLATE], classes=[str(d) for d in range(10)],
-                        fuse=["label"])
+                        fuse=["label"], store_fused=store_fused)
     embed(ws, [str(digits_dir)], opts, encoder=open_clip_encoder)
     path = next(p for p in sorted(digits_dir.rglob("*.png")) if p.parent.name == "3")
     sha = _sha(path)

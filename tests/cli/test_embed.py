@@ -96,3 +96,13 @@ def test_store_dtype_float16_and_a_bad_one(cli, digits_dir, tiny_open_clip, tmp_
         assert {g["data"].dtype.name for g in f["sets"].values()} == {"float16"}
     bad = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "--store-dtype", "int8")
     assert bad.code == 2 and bad.err.count("\n") == 1 and "store dtype 'int8'" in bad.err
+
+
+def test_store_fused_keeps_fused_rows_in_the_file(cli, digits_dir, tiny_open_clip, tmp_path):
+    for flag, derived in (([], True), (["--store-fused"], False)):
+        cache = tmp_path / f"ws{len(flag)}.h5"
+        result = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "-p", "This is digit <>", *flag, cache=cache)
+        assert result.code == 0, result.err
+        fused = [s for s in cli("--json", "info", cache=cache).json()["sets"] if s["kind"].startswith("fused-")]
+        assert len(fused) == 2 and all(s["derived"] is derived and s["shape"] == [40, 32] for s in fused)
+        assert all((s["bytes_not_stored"] > 0) is derived for s in fused)
