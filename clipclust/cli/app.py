@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 import typer.completion
@@ -34,13 +36,18 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+CACHE_HELP = "The HDF5 workspace file (before or after the command)."
+JSON_HELP = "Print results as JSON on stdout (before or after the command)."
+QUIET_HELP = "No progress bars or warnings on stderr (before or after the command)."
+
+
 @app.callback()
 def global_options(
     cache: Optional[str] = typer.Option(
-        None, "--cache", envvar="CLIPCLUST_CACHE", help="The HDF5 workspace file.", show_default="./clipclust.h5"
+        None, "--cache", envvar="CLIPCLUST_CACHE", metavar="PATH", help=CACHE_HELP, show_default="./clipclust.h5"
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or warnings on stderr."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.STATE.cache = cache or common.DEFAULT_CACHE
@@ -48,11 +55,45 @@ def global_options(
     common.STATE.quiet = quiet
 
 
+def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The command with --cache and --quiet (and --json where it has none) accepted after its name too.
+
+    A global option given after the command overrides the one before it, as the later option would in
+    any other position; the command's own --json already falls back on the global one (common.want_json).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter("global_cache", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--cache", metavar="PATH", help=CACHE_HELP, show_default=False)),
+        inspect.Parameter("global_quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--quiet", "-q", help=QUIET_HELP)),
+    ]
+    has_json = any("--json" in (getattr(p.default, "param_decls", None) or ()) for p in signature.parameters.values())
+    if not has_json:
+        extra.append(inspect.Parameter("global_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                       default=typer.Option(False, "--json", help=JSON_HELP)))
+
+    @functools.wraps(command)
+    def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_json: bool = False,
+            **kwargs: Any) -> Any:
+        if global_cache:
+            common.STATE.cache = global_cache
+        common.STATE.quiet = common.STATE.quiet or global_quiet
+        common.STATE.json = common.STATE.json or global_json
+        return command(*args, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]
+    run.__annotations__ = {**getattr(command, "__annotations__", {}), **{p.name: p.annotation for p in extra}}
+    return run
+
+
 def _register() -> None:
     from . import cluster, describe, embed, evaluate, export, info, visualize
 
     for module in (embed, describe, info, cluster, evaluate, visualize, export):
         module.register(app)
+    for registered in app.registered_commands:
+        registered.callback = with_global_options(registered.callback)
 
 
 _register()

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..cache import Workspace
-from ..errors import ClipclustError
+from ..errors import ClipclustError, InputError
 
 DEFAULT_CACHE = "clipclust.h5"
 
@@ -85,6 +85,21 @@ def errors() -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted; what was computed so far is saved, re-run the same command to resume", 130) from None
+
+
+CLUSTERING_HELP = "The clustering (same as the positional NAME)."
+
+
+def clustering_names(positional: Sequence[str] | None, option: Sequence[str] | None) -> list[str]:
+    """Clusterings named as arguments or with -c/--clustering (both ways may be mixed), in order, once each."""
+    return list(dict.fromkeys([*(positional or ()), *(option or ())]))
+
+
+def one_clustering(positional: str | None, option: str | None) -> str | None:
+    """The clustering a single-clustering command works on, named either way (None: the only one stored)."""
+    if positional and option and positional != option:
+        raise InputError(f"NAME '{positional}' and --clustering '{option}' name different clusterings; pass one")
+    return positional or option
 
 
 class RateColumn(ProgressColumn):

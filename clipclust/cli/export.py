@@ -26,14 +26,15 @@ def register(app: typer.Typer) -> None:
 
 
 def export_command(
-    name: Optional[str] = typer.Argument(None, help="Clustering to export (default: the only one)."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Clustering to export (default: the only one)."),
+    clustering: Optional[str] = typer.Option(None, "--clustering", "-c", metavar="NAME", help=common.CLUSTERING_HELP),
     fmt: str = typer.Option("csv", "--format", "-f", help=f"One of: {', '.join(FORMATS)}."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format jsonl."),
 ) -> None:
     with common.errors():
         if fmt not in FORMATS:
             raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-        rows = clustering_rows(common.workspace(), name)
+        rows = clustering_rows(common.workspace(), common.one_clustering(name, clustering))
     try:
         write_rows(rows, "jsonl" if common.want_json(json_out) else fmt, sys.stdout)
         sys.stdout.flush()
