@@ -48,11 +48,16 @@ def global_options(
     ),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Also show the warnings and log messages of the libraries "
+                               "clipclust uses (model hubs, torch, transformers) on stderr."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.STATE.cache = cache or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
+    common.STATE.debug = debug
+    if debug:
+        common.show_library_output()
 
 
 def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,7 +110,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     common.reset_state()
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=list(argv) if argv is not None else None, prog_name="clipclust", standalone_mode=False)
+        with common.library_output_hidden():
+            result = command.main(args=list(argv) if argv is not None else None, prog_name="clipclust",
+                                  standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         common.stderr().print(exc.format_message(), markup=False, highlight=False)
         return 2

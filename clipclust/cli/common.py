@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,6 +40,7 @@ class State:
     cache: str = DEFAULT_CACHE
     json: bool = False
     quiet: bool = False
+    debug: bool = False
 
 
 STATE = State()
@@ -48,6 +51,30 @@ def reset_state() -> None:
     STATE.cache = os.environ.get("CLIPCLUST_CACHE") or DEFAULT_CACHE
     STATE.json = False
     STATE.quiet = False
+    STATE.debug = False
+
+
+@contextlib.contextmanager
+def library_output_hidden() -> Iterator[None]:
+    """Keep the warnings and log records of torch, transformers, huggingface_hub, open_clip off stderr.
+
+    Users see our one-line errors and warnings; what libraries say (retries, deprecations) is for
+    --debug, which calls show_library_output() inside this context.
+    """
+    before = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(before)
+
+
+def show_library_output() -> None:
+    """--debug: let library warnings and log records (WARNING and above) through again."""
+    warnings.simplefilter("default")
+    logging.disable(logging.NOTSET)
 
 
 def stdout() -> Console:

@@ -7,12 +7,15 @@ built from) is known without loading it: a registry name, a hub id, or a hash of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -29,6 +32,8 @@ LOCAL_HINT = (
     "pass a local path instead: --model DIR (a transformers CLIP folder, or a folder with "
     f"{OPEN_CLIP_CONFIG} and open_clip weights) or --model ARCH/CHECKPOINT.pt"
 )
+LOCAL_DIR = "local-dir:"  # open_clip's own prefix for a folder holding open_clip_config.json and weights
+HUB_PROBE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,14 @@ def parse_model_spec(spec: str) -> ModelSpec:
     if spec.startswith("hf:"):
         return ModelSpec(spec, "transformers", hub_id=spec[3:])
     if spec.startswith("hf-hub:"):
+        if not spec[len("hf-hub:"):].strip("/"):
+            raise InputError(f"model '{spec}': name the hub repository, e.g. hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
         return ModelSpec(spec, "open_clip", arch=spec)
+    if spec.startswith(LOCAL_DIR):
+        folder = Path(spec[len(LOCAL_DIR):]).expanduser()
+        if not (folder / OPEN_CLIP_CONFIG).is_file():
+            raise InputError(f"model '{spec}': {folder} is not a folder with {OPEN_CLIP_CONFIG} and open_clip weights")
+        return ModelSpec(spec, "open_clip", path=str(folder))
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / OPEN_CLIP_CONFIG).is_file():
@@ -273,18 +285,83 @@ def _load_transformers(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
     return model, preprocess, tokenize, {"source": source}
 
 
+def hub_offline_reason(probe_seconds: float = HUB_PROBE_SECONDS) -> str:
+    """Why the model hub cannot be used now ("" when it can): HF_HUB_OFFLINE, or no connection to it.
+
+    One TCP connect to the hub's host decides, so that a machine without network fails in a moment
+    instead of waiting out huggingface_hub's retries for every candidate file.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=probe_seconds):
+            return ""
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc.strerror or type(exc).__name__})"
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub (and transformers and open_clip through it) in offline mode: cached files only."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _hub_config(spec: ModelSpec) -> tuple[str, str] | None:
+    """(repository, config file) of a model named by its hub repository, to look for in the local cache."""
+    if spec.path:
+        return None
+    if spec.backend == "transformers":
+        return spec.hub_id, "config.json"
+    if spec.arch.startswith("hf-hub:"):
+        return spec.arch[len("hf-hub:"):].strip("/"), OPEN_CLIP_CONFIG
+    return None  # ARCH/PRETRAINED: only open_clip's own table knows where the weights live
+
+
+def _offline_error(spec: ModelSpec, reason: str) -> InputError:
+    return InputError(f"model '{spec.raw}' is not in the local cache and cannot be downloaded: {reason}; download it "
+                      f"once where there is network (it is kept in the Hugging Face cache) or {LOCAL_HINT}")
+
+
 def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", identity: str | None = None) -> ClipEncoder:
-    """Load a CLIP model named the way --model names it; failures say which name failed and what to do."""
+    """Load a CLIP model named the way --model names it; failures say which name failed and what to do.
+
+    A model from the hub is taken from the local cache when the hub cannot be used; when it is not
+    cached either, the error comes at once rather than after a minute of retries.
+    """
     spec = parse_model_spec(spec_text)
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     identity = identity or model_identity(spec)
     loader = _load_open_clip if spec.backend == "open_clip" else _load_transformers
+    offline = "" if spec.path else hub_offline_reason()
+    hub_config = _hub_config(spec)
+    if offline and hub_config is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(*hub_config), str):  # known before torch is even imported
+            raise _offline_error(spec, offline)
     try:
-        model, preprocess, tokenize, info = loader(spec)
+        with hub_offline(bool(offline)):
+            model, preprocess, tokenize, info = loader(spec)
     except (InputError, ClipclustError):
         raise
     except Exception as exc:  # network, missing files, bad checkpoints: all end the same way for the user
+        if offline:
+            raise _offline_error(spec, offline) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"could not load model '{spec.raw}' ({reason[:200]}); {LOCAL_HINT}") from None
     return ClipEncoder(
