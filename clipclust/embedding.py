@@ -24,6 +24,7 @@ from .data import SourceFile, UnreadableImage, apply_labels, decode_image, find_
 from .errors import InputError
 from .models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
 from .progress import Reporter, SilentReporter
+from .sharding import Shard
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
@@ -48,6 +49,7 @@ class EmbedOptions:
     precision: str = "auto"
     batch_size: int = 64
     workers: int | None = None
+    shard: Shard | None = None  # embed only this shard's share of the items (classes still come from all)
 
 
 @dataclass
@@ -214,6 +216,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     for s in hashed:  # an unlabelled file that is a known item keeps its stored label
         row = stored.get(s.sha256)
         item_label[s.sha256] = s.src.label or (items.label[row] if row is not None else "")
+    if opts.shard is not None:  # after the labels: every shard plans the same classes, hence the same sets
+        hashed = opts.shard.take(hashed, lambda s: s.sha256)
     base_prov = {"precision": opts.precision, "batch_size": opts.batch_size}
     _plan_text_sets("", opts, item_label, base_prov)
     model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity

@@ -114,6 +114,8 @@ def errors() -> Iterator[None]:
         raise fail("interrupted; what was computed so far is saved, re-run the same command to resume", 130) from None
 
 
+SHARD_HELP = ("Only shard I of N of the items (by content hash), e.g. 2/8, each into its own --cache; "
+              "'clipclust merge' joins the shards' workspaces.")
 CLUSTERING_HELP = "The clustering (same as the positional NAME)."
 
 

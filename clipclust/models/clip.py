@@ -332,8 +332,9 @@ def _hub_config(spec: ModelSpec) -> tuple[str, str] | None:
 
 
 def _offline_error(spec: ModelSpec, reason: str) -> InputError:
-    return InputError(f"model '{spec.raw}' is not in the local cache and cannot be downloaded: {reason}; download it "
-                      f"once where there is network (it is kept in the Hugging Face cache) or {LOCAL_HINT}")
+    return InputError(f"could not load model '{spec.raw}': it is not in the local cache and cannot be downloaded "
+                      f"({reason}); download it once where there is network (the Hugging Face cache keeps it) or "
+                      f"{LOCAL_HINT}")
 
 
 def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", identity: str | None = None) -> ClipEncoder:

@@ -97,7 +97,8 @@ def test_hf_hub_offline_fails_at_once_with_one_line(cli, tmp_path, monkeypatch, 
     result = cli("embed", str(images), "--model", "hf-hub:nobody/missing", "--workers", "1")
     assert result.code == 2 and result.out == ""
     line = one_error_line(result)
-    assert "model 'hf-hub:nobody/missing' is not in the local cache and cannot be downloaded: HF_HUB_OFFLINE is set" in line
+    assert ("could not load model 'hf-hub:nobody/missing': it is not in the local cache and cannot be downloaded "
+            "(HF_HUB_OFFLINE is set)") in line
     assert no_network == []  # HF_HUB_OFFLINE is respected: not even the reachability probe
 
 
@@ -113,8 +114,8 @@ def test_unreachable_hub_fails_fast_for_the_default_model(cli, tmp_path, monkeyp
     result = cli("embed", str(images), "--workers", "1")
     assert result.code == 2
     line = one_error_line(result)  # huggingface_hub's retry warnings and open_clip's log lines stay hidden
-    assert "model 'ViT-B-32/laion2b_s34b_b79k' is not in the local cache and cannot be downloaded: " \
-           "huggingface.co cannot be reached" in line
+    assert ("could not load model 'ViT-B-32/laion2b_s34b_b79k': it is not in the local cache and cannot be "
+            "downloaded (huggingface.co cannot be reached") in line
     assert len(no_network) == 1 and no_network[0][0] == "huggingface.co"  # the probe, and nothing retried
     assert "Failed to download" not in caplog.text  # open_clip's own log record did not get out
 
