@@ -440,6 +440,23 @@ class Workspace:
                 data = np.array(_decode(data), dtype=object)
             return keys, data
 
+    def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
+        """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
+        start = 0
+        while True:
+            with self.open_read() as f:
+                g = None if f is None else self._set_group(f, set_id)
+                if g is None:
+                    raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
+                stop = min(int(g["keys"].shape[0]), start + chunk)
+                if stop <= start:
+                    return
+                keys, data = _decode(g["keys"][start:stop]), g["data"][start:stop]
+            if data.dtype == object:
+                data = np.array(_decode(data), dtype=object)
+            yield keys, data
+            start = stop
+
     def resolve_set(self, spec: str, *, model: str | None = None, keyed_by: str | None = "item") -> SetInfo:
         """Find one set by id, by its exact name ('fused-label:This is digit <>'), or by kind ('fused').
 
@@ -547,6 +564,30 @@ class Workspace:
             if new:
                 _append(g["keys"], [k for k, _ in new])
                 _append(g["values"], [v for _, v in new])
+
+    def iter_calls(self, chunk: int = 65536) -> Iterator[dict[str, str]]:
+        """The stored answers block by block, keyed as stored, for copying them into another workspace."""
+        start = 0
+        while True:
+            with self.open_read() as f:
+                if f is None or "calls" not in f:
+                    return
+                g = f["calls"]
+                stop = min(int(g["keys"].shape[0]), start + chunk)
+                if stop <= start:
+                    return
+                block = dict(zip(_decode(g["keys"][start:stop]), _decode(g["values"][start:stop])))
+            yield block
+            start = stop
+
+    def put_stored_calls(self, entries: dict[str, str]) -> int:
+        """Answers keyed as ``iter_calls`` yields them (not re-keyed); present keys keep their first answer.
+
+        Returns how many were added.
+        """
+        before = self.count_calls()
+        self.put_many(entries)
+        return self.count_calls() - before
 
     def count_calls(self) -> int:
         with self.open_read() as f:

@@ -162,7 +162,9 @@ def _prefetch(fn: Callable[[Any], Any], items: Iterable[Any], pool: ThreadPoolEx
 def _derive(text: _TextSet, image_vecs: np.ndarray, classes_of_items: list[str | None]) -> list[tuple[dict[str, Any], list[int], np.ndarray]]:
     """Rows of each derived set for a block of image vectors: (spec, row indices into the block, data)."""
     assert text.vectors is not None
-    sims = image_vecs @ text.vectors.T
+    # einsum's own loop, not BLAS: a row's similarities then do not depend on which rows share its batch,
+    # so shards, batch sizes and resumed runs store bit-identical rows (BLAS differed in the last bit)
+    sims = np.einsum("id,cd->ic", image_vecs, text.vectors)
     out = []
     for spec in text.derived:
         kind = spec["kind"]

@@ -93,9 +93,9 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _register() -> None:
-    from . import cluster, describe, embed, evaluate, export, info, visualize
+    from . import cluster, describe, embed, evaluate, export, info, merge, visualize
 
-    for module in (embed, describe, info, cluster, evaluate, visualize, export):
+    for module in (embed, describe, info, cluster, evaluate, visualize, export, merge):
         module.register(app)
     for registered in app.registered_commands:
         registered.callback = with_global_options(registered.callback)
