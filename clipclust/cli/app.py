@@ -39,6 +39,8 @@ def _version(value: bool) -> None:
 CACHE_HELP = "The HDF5 workspace file (before or after the command)."
 JSON_HELP = "Print results as JSON on stdout (before or after the command)."
 QUIET_HELP = "No progress bars or warnings on stderr (before or after the command)."
+DEBUG_HELP = ("Tracebacks of failures, and the warnings and log messages of the libraries clipclust uses (model "
+              "hubs, torch, transformers) on stderr; also CLIPCLUST_DEBUG=1 (before or after the command).")
 
 
 @app.callback()
@@ -48,20 +50,19 @@ def global_options(
     ),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
-    debug: bool = typer.Option(False, "--debug", help="Also show the warnings and log messages of the libraries "
-                               "clipclust uses (model hubs, torch, transformers) on stderr."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.STATE.cache = cache or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
-    common.STATE.debug = debug
-    if debug:
+    common.STATE.debug = debug or common.debug_from_env()
+    if common.STATE.debug:
         common.show_library_output()
 
 
 def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The command with --cache and --quiet (and --json where it has none) accepted after its name too.
+    """The command with --cache, --quiet, --debug (and --json where it has none) accepted after its name too.
 
     A global option given after the command overrides the one before it, as the later option would in
     any other position; the command's own --json already falls back on the global one (common.want_json).
@@ -72,6 +73,8 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           default=typer.Option(None, "--cache", metavar="PATH", help=CACHE_HELP, show_default=False)),
         inspect.Parameter("global_quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--quiet", "-q", help=QUIET_HELP)),
+        inspect.Parameter("global_debug", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--debug", help=DEBUG_HELP)),
     ]
     has_json = any("--json" in (getattr(p.default, "param_decls", None) or ()) for p in signature.parameters.values())
     if not has_json:
@@ -79,10 +82,13 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
                                        default=typer.Option(False, "--json", help=JSON_HELP)))
 
     @functools.wraps(command)
-    def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_json: bool = False,
-            **kwargs: Any) -> Any:
+    def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_debug: bool = False,
+            global_json: bool = False, **kwargs: Any) -> Any:
         if global_cache:
             common.STATE.cache = global_cache
+        if global_debug and not common.STATE.debug:
+            common.STATE.debug = True
+            common.show_library_output()
         common.STATE.quiet = common.STATE.quiet or global_quiet
         common.STATE.json = common.STATE.json or global_json
         return command(*args, **kwargs)
@@ -125,6 +131,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except typer.Exit as exc:
         return int(getattr(exc, 'exit_code', 0))
+    except KeyboardInterrupt:
+        common.stderr().print("clipclust: error: interrupted", markup=False, highlight=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - failures outside a command's own error handling
+        return int(getattr(common.internal_error(exc), "exit_code", 1))
     return int(result) if isinstance(result, int) else 0
 
 

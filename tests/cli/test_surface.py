@@ -22,7 +22,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)
 def test_every_command_takes_and_shows_the_global_options(cli, command):
     result = cli(command, "--help")
     assert result.code == 0, result.err
-    for flag in ("--cache PATH", "--json", "-q, --quiet"):
+    for flag in ("--cache PATH", "--json", "-q, --quiet", "--debug"):
         assert flag in result.out, f"{command} --help lacks {flag}"
 
 
