@@ -566,7 +566,10 @@ class Workspace:
                 _append(g["values"], [v for _, v in new])
 
     def iter_calls(self, chunk: int = 65536) -> Iterator[dict[str, str]]:
-        """The stored answers block by block, keyed as stored, for copying them into another workspace."""
+        """The stored answers block by block, keyed as stored, for copying them into another workspace.
+
+        ``put_many`` of a block stores the answers under the same keys (stored keys are kept as they are).
+        """
         start = 0
         while True:
             with self.open_read() as f:
@@ -579,15 +582,6 @@ class Workspace:
                 block = dict(zip(_decode(g["keys"][start:stop]), _decode(g["values"][start:stop])))
             yield block
             start = stop
-
-    def put_stored_calls(self, entries: dict[str, str]) -> int:
-        """Answers keyed as ``iter_calls`` yields them (not re-keyed); present keys keep their first answer.
-
-        Returns how many were added.
-        """
-        before = self.count_calls()
-        self.put_many(entries)
-        return self.count_calls() - before
 
     def count_calls(self) -> int:
         with self.open_read() as f:

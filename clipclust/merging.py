@@ -274,7 +274,9 @@ def merge_workspaces(inputs: Sequence[str | os.PathLike[str]], output: str | os.
             report.sets.append(merged)
     for ws in sources:
         for block in ws.iter_calls(chunk):
-            added = out.put_stored_calls(block)
+            before = out.count_calls()
+            out.put_many(block)
+            added = out.count_calls() - before
             report.calls_added += added
             report.calls_duplicate += len(block) - added
         _merge_clusterings(out, ws, report)
