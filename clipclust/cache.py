@@ -428,6 +428,14 @@ class Workspace:
                 )
             return sorted(out, key=lambda s: (s.model, s.name, s.created))
 
+    def set_storage_bytes(self) -> dict[str, int]:
+        """Bytes each set takes in the file (its keys and rows as stored, compressed or not), by set id."""
+        with self.open_read() as f:
+            if f is None or "sets" not in f:
+                return {}
+            return {set_id: int(g["keys"].id.get_storage_size()) + int(g["data"].id.get_storage_size())
+                    for set_id, g in f["sets"].items()}
+
     def read_set(self, set_id: str) -> tuple[list[str], np.ndarray]:
         """All keys and rows of a set, in storage order (rows are str objects for text sets)."""
         with self.open_read() as f:
