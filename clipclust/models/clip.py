@@ -7,19 +7,17 @@ built from) is known without loading it: a registry name, a hub id, or a hash of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import ClipclustError, InputError
+from .hub import hub_offline, hub_offline_reason, is_cached
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,7 +31,6 @@ LOCAL_HINT = (
     f"{OPEN_CLIP_CONFIG} and open_clip weights) or --model ARCH/CHECKPOINT.pt"
 )
 LOCAL_DIR = "local-dir:"  # open_clip's own prefix for a folder holding open_clip_config.json and weights
-HUB_PROBE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -285,41 +282,6 @@ def _load_transformers(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
     return model, preprocess, tokenize, {"source": source}
 
 
-def hub_offline_reason(probe_seconds: float = HUB_PROBE_SECONDS) -> str:
-    """Why the model hub cannot be used now ("" when it can): HF_HUB_OFFLINE, or no connection to it.
-
-    One TCP connect to the hub's host decides, so that a machine without network fails in a moment
-    instead of waiting out huggingface_hub's retries for every candidate file.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return "HF_HUB_OFFLINE is set"
-    url = urlsplit(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=probe_seconds):
-            return ""
-    except OSError as exc:
-        return f"{host} cannot be reached ({exc.strerror or type(exc).__name__})"
-
-
-@contextlib.contextmanager
-def hub_offline(offline: bool) -> Iterator[None]:
-    """huggingface_hub (and transformers and open_clip through it) in offline mode: cached files only."""
-    if not offline:
-        yield
-        return
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
 def _hub_config(spec: ModelSpec) -> tuple[str, str] | None:
     """(repository, config file) of a model named by its hub repository, to look for in the local cache."""
     if spec.path:
@@ -350,11 +312,8 @@ def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", 
     loader = _load_open_clip if spec.backend == "open_clip" else _load_transformers
     offline = "" if spec.path else hub_offline_reason()
     hub_config = _hub_config(spec)
-    if offline and hub_config is not None:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(*hub_config), str):  # known before torch is even imported
-            raise _offline_error(spec, offline)
+    if offline and hub_config is not None and not is_cached(*hub_config):  # known before torch is imported
+        raise _offline_error(spec, offline)
     try:
         with hub_offline(bool(offline)):
             model, preprocess, tokenize, info = loader(spec)
