@@ -157,3 +157,34 @@ def test_merge_into_an_existing_workspace_extends_it(cli, tmp_path):
     assert result.code == 0, result.err
     assert json.loads(result.out)["items_added"] == 6
     assert len(Workspace(tmp_path / "out.h5").items()) == 12
+
+
+def test_a_merge_stopped_midway_resumes_to_the_same_result(cli, tmp_path, monkeypatch):
+    from clipclust.embedding import UNREADABLE_MEMO
+    from clipclust.errors import ClipclustError
+
+    for n, seed in (("a", 0), ("b", 1)):
+        blob_workspace(tmp_path / f"{n}.h5", n_per_class=3, n_classes=2, seed=seed)
+    Workspace(tmp_path / "b.h5").memo_put(UNREADABLE_MEMO, {sha("broken"): "truncated PNG"})
+    inputs = [str(tmp_path / "a.h5"), str(tmp_path / "b.h5")]
+    assert cli("merge", *inputs, "-o", str(tmp_path / "whole.h5")).code == 0
+
+    real_write = Workspace.write_batch
+    calls = []
+
+    def fail_on_second(self, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ClipclustError("disk full")
+        return real_write(self, **kwargs)
+
+    monkeypatch.setattr(Workspace, "write_batch", fail_on_second)
+    stopped = cli("merge", *inputs, "-o", str(tmp_path / "out.h5"))
+    assert stopped.code == 1 and "disk full" in one_error_line(stopped)
+    partial = contents(tmp_path / "out.h5")
+    assert len(partial["items"]) == 12 and sum(len(rows) for _, rows in partial["sets"].values()) == 6  # a's rows
+    monkeypatch.setattr(Workspace, "write_batch", real_write)
+    resumed = cli("merge", *inputs, "-o", str(tmp_path / "out.h5"), "--json")
+    assert resumed.code == 0 and resumed.json()["items_added"] == 0 and resumed.json()["sets"][0]["added"] == 6
+    assert_same(contents(tmp_path / "out.h5"), contents(tmp_path / "whole.h5"))
+    assert Workspace(tmp_path / "out.h5").memo_get(UNREADABLE_MEMO) == {sha("broken"): "truncated PNG"}
