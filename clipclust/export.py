@@ -16,7 +16,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 
@@ -59,18 +59,20 @@ def clustering_rows(workspace: Workspace, name: str | None = None) -> list[dict[
     return rows
 
 
-def _key_columns(workspace: Workspace, info: SetInfo, keys: list[str]) -> list[dict[str, Any]]:
-    """key, path, label, split of each row of a set (path/label/split empty for class-keyed sets)."""
-    if info.keyed_by != "item":
-        return [{"key": k, "path": "", "label": "", "split": ""} for k in keys]
-    items = workspace.items()
-    row_of = items.index()
-    out = []
-    for k in keys:
-        i = row_of.get(k)
-        out.append({"key": k, "path": items.path[i] if i is not None else "",
-                    "label": items.label[i] if i is not None else "", "split": items.split[i] if i is not None else ""})
-    return out
+def _set_rows(workspace: Workspace, info: SetInfo, chunk: int) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(key, path, label, split) and the row, for each row of a set, read block by block.
+
+    Path, label and split are empty for class-keyed sets (text embeddings keyed by class name).
+    """
+    items = workspace.items() if info.keyed_by == "item" else None
+    row_of = items.index() if items is not None else {}
+    for keys, data in workspace.iter_set(info.id, chunk):
+        for key, row in zip(keys, data):
+            i = row_of.get(key)
+            if items is None or i is None:
+                yield {"key": key, "path": "", "label": "", "split": ""}, row
+            else:
+                yield {"key": key, "path": items.path[i], "label": items.label[i], "split": items.split[i]}, row
 
 
 @dataclass
@@ -83,19 +85,19 @@ class SetExport:
 
 
 def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None = None, out: str | Path | None = None,
-               model: str | None = None) -> SetExport:
+               model: str | None = None, chunk: int = 65536) -> SetExport:
     """Write a stored set (found as ``resolve_set`` finds it) as CSV or JSON lines on ``stream``, or as .npy at ``out``.
 
-    Vectors keep float32 precision: CSV writes 9 significant digits, which read back to the same float32.
+    The set is read block by block, never whole.  Vectors keep float32 precision: CSV writes 9
+    significant digits, which read back to the same float32.
     """
     if fmt not in SET_FORMATS:
         raise InputError(f"format {fmt}: a set exports as one of {', '.join(SET_FORMATS)}")
     if not workspace.exists():
         raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed IMAGES' first")
     info = workspace.resolve_set(spec, model=model, keyed_by=None)
-    keys, data = workspace.read_set(info.id)
-    is_text = data.dtype == object
-    meta = _key_columns(workspace, info, keys)
+    is_text = len(info.shape) == 1  # text sets hold one string per key; vector sets a row of floats
+    rows = _set_rows(workspace, info, chunk)
     if fmt == "npy":
         if is_text:
             raise InputError(f"'{info.name}' holds text; export it as csv or jsonl, not npy")
@@ -103,21 +105,31 @@ def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None 
             raise InputError("npy is binary: name the output file (e.g. vectors.npy; its keys go to vectors.keys.csv)")
         target = Path(out) if str(out).endswith(".npy") else Path(f"{out}.npy")
         keys_file = target.with_suffix(".keys.csv")
-        np.save(target, np.asarray(data, dtype=np.float32), allow_pickle=False)
+        matrix = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=info.shape)
+
+        def keys_filling_matrix() -> Iterator[dict[str, Any]]:
+            for n, (meta, row) in enumerate(rows):
+                if n == len(matrix):  # rows appended since the set was looked up wait for the next export
+                    return
+                matrix[n] = row
+                yield meta
+
         with open(keys_file, "w", newline="", encoding="utf-8") as fh:
-            write_rows(meta, "csv", fh, columns=SET_COLUMNS)
-        return SetExport(info, len(keys), [str(target), str(keys_file)])
+            count = write_rows(keys_filling_matrix(), "csv", fh, columns=SET_COLUMNS)
+        matrix.flush()
+        del matrix
+        return SetExport(info, count, [str(target), str(keys_file)])
     assert stream is not None
     if is_text:
-        rows = ({**m, "text": str(t)} for m, t in zip(meta, data))
-        return SetExport(info, write_rows(rows, fmt, stream, columns=(*SET_COLUMNS, "text")))
-    flat = np.asarray(data, dtype=np.float32).reshape(len(keys), -1)
+        texts = ({**meta, "text": str(text)} for meta, text in rows)
+        return SetExport(info, write_rows(texts, fmt, stream, columns=(*SET_COLUMNS, "text")))
+    width = int(np.prod(info.shape[1:]))
     if fmt == "csv":
-        columns = (*SET_COLUMNS, *(f"v{j}" for j in range(flat.shape[1])))
-        rows = ({**m, **{f"v{j}": format(v, ".9g") for j, v in enumerate(row.tolist())}} for m, row in zip(meta, flat))
-        return SetExport(info, write_rows(rows, fmt, stream, columns=columns))
-    rows = ({**m, "vector": row.tolist()} for m, row in zip(meta, np.asarray(data, dtype=np.float32)))
-    return SetExport(info, write_rows(rows, fmt, stream, columns=(*SET_COLUMNS, "vector")))
+        names = [f"v{j}" for j in range(width)]
+        table = ({**meta, **dict(zip(names, (format(v, ".9g") for v in np.ravel(row).tolist())))} for meta, row in rows)
+        return SetExport(info, write_rows(table, fmt, stream, columns=(*SET_COLUMNS, *names)))
+    lines = ({**meta, "vector": np.asarray(row, dtype=np.float32).tolist()} for meta, row in rows)
+    return SetExport(info, write_rows(lines, fmt, stream, columns=(*SET_COLUMNS, "vector")))
 
 
 def write_rows(rows: Iterable[dict[str, Any]], fmt: str, stream: TextIO, columns: Sequence[str] = COLUMNS) -> int:

@@ -139,6 +139,14 @@ def test_export_descriptions_and_vector_sets(cli, tmp_path, stdin):
     with open(tmp_path / "image.keys.csv", newline="") as fh:
         assert [r["key"] for r in csv.DictReader(fh)] == keys
 
+    from clipclust.export import export_set  # blocks smaller than the set: the same files, read piece by piece
+
+    streamed = io.StringIO()
+    assert export_set(ws, "image", "csv", stream=streamed, chunk=4).rows == 6
+    assert streamed.getvalue() == cli("export", "--set", "image").out
+    export_set(ws, "image", "npy", out=tmp_path / "blocks", chunk=4)
+    assert np.array_equal(np.load(tmp_path / "blocks.npy"), X)
+
 
 @pytest.mark.parametrize("args, needle", [
     (["export", "--set", "description", "--format", "npy", "-o", "d.npy"], "holds text; export it as csv or jsonl"),
