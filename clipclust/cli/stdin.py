@@ -18,6 +18,12 @@ NULL_HELP = "Paths read from stdin ('-') are NUL-separated, as find -print0 writ
 DESCRIPTION_FORMATS = ("jsonl", "json", "csv", "tsv")
 
 
+def _read_stdin(what: str) -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError(f"'-' reads {what} from stdin, but stdin is a terminal; pipe them in")
+    return sys.stdin.read()
+
+
 def input_paths(args: Sequence[str | Path], null: bool = False) -> list[str]:
     """IMAGES as given, with '-' replaced by the paths on stdin (empty lines are skipped)."""
     texts = [str(a) for a in args]
@@ -30,7 +36,7 @@ def input_paths(args: Sequence[str | Path], null: bool = False) -> list[str]:
         if text != "-":
             out.append(text)
             continue
-        data = sys.stdin.read()
+        data = _read_stdin("image paths")
         read = [p for p in (data.split("\0") if null else data.splitlines()) if p.strip()]
         if not read:
             raise InputError("no paths on stdin; '-' reads one path per line (NUL-separated with -0)")
@@ -66,7 +72,7 @@ def descriptions_file(source: Path, fmt: str | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="clipclust-stdin-") as scratch:
         if from_stdin:
-            text = sys.stdin.read()
+            text = _read_stdin("descriptions")
             if not text.strip():
                 raise InputError("no descriptions on stdin; pipe JSONL/JSON/CSV/TSV records into --from -")
             path = Path(scratch) / f"stdin.{fmt or sniff_format(text)}"

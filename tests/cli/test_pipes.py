@@ -80,6 +80,17 @@ def test_bad_stdin_is_one_line_exit_2(cli, stdin, args, text, needle):
     assert needle in one_error_line(result)
 
 
+@pytest.mark.parametrize("args", [["embed", "-"], ["describe", "--from", "-"]])
+def test_a_terminal_on_stdin_is_refused_not_waited_on(cli, monkeypatch, args):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    result = cli(*args)
+    assert result.code == 2 and "but stdin is a terminal; pipe them in" in one_error_line(result)
+
+
 def test_describe_reads_image_paths_from_stdin(cli, tmp_path, tiny_vlm_dir, stdin):
     digits = write_digits(tmp_path / "digits", 3)
     stdin("\n".join(str(p) for p in sorted(digits.rglob("*.png"))) + "\n")
