@@ -121,7 +121,8 @@ def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None 
         return SetExport(info, count, [str(target), str(keys_file)])
     assert stream is not None
     if is_text:
-        texts = ({**meta, "text": str(text)} for meta, text in rows)
+        texts = ({**meta, "text": text.decode("utf-8") if isinstance(text, bytes) else str(text)}
+                 for meta, text in rows)
         return SetExport(info, write_rows(texts, fmt, stream, columns=(*SET_COLUMNS, "text")))
     width = int(np.prod(info.shape[1:]))
     if fmt == "csv":

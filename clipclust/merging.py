@@ -29,7 +29,8 @@ __all__ = ["MergeReport", "SetMerge", "merge_workspaces", "RUN_ONLY"]
 
 RUN_ONLY = frozenset({"device", "batch_size", "loader", "model_spec", "vlm_spec", "file", "versions"})
 IDENTITY = ("name", "kind", "model", "prompt", "keyed_by")
-NOT_COMPARED = frozenset({*IDENTITY, "created", "updated", "provenance"})
+# attributes the workspace keeps for itself (dates, a set's unique id, its running digest): never copied
+STORE_KEPT = frozenset({*IDENTITY, "created", "updated", "uid", "digest"})
 BATCH = 4096
 
 
@@ -74,7 +75,8 @@ class MergeReport:
                for sha, kept, other, where in self.label_conflicts]
         out += [f"set '{s.name}': {s.differing} keys with other rows in a later input (largest difference "
                 f"{s.max_difference:.3g}); the first input's rows kept" for s in self.sets if s.differing]
-        out += [f"clustering '{name}' differs in {where}; the first one kept" for name, where in self.clustering_conflicts]
+        out += [f"clustering '{name}' differs in {where}; the first one kept"
+                for name, where in self.clustering_conflicts]
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def _what_was_made(info: SetInfo) -> dict[str, Any]:
     made = {name: getattr(info, name) for name in IDENTITY}
     made["row shape"] = tuple(info.shape[1:])
     made["provenance"] = {k: v for k, v in _provenance(info).items() if k not in RUN_ONLY}
-    made["attributes"] = {k: str(v) for k, v in info.attrs.items() if k not in NOT_COMPARED}
+    made["attributes"] = {k: str(v) for k, v in info.attrs.items() if k not in STORE_KEPT and k != "provenance"}
     return made
 
 
@@ -160,8 +162,8 @@ def _merge_items(out: Workspace, ws: Workspace, report: MergeReport) -> None:
 
 
 def _spec(info: SetInfo, text: bool) -> dict[str, Any]:
-    """write_batch's spec for a copy of the set: its identity, and its attributes copied as they are."""
-    attrs = {k: v for k, v in info.attrs.items() if k not in ("name", "kind", "model", "prompt", "keyed_by", "updated")}
+    """write_batch's spec for a copy of the set: its identity, its provenance as written, its other attributes."""
+    attrs = {k: v for k, v in info.attrs.items() if k not in STORE_KEPT}
     spec = {"id": info.id, "name": info.name, "kind": info.kind, "model": info.model, "prompt": info.prompt,
             "keyed_by": info.keyed_by, "provenance": _provenance(info), "attrs": attrs}
     if text:
@@ -178,6 +180,8 @@ def _merge_set(out: Workspace, ws: Workspace, info: SetInfo, merged: SetMerge, h
     have = out.set_keys(info.id)
     for keys, data in ws.iter_set(info.id, chunk):
         text = data.dtype == object
+        if text:  # text rows as str, however the store hands them out
+            data = np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in data], dtype=object)
         fresh = [i for i, k in enumerate(keys) if k not in have]
         again = [i for i, k in enumerate(keys) if k in have]
         if again:

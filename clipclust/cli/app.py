@@ -93,7 +93,8 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
         common.STATE.json = common.STATE.json or global_json
         return command(*args, **kwargs)
 
-    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]
+    params = [*signature.parameters.values(), *extra]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     run.__annotations__ = {**getattr(command, "__annotations__", {}), **{p.name: p.annotation for p in extra}}
     return run
 

@@ -54,7 +54,8 @@ def export_command(
     clustering: Optional[str] = typer.Option(None, "--clustering", "-c", metavar="NAME", help=common.CLUSTERING_HELP),
     set_spec: Optional[str] = typer.Option(None, "--set", "-s", metavar="SPEC", help="Export this stored set "
                                            "(vectors or descriptions) instead of a clustering."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="--set: pick the set of this model when several match."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="--set: pick the set of this model when "
+                                        "several match."),
     fmt: str = typer.Option("csv", "--format", "-f", help=f"One of: {', '.join(SET_FORMATS)} (npy: --set only)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format jsonl."),

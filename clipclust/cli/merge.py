@@ -43,4 +43,5 @@ def merge_command(
             f"keys stored once), {report.calls_added} cached calls added, {len(report.clusterings_added)} clusterings "
             f"added")
     conflicts = len(report.conflicts)
-    typer.echo(line + (f"; {conflicts} conflicts (first input kept)" if conflicts else "") + f" in {report.seconds:.1f}s")
+    line += f"; {conflicts} conflicts (first input kept)" if conflicts else ""
+    typer.echo(f"{line} in {report.seconds:.1f}s")
