@@ -291,7 +291,7 @@ def merge_workspaces(inputs: Sequence[str | os.PathLike[str]], output: str | os.
             if fresh:
                 out.memo_put(UNREADABLE_MEMO, {**known, **fresh})
                 report.unreadable_added += len(fresh)
-    for line in report.conflicts:
+    for line in report.notes + report.conflicts:
         reporter.warn(line)
     report.seconds = time.perf_counter() - started
     return report
