@@ -198,6 +198,14 @@ class SetsStore(ItemsStore):
             keys = decode(g["keys"][:])
             return keys, _as_read(g["data"][:])
 
+    def set_storage_bytes(self) -> dict[str, int]:
+        """Bytes each set takes in the file (its keys and rows as stored, compressed or not), by set id."""
+        with self.open_read() as f:
+            if f is None or "sets" not in f:
+                return {}
+            return {set_id: int(g["keys"].id.get_storage_size()) + int(g["data"].id.get_storage_size())
+                    for set_id, g in f["sets"].items()}
+
     def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
         start = 0
