@@ -23,6 +23,7 @@ from .data import SourceFile, UnreadableImage, apply_labels, decode_image, find_
 from .errors import InputError
 from .models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
 from .progress import Reporter, SilentReporter
+from .sharding import Shard
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
@@ -51,6 +52,7 @@ class EmbedOptions:
     workers: int | None = None
     store_dtype: str = "float32"  # or float16: vectors stored at half size, read back as float32
     store_fused: bool = False  # fused sets stored row by row instead of computed on read from image and text
+    shard: Shard | None = None  # embed only this shard's share of the items (classes still come from all)
 
 
 @dataclass
@@ -174,7 +176,9 @@ def _prefetch(fn: Callable[[Any], Any], items: Iterable[Any], pool: ThreadPoolEx
 def _derive(text: _TextSet, image_vecs: np.ndarray, classes_of_items: list[str | None]) -> list[tuple[dict[str, Any], list[int], np.ndarray]]:
     """Rows of each derived set for a block of image vectors: (spec, row indices into the block, data)."""
     assert text.vectors is not None
-    sims = image_vecs @ text.vectors.T
+    # einsum's own loop, not BLAS: a row's similarities then do not depend on which rows share its batch,
+    # so shards, batch sizes and resumed runs store bit-identical rows (BLAS differed in the last bit)
+    sims = np.einsum("id,cd->ic", image_vecs, text.vectors)
     out = []
     for spec in text.derived:
         kind = spec["kind"]
@@ -245,6 +249,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     for s in hashed:  # an unlabelled file that is a known item keeps its stored label
         row = stored.get(s.sha256)
         item_label[s.sha256] = s.src.label or (items.label[row] if row is not None else "")
+    if opts.shard is not None:  # after the labels: every shard plans the same classes, hence the same sets
+        hashed = opts.shard.take(hashed, lambda s: s.sha256)
     base_prov = {"precision": opts.precision, "batch_size": opts.batch_size, "storage": opts.store_dtype}
     _plan_text_sets("", opts, item_label, base_prov)
     model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -103,3 +104,28 @@ class CallsStore(ClusteringsStore):
     def count_calls(self) -> int:
         with self.open_read() as f:
             return 0 if f is None or "calls/keys" not in f else int(f["calls/keys"].shape[0])
+
+    def iter_calls(self, chunk: int = 65536) -> Iterator[dict[str, str]]:
+        """The stored answers block by block, keyed as stored, for copying them into another workspace.
+
+        ``put_many`` of a block stores the answers under the same keys (stored keys are kept as they are).
+        """
+        start = 0
+        while True:
+            with self.open_read() as f:
+                if f is None or "calls/keys" not in f:
+                    return
+                g = f["calls"]
+                stop = min(int(g["keys"].shape[0]), start + chunk)
+                if stop <= start:
+                    return
+                keys = decode(g["keys"][start:stop])
+                if "values" in g:  # format 1, not yet upgraded by a write
+                    values = decode(g["values"][start:stop])
+                else:
+                    first = int(g["end"][start - 1]) if start else 0
+                    bounds = np.concatenate([[first], g["end"][start:stop]]) - first
+                    blob = g["text"][first:first + int(bounds[-1])].tobytes()
+                    values = [blob[a:b].decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+            yield dict(zip(keys, values))
+            start = stop

@@ -224,18 +224,32 @@ class SetsStore(ItemsStore):
             return _as_read(g["data"][start:stop])
         return _derived.fused_rows(f, g, keys, g["data"][start:stop], texts, lambda image: self._set_index(f, image))
 
-    def read_set(self, set_id: str) -> tuple[list[str], np.ndarray]:
-        """All keys and rows of a set, in storage order (rows are str objects for text sets)."""
+    def read_set(self, set_id: str, stored: bool = False) -> tuple[list[str], np.ndarray]:
+        """All keys and rows of a set, in storage order (rows are str objects for text sets).
+
+        ``stored``: a derived set's rows as the file holds them (the text row of each key), not computed.
+        """
         with self.open_read() as f:
             g = None if f is None else self._set_group(f, set_id)
             if g is None:
                 raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
             keys = decode(g["keys"][:])
-            texts = _derived.text_vectors(f, g) if _derived.is_derived(g) else None
+            texts = _derived.text_vectors(f, g) if _derived.is_derived(g) and not stored else None
             return keys, self._rows(f, g, keys, 0, len(keys), texts)
 
-    def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
-        """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
+    def set_storage_bytes(self) -> dict[str, int]:
+        """Bytes each set takes in the file (its keys and rows as stored, compressed or not), by set id."""
+        with self.open_read() as f:
+            if f is None or "sets" not in f:
+                return {}
+            return {set_id: int(g["keys"].id.get_storage_size()) + int(g["data"].id.get_storage_size())
+                    for set_id, g in f["sets"].items()}
+
+    def iter_set(self, set_id: str, chunk: int = 65536, stored: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
+        """A set's keys and rows block by block (one open per block): a pass that never holds it all.
+
+        ``stored`` as for :meth:`read_set`.
+        """
         start = 0
         texts: np.ndarray | None = None
         while True:
@@ -246,7 +260,7 @@ class SetsStore(ItemsStore):
                 stop = min(int(g["keys"].shape[0]), start + chunk)
                 if stop <= start:
                     return
-                if texts is None and _derived.is_derived(g):  # class-keyed and small: read once per pass
+                if texts is None and _derived.is_derived(g) and not stored:  # small: read once per pass
                     texts = _derived.text_vectors(f, g)
                 keys = decode(g["keys"][start:stop])
                 data = self._rows(f, g, keys, start, stop, texts)
