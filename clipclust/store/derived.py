@@ -21,6 +21,7 @@ from .rows import decode, read_rows
 RECIPE = "fuse-mean"  # the value of the `derived` attribute: (image + text) / 2
 FUSE_KINDS = ("label", "zeroshot", "all")
 TEXT_ROW = np.int32  # the dtype of a derived set's `data` column
+BLOCK_BYTES = 1 << 28  # computed rows per block of a streamed read stay within this (fused-all rows are C x D)
 
 
 def is_derived(g: h5py.Group) -> bool:
@@ -37,6 +38,11 @@ def recipe_attrs(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def row_shape(g: h5py.Group) -> tuple[int, ...]:
     return tuple(int(x) for x in json.loads(g.attrs["row_shape"]))
+
+
+def block_rows(g: h5py.Group, chunk: int) -> int:
+    """Rows per block of a streamed read: ``chunk``, fewer when computed rows would outgrow BLOCK_BYTES."""
+    return max(1, min(chunk, BLOCK_BYTES // (4 * int(np.prod(row_shape(g))))))
 
 
 def _source(f: h5py.File, g: h5py.Group, attr: str) -> h5py.Group:

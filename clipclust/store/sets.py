@@ -257,10 +257,12 @@ class SetsStore(ItemsStore):
                 g = None if f is None else self._set_group(f, set_id)
                 if g is None:
                     raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
-                stop = min(int(g["keys"].shape[0]), start + chunk)
+                computed = _derived.is_derived(g) and not stored
+                step = _derived.block_rows(g, chunk) if computed else chunk
+                stop = min(int(g["keys"].shape[0]), start + step)
                 if stop <= start:
                     return
-                if texts is None and _derived.is_derived(g) and not stored:  # small: read once per pass
+                if texts is None and computed:  # class-keyed and small: read once per pass
                     texts = _derived.text_vectors(f, g)
                 keys = decode(g["keys"][start:stop])
                 data = self._rows(f, g, keys, start, stop, texts)

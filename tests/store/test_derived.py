@@ -11,6 +11,7 @@ import pytest
 from clipclust.clusterings.runner import run_clustering
 from clipclust.embedding import EmbedOptions, embed
 from clipclust.store import Workspace
+from clipclust.store import derived as derived_module
 from clipclust.store.check import check_workspace
 
 from ..conftest import write_digits
@@ -41,7 +42,8 @@ def _embed_both(tmp_path, digits_dir, encoder, model, **kwargs):
 
 
 @pytest.mark.parametrize("class_map", [None, PARITY], ids=["labels", "class-map"])
-def test_derived_sets_read_as_the_stored_ones(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip, class_map):
+def test_derived_sets_read_as_the_stored_ones(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip, class_map,
+                                              monkeypatch):
     extra = {"class_map": class_map, "class_map_name": "parity"} if class_map else {}
     stored, derived = _embed_both(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip, **extra)
     a, b = _sets(stored), _sets(derived)
@@ -60,6 +62,9 @@ def test_derived_sets_read_as_the_stored_ones(tmp_path, digits_dir, open_clip_en
     blocks = list(derived.iter_set(fused["fused-all"].id, chunk=7))
     assert [k for ks, _ in blocks for k in ks] == keys
     np.testing.assert_array_equal(np.concatenate([r for _, r in blocks]), rows)
+    # a block never holds more computed bytes than the cap: fused-all rows are C x D each
+    monkeypatch.setattr(derived_module, "BLOCK_BYTES", 3 * int(np.prod(fused["fused-all"].shape[1:])) * 4)
+    assert {len(ks) for ks, _ in derived.iter_set(fused["fused-all"].id)} == {3, 40 % 3}
     assert check_workspace(derived.path).ok
     # the file holds no fused vectors: only keys and the text row each item is fused with
     assert _fused_bytes(derived) * 10 < _fused_bytes(stored)
