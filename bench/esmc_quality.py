@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use the first N descriptions only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="k-means/head seeds averaged")
+    ap.add_argument("--template", default=DEFAULT_TEXT_TEMPLATE, help="prompt with {description}, {criterion}")
     ap.add_argument("--json", default=None, help="write the table here as JSON too")
     args = ap.parse_args()
 
@@ -85,7 +86,7 @@ def main() -> None:
 
     rows = []
     for choice in args.layers.split(","):
-        req = StateRequest(model=args.model, criterion=args.criterion, template=DEFAULT_TEXT_TEMPLATE)
+        req = StateRequest(model=args.model, criterion=args.criterion, template=args.template)
         if choice == "located":
             keywords = args.keywords.split(",") if args.keywords else None
             if keywords is None:

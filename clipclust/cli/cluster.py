@@ -22,14 +22,20 @@ baseline).  Labels are never read while clustering, except by the fused workflow
 --method ictc runs IC|TC's LLM steps on a stored description set ('clipclust describe'): --criterion,
 -k and --llm are required; --assign picks how step 3 assigns (constrained: decoding limited to the K
 names); every LLM answer is cached, so a re-run with --force or an edited --extra calls only what changed.
+--method esmc clusters the hidden state an LLM holds after a criterion prompt: --llm reads a description
+set, --mllm (an image-text-to-text model) reads the images; --keywords (or 'auto': asked from the LLM)
+localises the layer and token, --layer/--position override; --feature lens clusters the logit lens;
+--refine head adds the paper's head; --explain names clusters.  The states are cached in the workspace.
 
 Example:  clipclust cluster --method spectral --on 'fused-label:This is digit <>' -k 20
 Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf --assign constrained
+Example:  clipclust cluster --method esmc --criterion object -k 10 --llm qwen.gguf --explain
 """
 
 
 # Library option names whose flag is not simply --option-name.
-FLAGS = {"k": "-k", "k_range": "--k-range", "prompts_dir": "--prompts", "n_threads": "--threads", "on": "--on"}
+FLAGS = {"k": "-k", "k_range": "--k-range", "prompts_dir": "--prompts", "n_threads": "--threads", "on": "--on",
+         "forward_batch": "--forward-batch"}
 
 
 def register(app: typer.Typer) -> None:
@@ -59,15 +65,16 @@ def cluster_command(
     epochs: int = typer.Option(100, "--epochs", min=1, help="--refine head: training epochs."),
     lr: float = typer.Option(1e-3, "--lr", help="--refine head: Adam learning rate (the paper: 1e-4 with 200 epochs)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="--refine head: training batch size."),
-    device: str = typer.Option("auto", "--device", help="--refine head: auto, cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help="--refine head and esmc: auto, cpu or cuda[:N]."),
     n_neighbors: Optional[int] = typer.Option(None, "--n-neighbors", min=1, help="spectral / fused: neighbours of the affinity graph (10)."),
     linkage: Optional[str] = typer.Option(None, "--linkage", help="agglomerative: ward, average, complete or single."),
     min_cluster_size: Optional[int] = typer.Option(None, "--min-cluster-size", help="hdbscan: smallest cluster (5)."),
     train_split: str = typer.Option("train", "--train-split", help="--method fused: split clustered with labels."),
     test_split: str = typer.Option("test", "--test-split", help="--method fused: split classified."),
     force: bool = typer.Option(False, "--force", help="Recompute even if the same clustering is stored."),
-    criterion: Optional[str] = typer.Option(None, "--criterion", "-c", help="ictc: what to cluster by, e.g. mood."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="ictc: a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1."),
+    criterion: Optional[str] = typer.Option(None, "--criterion", "-c", help="ictc / esmc: what to cluster by, e.g. mood."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="ictc: a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1; "
+                                      "esmc: a text LLM (hf:ORG/NAME, folder or .gguf) reading descriptions."),
     assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: generate (default), constrained or embed."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="ictc: folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)."),
     extra: Optional[str] = typer.Option(None, "--extra", help="ictc: an extra instruction for naming the clusters."),
@@ -78,6 +85,17 @@ def cluster_command(
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="ictc: 0 = greedy (default)."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="ictc, server: the model name."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="ictc, server: requests in flight."),
+    mllm: Optional[str] = typer.Option(None, "--mllm", help="esmc: image-text-to-text model (hf:ORG/NAME or a folder) reading the images."),
+    feature: Optional[str] = typer.Option(None, "--feature", help="esmc: hidden (default) or lens."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="esmc: layer to read (default: localised, else the last)."),
+    position: Optional[int] = typer.Option(None, "--position", help="esmc: token from the end of the prompt (-1 = last)."),
+    keywords: Optional[str] = typer.Option(None, "--keywords", help="esmc: criterion keywords a,b,c for localisation, or 'auto' (ask the LLM)."),
+    keywords_llm: Optional[str] = typer.Option(None, "--keywords-llm", help="esmc: LLM asked for keywords (default --llm)."),
+    locate_samples: Optional[int] = typer.Option(None, "--locate-samples", help="esmc: items sampled for localisation (10)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="esmc: prompt template with {criterion} (and {description})."),
+    explain: bool = typer.Option(False, "--explain", help="esmc: name each cluster by its typical logit-lens tokens."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="esmc: auto (bf16/fp16 on GPU), fp32, fp16 or bf16."),
+    forward_batch: Optional[int] = typer.Option(None, "--forward-batch", help="esmc: prompts per forward pass (8)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     with common.errors(FLAGS):
@@ -90,6 +108,9 @@ def cluster_command(
             "criterion": criterion, "llm": llm, "assign": assign, "prompts_dir": prompts, "extra": extra,
             "min_count": min_count, "n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
             "temperature": temperature, "model_name": model_name, "concurrency": concurrency,
+            "mllm": mllm, "feature": feature, "layer": layer, "position": position, "keywords": keywords,
+            "keywords_llm": keywords_llm, "locate_samples": locate_samples, "prompt": prompt,
+            "explain": explain or None, "dtype": dtype, "forward_batch": forward_batch,
         }
         request = ClusterRequest(
             method=method, on=on, k=k, seed=seed, name=name, model=model, split=split, refine=refine, ratio=ratio,
@@ -129,6 +150,8 @@ def print_summary(summary: ClusteringSummary) -> None:
     out.print(line, highlight=False, markup=False)
     if summary.method == "ictc":
         print_ictc(summary)
+    if summary.method == "esmc":
+        print_esmc(summary)
 
 
 def print_ictc(summary: ClusteringSummary) -> None:
@@ -145,3 +168,25 @@ def print_ictc(summary: ClusteringSummary) -> None:
         per_step = ", ".join(f"{step} {c['hits']}/{c['misses']}" for step, c in params.get("calls", {}).items())
         notes.append(f"LLM calls: {total.get('hits', 0)} cached, {total.get('misses', 0)} new (hits/misses: {per_step})")
     out.print("  " + "; ".join(notes), highlight=False, markup=False)
+
+
+def print_esmc(summary: ClusteringSummary) -> None:
+    """Where the state was read (and the localisation's evidence), then each cluster's name and size."""
+    out = common.stdout()
+    params = summary.params
+    located = params.get("localisation")
+    if located:
+        out.print(f"  localised on {located['n_samples']} items with keywords {', '.join(located['keywords'])}: "
+                  "keyword probability of the logit lens per layer (best position), top tokens", highlight=False,
+                  markup=False)
+        for row in located["table"]:
+            mark = "  <- chosen" if (row["layer"], row["position"]) == (located["layer"], located["position"]) else ""
+            out.print(f"    layer {row['layer']:>3} @{row['position']}  {row['score']:.4f}  "
+                      f"{' '.join(repr(t) for t in row['top'])}{mark}", highlight=False, markup=False)
+    where = (f"  {params.get('feature')} feature at layer {params.get('layer')}, position {params.get('position')} "
+             f"({params.get('dtype')})")
+    if not summary.reused:
+        where += f"; {params.get('n_forward', 0)} items through the model, the others read from the workspace"
+    out.print(where, highlight=False, markup=False)
+    for i, cluster_name in enumerate(summary.names or []):
+        out.print(f"  {i}  {cluster_name}  ({summary.sizes.get(str(i), 0)} items)", highlight=False, markup=False)

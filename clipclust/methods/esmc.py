@@ -30,8 +30,10 @@ __all__ = [
     "ask_keywords", "criterion_prompt", "explain", "hidden_features", "lens_features", "localise", "parse_keywords",
 ]
 
-DEFAULT_TEXT_TEMPLATE = "{description}\n\nIn one word, the {criterion} is"
-DEFAULT_IMAGE_TEMPLATE = "In one word, the {criterion} in the image is"
+# A question answered in one word: the next token is the criterion's value, so the last position's lens
+# shows values (" jet", " airplane") where "In one word, the object is" shows " a" and ":\n\n".
+DEFAULT_TEXT_TEMPLATE = "{description}\n\nQuestion: What is the {criterion}? Answer in one word.\nAnswer:"
+DEFAULT_IMAGE_TEMPLATE = "Question: What is the {criterion} in the image? Answer in one word.\nAnswer:"
 LENS_TOP = 64          # lens tokens kept per item (features over their union, names for --explain)
 LOCATE_POSITIONS = 4   # candidate positions: the last tokens of the prompt
 EVIDENCE_TOKENS = 5

