@@ -54,6 +54,9 @@ def test_esmc_on_descriptions_stores_states_once_and_names_clusters(cli, describ
     kinds = {s.kind: s for s in ws.list_sets()}
     assert kinds["esmc-hidden"].shape == (6, 32) and kinds["esmc-lens"].shape[0] == 6
     assert list(ws.read_clustering("esmc-color")["names"]) == summary["names"]
+    exported = cli("export", "esmc-color", "--json")
+    assert exported.code == 0 and {json.loads(line)["cluster_name"] for line in exported.out.splitlines()} == set(
+        name for i, name in enumerate(summary["names"]) if summary["sizes"].get(str(i)))
 
     # another K, the lens feature, the head: no model is opened, every state comes from the workspace
     import clipclust.models.hidden as hidden
