@@ -107,6 +107,17 @@ def _n_layers_from_config(source: str, extra: dict[str, Any]) -> int:
     return int(text_config.num_hidden_layers)
 
 
+def _final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_from: str, extra: dict[str, Any]) -> int:
+    """The model's last layer, remembered in the workspace (reading a GGUF file's config takes seconds)."""
+    key = "esmc-layers:" + identity
+    remembered = workspace.memo_get(key)
+    if remembered is not None:
+        return int(remembered)
+    n_layers = lazy.model.n_layers if lazy.model is not None else _n_layers_from_config(load_from, extra)
+    workspace.memo_put(key, int(n_layers))
+    return n_layers
+
+
 def _dtype_name(device: str, dtype: str) -> str:
     """The dtype a run computes in (part of the sets' identity: bf16 states differ from fp32 ones)."""
     import torch
@@ -188,7 +199,7 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
         else:
             position = -1 if position is None else position
             if layer is None:
-                layer = lazy.model.n_layers if lazy.model is not None else _n_layers_from_config(load_from, extra)
+                layer = _final_layer(workspace, lazy, identity, load_from, extra)
     if position >= 0:
         raise InputError(f"position {position}: positions count from the end of the prompt (-1 = last token)")
     dtype = _dtype_name(req.device, req.dtype)

@@ -54,8 +54,8 @@ def criterion_prompt(template: str, criterion: str, description: str | None = No
     return text.replace("{description}", description.strip()) if description is not None else text
 
 
-KEYWORDS_QUESTION = ("What are common values of '{criterion}' (for example for images)? Answer with a comma-separated "
-                     "list of {n} single words and nothing else.")
+KEYWORDS_QUESTION = ("Name {n} common kinds of {criterion}. Answer with a comma-separated list of single words and "
+                     "nothing else.")
 
 
 def ask_keywords(generator: Any, criterion: str, n: int = 10) -> list[str]:
