@@ -10,6 +10,7 @@ paper's localisation: keywords from the LLM itself through the runtime, then the
 whose lens gives them the most probability on 10 sampled items) and any layer numbers given.
 
 Speed: items per second of the forward passes, and the ratio of a cached re-run's time to the first.
+Exits 1 when a configuration is degenerate (a cluster holding over half the items, or ACC under 2/K).
 
     python bench/esmc_quality.py                                   # Qwen 0.5B at /tmp, the dev set
     python bench/esmc_quality.py --model SmolLM2.gguf --layers final,20 --limit 100
@@ -131,6 +132,10 @@ def main() -> None:
         print("    names (hidden, k-means, seed 0): " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    degenerate = [r for r in rows if r["largest_cluster"] > len(keys) / 2 or r["acc"] < 2.0 / args.k]
+    if degenerate:  # one cluster swallowing half the items, or ACC near chance: the method is broken
+        print(f"DEGENERATE: {len(degenerate)} configurations, e.g. {degenerate[0]}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
