@@ -13,6 +13,8 @@ Two details matter for correctness:
   (re-normalising it gives junk tokens).
 * Batches are left-padded so that position -1 is every prompt's last token; explicit position ids
   keep rotary positions independent of the padding, so an item's vector does not depend on its batch.
+* A pass that needs only earlier layers stops after the deepest one, and the output head runs on the
+  last position only: the vocabulary-sized logits of every position are never made.
 """
 
 from __future__ import annotations
@@ -71,6 +73,22 @@ def _device_and_dtype(device: str, dtype: str, torch: Any) -> tuple[str, Any]:
     if dtype not in table:
         raise InputError(f"dtype {dtype}: expected auto, fp32, fp16 or bf16")
     return device, table[dtype]
+
+
+class _Enough(Exception):
+    """Raised by a hook once the deepest asked layer has run: the rest of the forward pass is skipped."""
+
+
+def _decoder_layers(model: Any) -> Any:
+    """The language model's list of decoder layers (None when the architecture hides it)."""
+    import torch
+
+    inner = getattr(model, "model", None)
+    for base in (inner, getattr(inner, "language_model", None), getattr(model, "language_model", None)):
+        layers = getattr(base, "layers", None) if base is not None else None
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    return None
 
 
 def _final_norm(model: Any) -> Any:
@@ -148,14 +166,43 @@ class HiddenModel:
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             position_ids = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+            hidden = self._forward(inputs, position_ids, layers)
+            picked = torch.stack([hidden[layer][:, list(positions), :] for layer in layers], dim=1)
+            out.append(picked.float().cpu().numpy())
+            del hidden
+        return np.concatenate(out) if out else np.zeros((0, len(layers), len(positions), 0), np.float32)
+
+    def _forward(self, inputs: dict[str, Any], position_ids: Any, layers: Sequence[int]) -> Any:
+        """Hidden states by layer number.  When every asked layer lies before the last, the pass stops after
+        the deepest one (hooks on the decoder layers): the layers above it are never computed."""
+        import torch
+
+        stack = _decoder_layers(self.model)
+        deepest = max(layers)
+        if stack is None or min(layers) < 1 or deepest >= self.n_layers:
             with torch.inference_mode():
                 result = self.model(**inputs, position_ids=position_ids, output_hidden_states=True,
                                     logits_to_keep=1, use_cache=False)
-            hidden = result.hidden_states
-            picked = torch.stack([hidden[layer][:, list(positions), :] for layer in layers], dim=1)
-            out.append(picked.float().cpu().numpy())
-            del result, hidden
-        return np.concatenate(out) if out else np.zeros((0, len(layers), len(positions), 0), np.float32)
+            return result.hidden_states
+        captured: dict[int, Any] = {}
+
+        def keep(layer: int) -> Any:
+            def hook(module: Any, args: Any, output: Any) -> None:
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+                if layer == deepest:
+                    raise _Enough
+            return hook
+
+        handles = [stack[layer - 1].register_forward_hook(keep(layer)) for layer in set(layers)]
+        try:
+            with torch.inference_mode():
+                self.model(**inputs, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+        except _Enough:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
 
     def _check_layers(self, layers: Sequence[int]) -> None:
         bad = [layer for layer in layers if not 0 <= layer <= self.n_layers]

@@ -28,6 +28,14 @@ def test_states_are_per_item_whatever_the_batch_and_padding(tiny_lm) -> None:
         alone = tiny_lm.states([prompt], [0, 1, 2], [-1, -2])
         np.testing.assert_allclose(alone[0], together[i], atol=1e-5)
     np.testing.assert_array_equal(tiny_lm.states(PROMPTS, [2], [-1]), together[:, 2:3, :1])
+    # layer 1 alone stops the pass after layer 1 (hooks) and must equal the full pass's hidden_states[1]
+    ran_layer_2: list[int] = []
+    handle = tiny_lm.model.model.layers[1].register_forward_hook(lambda *args: ran_layer_2.append(1))
+    try:
+        np.testing.assert_allclose(tiny_lm.states(PROMPTS, [1], [-1, -2])[:, 0], together[:, 1], atol=1e-6)
+    finally:
+        handle.remove()
+    assert ran_layer_2 == []
 
 
 def test_lens_of_the_final_layer_is_the_models_own_next_token_distribution(tiny_lm) -> None:
