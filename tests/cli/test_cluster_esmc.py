@@ -165,3 +165,25 @@ def test_bad_requests_are_one_line_naming_the_flag(cli, described: Path, tiny_ca
     res = cli("cluster", "--method", "esmc", *args)
     assert res.code == 2
     assert one_error_line(res).startswith(f"clipclust: error: {flag}")
+
+
+def test_keywords_auto_asks_the_llm_through_the_runtime_once(cli, described: Path, tiny_causal_lm_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import clipclust.models.llm as llm
+    from clipclust.models.llm import TextGenerator
+
+    asked: list[str] = []
+
+    class Keywords(TextGenerator):
+        identity, name = "fake-keywords", "fake"
+
+        def generate(self, requests, params=None):
+            asked.extend(r.messages[-1]["content"] for r in requests)
+            return ["Red, Blue, Green" for _ in requests]
+
+    monkeypatch.setattr(llm, "load_generator", lambda spec, **opts: Keywords())
+    res = esmc(cli, tiny_causal_lm_dir, "--keywords", "auto", "--locate-samples", "2")
+    assert res.code == 0, res.err
+    assert "keywords Red, Blue, Green" in res.out and len(asked) == 1 and "color" in asked[0]
+    again = esmc(cli, tiny_causal_lm_dir, "--keywords", "auto", "--locate-samples", "2", "--force")
+    assert again.code == 0 and len(asked) == 1  # the answer came from the workspace's call cache
