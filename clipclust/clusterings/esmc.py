@@ -95,7 +95,10 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
                          option="split" if req.split else "on")
     check_k(int(k), len(keys), info, req.split)  # type: ignore[arg-type]
     model_spec = llm if llm is not None else mllm
-    _, _, model_identity = model_source(model_spec)
+    try:
+        _, _, model_identity = model_source(model_spec)
+    except InputError as exc:
+        raise InputError(str(exc), option="llm" if llm is not None else "mllm") from None
     seed = 0 if req.seed is None else req.seed
     keywords = req.option("keywords")
     state_req = StateRequest(

@@ -159,6 +159,7 @@ def test_esmc_reads_images_through_an_image_text_model(cli, tmp_path: Path, tiny
     (("-k", "2", "--criterion", "color", "--llm", "MODEL", "--prompt", "no placeholder"), "--prompt"),
     (("-k", "9", "--criterion", "color", "--llm", "MODEL"), "-k"),
     (("-k", "2", "--criterion", "color", "--llm", "MODEL", "--assign", "constrained"), "--assign"),
+    (("-k", "2", "--criterion", "color", "--llm", "missing.gguf"), "--llm"),
 ])
 def test_bad_requests_are_one_line_naming_the_flag(cli, described: Path, tiny_causal_lm_dir: Path, extra, flag) -> None:
     args = [str(tiny_causal_lm_dir) if a == "MODEL" else a for a in extra]
