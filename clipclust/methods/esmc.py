@@ -162,7 +162,8 @@ def explain(ids: np.ndarray, top_ids: np.ndarray, top_probs: np.ndarray, token_t
     """A name per cluster 0..k-1: the lens tokens most over-represented among its members.
 
     A token's score is its mean lens probability inside the cluster minus its mean over the other
-    items; tokens without letters and repeats (case-insensitive) are skipped.  Labels are not read.
+    items; special tokens, tokens with fewer than two letters and repeats (case-insensitive) are
+    skipped.  Labels are not read.
     """
     X, vocab = lens_features(top_ids, top_probs)
     ids = np.asarray(ids)
@@ -179,7 +180,9 @@ def explain(ids: np.ndarray, top_ids: np.ndarray, top_probs: np.ndarray, token_t
             if lift[column] <= 0 or len(words) == n_words:
                 break
             word = _readable(token_text.get(int(vocab[column]), ""))
-            if any(ch.isalpha() for ch in word) and word.lower() not in {w.lower() for w in words}:
+            special = word.startswith("<") and word.endswith(">")  # <|im_end|>, </s>
+            letters = sum(ch.isalpha() for ch in word)
+            if letters >= 2 and not special and word.lower() not in {w.lower() for w in words}:
                 words.append(word)
         names.append(" / ".join(words))
     return names

@@ -52,9 +52,9 @@ def test_lens_features_spread_each_items_top_tokens_over_their_union() -> None:
 
 
 def test_explain_names_clusters_by_their_over_represented_tokens() -> None:
-    text = {1: " the", 2: " red", 3: " blue", 4: " Red", 5: "...", 6: " crimson"}
+    text = {1: " the", 2: " red", 3: " blue", 4: " Red", 5: "<|im_end|>", 6: " crimson"}
     # every item has " the" on top; cluster 0 says red, cluster 1 says blue
-    ids = np.array([[1, 2, 4, 6], [1, 2, 5, 4], [1, 3, 5, 2], [1, 3, 5, 6]])
+    ids = np.array([[1, 2, 4, 6], [1, 2, 4, 6], [1, 3, 5, 2], [1, 3, 5, 6]])  # the special token 5 only in 1
     probs = np.array([[0.5, 0.3, 0.1, 0.05], [0.5, 0.3, 0.1, 0.05], [0.5, 0.4, 0.05, 0.01], [0.5, 0.4, 0.05, 0.01]],
                      dtype=np.float32)
     names = explain(np.array([0, 0, 1, 1]), ids, probs, text, k=3)
