@@ -86,7 +86,7 @@ def cluster_command(
     model_name: Optional[str] = typer.Option(None, "--model-name", help="ictc, server: the model name."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="ictc, server: requests in flight."),
     mllm: Optional[str] = typer.Option(None, "--mllm", help="esmc: image-text-to-text model (hf:ORG/NAME or a folder) reading the images."),
-    feature: Optional[str] = typer.Option(None, "--feature", help="esmc: hidden (default) or lens."),
+    feature: Optional[str] = typer.Option(None, "--feature", help="esmc: hidden (default), lens (Hellinger) or lens-raw (the demo's probabilities)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="esmc: layer to read (default: localised, else the last)."),
     position: Optional[int] = typer.Option(None, "--position", help="esmc: token from the end of the prompt (-1 = last)."),
     keywords: Optional[str] = typer.Option(None, "--keywords", help="esmc: criterion keywords a,b,c for localisation, or 'auto' (ask the LLM)."),

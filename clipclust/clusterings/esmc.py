@@ -22,7 +22,7 @@ from .inputs import check_k, default_name, full_centroids, keys_digest, parse_k,
 from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
 
 DESCRIPTION_KINDS = ("description", "group-description")
-FEATURES = ("hidden", "lens")
+FEATURES = ("hidden", "lens", "lens-raw")
 
 
 class _ImageItems:
@@ -148,7 +148,7 @@ def _keywords(workspace: Workspace, req: ClusterRequest, reporter: Reporter) -> 
 def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
     from ..criterion_states import criterion_states
     from ..methods.clustering import cluster
-    from ..methods.esmc import explain, hidden_features, lens_features
+    from ..methods.esmc import explain, hellinger_features, hidden_features, lens_features
 
     ctx = prepared.context
     state_req = ctx["state_req"]
@@ -156,6 +156,8 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         state_req.keywords = _keywords(ctx["workspace"], req, reporter)
     states = criterion_states(ctx["workspace"], ctx["source"], state_req, reporter)
     if req.option("feature") == "lens":
+        X = hellinger_features(lens_features(states.top_ids, states.top_probs)[0])
+    elif req.option("feature") == "lens-raw":  # the demo's vocabulary probabilities as they are
         X = lens_features(states.top_ids, states.top_probs)[0]
     else:
         X = hidden_features(states.hidden)
@@ -234,7 +236,8 @@ register_method(MethodSpec(
         Option("criterion", help="what to cluster by, e.g. color"),
         Option("llm", help="text LLM reading descriptions: hf:ORG/NAME, a folder or a .gguf file"),
         Option("mllm", help="image-text-to-text model reading images: hf:ORG/NAME or a folder"),
-        Option("feature", "hidden", "hidden (the state) or lens (its logit-lens probabilities)", check=_feature),
+        Option("feature", "hidden", "hidden (the state), lens (its logit lens, Hellinger-embedded) or lens-raw "
+               "(the lens probabilities as the paper's demo feeds them)", check=_feature),
         Option("layer", help="layer to read (default: localised, else the last)", check=_layer),
         Option("position", help="token position from the end (default: localised, else -1)", check=_position),
         Option("keywords", help="criterion keywords for localisation, or 'auto' to ask an LLM", check=_keyword_list),

@@ -14,7 +14,11 @@ module holds the model-independent parts:
 Where we differ from the paper's demo: the demo feeds a full vocabulary-sized lens vector to the
 head; we store each item's top ``LENS_TOP`` lens tokens and build the lens feature over the union of
 those tokens (columns outside every item's top list carry almost no mass), which keeps storage and
-k-means independent of the vocabulary size.  The paper selects positions whose keyword probability
+k-means independent of the vocabulary size.  ``--feature lens`` clusters the Hellinger embedding of
+those probabilities (square roots, unit length); ``--feature lens-raw`` feeds the raw probabilities as
+the demo does (on the dev descriptions raw probabilities gave 0.74 / 0.59 ACC at layers 24 / 22 of
+Qwen2.5-0.5B where the Hellinger embedding gave 0.89 / 0.70; with the head, raw SmolLM2 lens vectors
+collapsed into one cluster).  The paper selects positions whose keyword probability
 exceeds 0.2; we take the single best (layer, position) and report every candidate's score.
 """
 
@@ -27,7 +31,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_IMAGE_TEMPLATE", "DEFAULT_TEXT_TEMPLATE", "LENS_TOP", "LOCATE_POSITIONS", "Localisation",
-    "ask_keywords", "criterion_prompt", "explain", "hidden_features", "lens_features", "localise", "parse_keywords",
+    "ask_keywords", "criterion_prompt", "explain", "hellinger_features", "hidden_features", "lens_features",
+    "localise", "parse_keywords",
 ]
 
 # A question answered in one word: the next token is the criterion's value, so the last position's lens
@@ -151,6 +156,13 @@ def lens_features(top_ids: np.ndarray, top_probs: np.ndarray) -> tuple[np.ndarra
     rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
     np.add.at(X, (rows, columns.reshape(-1)), np.asarray(top_probs, dtype=np.float32).reshape(-1))
     return X, vocab
+
+
+def hellinger_features(probs: np.ndarray) -> np.ndarray:
+    """Square roots of probability rows, L2-normalised: Euclidean distance becomes the Hellinger distance
+    between the distributions, so k-means compares whole lens distributions instead of being dominated
+    by each item's single most probable token (raw probabilities)."""
+    return hidden_features(np.sqrt(np.maximum(np.asarray(probs, dtype=np.float32), 0.0)))
 
 
 def _readable(token: str) -> str:

@@ -71,6 +71,8 @@ def test_esmc_on_descriptions_stores_states_once_and_names_clusters(cli, describ
     assert "0 items through the model" in again.out and "lens feature at layer 2" in again.out
     stored = ws.read_clustering("lens3")
     assert len(stored["names"]) == 3 and stored["params"]["head"]["k"] == 3
+    raw = esmc(cli, tiny_causal_lm_dir, "--feature", "lens-raw", "--name", "raw")
+    assert raw.code == 0 and "lens-raw feature" in raw.out
     reused = esmc(cli, tiny_causal_lm_dir, "--explain")
     assert reused.code == 0 and "esmc-color: reused" in reused.out
 

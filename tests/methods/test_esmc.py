@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipclust.methods.esmc import (DEFAULT_TEXT_TEMPLATE, ask_keywords, criterion_prompt, explain, hidden_features,
-                                    lens_features, localise, parse_keywords)
+from clipclust.methods.esmc import (DEFAULT_TEXT_TEMPLATE, ask_keywords, criterion_prompt, explain,
+                                    hellinger_features, hidden_features, lens_features, localise, parse_keywords)
 
 
 def test_criterion_prompt_fills_the_template_and_refuses_one_without_placeholders() -> None:
@@ -49,6 +49,9 @@ def test_lens_features_spread_each_items_top_tokens_over_their_union() -> None:
     np.testing.assert_allclose(X, [[0.0, 0.6, 0.3], [0.4, 0.0, 0.5]])
     unit = hidden_features(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0]])
+    # Hellinger: sqrt then unit length, so two items sharing a second token are closer than raw probabilities say
+    H = hellinger_features(np.array([[0.64, 0.36, 0.0], [0.0, 0.36, 0.64]]))
+    np.testing.assert_allclose(H, [[0.8, 0.6, 0.0], [0.0, 0.6, 0.8]], atol=1e-6)
 
 
 def test_explain_names_clusters_by_their_over_represented_tokens() -> None:
