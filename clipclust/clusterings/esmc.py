@@ -18,7 +18,7 @@ import numpy as np
 from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
-from .inputs import check_k, default_name, full_centroids, keys_digest, parse_k, slugify, split_keys, split_of
+from .inputs import check_k, default_name, full_centroids, keys_digest, parse_k, slugify, split_keys
 from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
 
 DESCRIPTION_KINDS = ("description", "group-description")
