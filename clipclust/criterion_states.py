@@ -14,6 +14,7 @@ localisation has not been done before; its result is remembered in the workspace
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,8 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
         "vocab": {"id": ids["vocab"], "name": f"esmc-vocab:{identity[:24]}", "kind": "esmc-vocab", "model": identity,
                   "prompt": "", "keyed_by": "token", "dtype": "str", "provenance": {"model": identity}},
     }
+    if localisation is not None:  # the choice and its evidence travel with the set ('clipclust info' shows attrs)
+        specs["hidden"]["attrs"] = {"localisation": json.dumps(localisation.to_dict())}
     have = workspace.set_keys(ids["hidden"]) & workspace.set_keys(ids["lens"])
     missing = [i for i, key in enumerate(source.keys) if key not in have]
     forward_seconds = 0.0

@@ -88,6 +88,8 @@ def test_keywords_localise_the_layer_and_the_evidence_is_printed(cli, described:
     assert (stored["layer"], stored["position"]) == (located["layer"], located["position"])
     best = max(located["table"], key=lambda row: row["score"])
     assert best["layer"] == located["layer"]
+    hidden_set = next(s for s in Workspace(described).list_sets() if s.kind == "esmc-hidden")
+    assert json.loads(hidden_set.attrs["localisation"]) == located
     forced = esmc(cli, tiny_causal_lm_dir, "--keywords", "red,blue", "--layer", "1", "--position", "-2",
                   "--name", "pinned", "--json")
     assert forced.code == 0, forced.err
