@@ -23,7 +23,8 @@ from .cache import ItemRecord, Workspace, short_hash
 from .data import SourceFile, UnreadableImage, decode_image, find_images, sha256_bytes
 from .embedding import EmbedSummary, _record, default_workers, hash_sources
 from .errors import InputError
-from .methods.ictc import describe_prompt, import_descriptions
+from .importing import import_descriptions
+from .methods.ictc import describe_prompt
 from .models.llm import DecodeParams
 from .models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, describe_groups, describe_key, latteclip_prompt
 from .progress import Reporter, SilentReporter

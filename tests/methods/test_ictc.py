@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipclust.errors import InputError
+from clipclust.importing import import_descriptions
 from clipclust.methods.ictc import (
     IctcPrompts,
     IctcResult,
@@ -23,7 +24,6 @@ from clipclust.methods.ictc import (
     describe_prompt,
     fill,
     filter_labels,
-    import_descriptions,
     label_request,
     match_answer,
     names_messages,

@@ -1,0 +1,110 @@
+"""IC|TC: image clustering conditioned on a text criterion (Kwon et al., ICLR 2024).
+
+Step 1 (a VLM describes each image for the criterion) lives in :mod:`clipclust.models.vlm`; this
+package takes the descriptions and runs the LLM steps:
+
+- step 2a: one raw label per description (``Answer: {label}``);
+- step 2b: the raw labels are counted into a dictionary, rare ones dropped, and the LLM names exactly
+  K clusters (robust parsing, then a bounded repair dialogue, then a deterministic, reported fallback);
+- step 3: every description is assigned to one name, by a free answer matched afterwards (the
+  paper), by decoding restricted to the K names (``constrained``) or by the nearest name in a text
+  embedding space (``embed``).
+
+Answers that match no name go to the closest name by a deterministic string similarity and are
+counted and reported; nothing is ever assigned at random (the released code's bug). Every LLM call
+goes through the generator passed in, so wrapping it in
+:class:`~clipclust.models.llm.CachedGenerator` makes re-runs free and prompt edits cheap.
+
+
+One module per concern: :mod:`.prompts` (templates, requests), :mod:`.parsing` (outputs -> labels
+and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b, 3) and :mod:`.run` (the whole
+method). Importing descriptions made elsewhere is :mod:`clipclust.importing`.
+"""
+
+from __future__ import annotations
+
+from .prompts import (
+    IctcPrompts,
+    MODES,
+    PLACEHOLDERS,
+    PRESETS,
+    REPAIR_PROMPT,
+    STEPS,
+    assign_request,
+    default_prompts,
+    describe_prompt,
+    fill,
+    format_label_dict,
+    label_request,
+    names_literal,
+    names_messages,
+    preset_for,
+    repair_message,
+)
+from .parsing import (
+    name_key,
+    normalise,
+    parse_answer,
+    parse_names,
+)
+from .matching import (
+    Match,
+    match_answer,
+    ngram_embedder,
+    similarity,
+)
+from .steps import (
+    Assignment,
+    MIN_COUNT_FRACTION,
+    NamesResult,
+    assign,
+    cluster_names,
+    count_labels,
+    default_min_count,
+    filter_labels,
+    fix_name_count,
+    raw_labels,
+)
+from .run import (
+    IctcResult,
+    run_ictc,
+)
+
+__all__ = [
+    "Assignment",
+    "IctcPrompts",
+    "IctcResult",
+    "MIN_COUNT_FRACTION",
+    "MODES",
+    "Match",
+    "NamesResult",
+    "PLACEHOLDERS",
+    "PRESETS",
+    "REPAIR_PROMPT",
+    "STEPS",
+    "assign",
+    "assign_request",
+    "cluster_names",
+    "count_labels",
+    "default_min_count",
+    "default_prompts",
+    "describe_prompt",
+    "fill",
+    "filter_labels",
+    "fix_name_count",
+    "format_label_dict",
+    "label_request",
+    "match_answer",
+    "name_key",
+    "names_literal",
+    "names_messages",
+    "ngram_embedder",
+    "normalise",
+    "parse_answer",
+    "parse_names",
+    "preset_for",
+    "raw_labels",
+    "repair_message",
+    "run_ictc",
+    "similarity",
+]
