@@ -42,6 +42,7 @@ from .prompts import (
     repair_message,
 )
 from .parsing import (
+    is_junk_name,
     name_key,
     normalise,
     parse_answer,
@@ -91,6 +92,7 @@ __all__ = [
     "describe_prompt",
     "fill",
     "filter_labels",
+    "is_junk_name",
     "fix_name_count",
     "format_label_dict",
     "label_request",

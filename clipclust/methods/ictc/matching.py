@@ -32,11 +32,18 @@ def similarity(a: str, b: str) -> float:
     return 0.9 * cos + 0.1 * difflib.SequenceMatcher(None, name_key(a), name_key(b)).ratio()
 
 
+_NEGATION_RE = re.compile(r"(?:\b(?:not|no|non|never|without|nor|neither|hardly|barely)|n't|n’t)[\s-]+(?:\w+[\s-]+)?$")
+
+
 def _phrase_position(phrase: str, text: str) -> int:
+    """Where ``phrase`` first occurs as whole words in ``text`` and is not negated ("not happy",
+    "no longer happy" and "non-happy" do not name "happy"); -1 if nowhere."""
     if not phrase:
         return -1
-    m = re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text)
-    return m.start() if m else -1
+    for m in re.finditer(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text):
+        if not _NEGATION_RE.search(text[: m.start()]):
+            return m.start()
+    return -1
 
 
 @dataclass(frozen=True)
