@@ -24,6 +24,7 @@ method). Importing descriptions made elsewhere is :mod:`clipclust.importing`.
 from __future__ import annotations
 
 from .prompts import (
+    NAMES_MODES,
     IctcPrompts,
     MODES,
     PLACEHOLDERS,
@@ -66,12 +67,45 @@ from .steps import (
     fix_name_count,
     raw_labels,
 )
+from .assigning import (
+    DOMINANT_SHARE,
+    assign_by_embedding,
+    assign_by_label,
+    assign_by_scores,
+    degenerate_warnings,
+    evidence_matched,
+)
+from .grouping import (
+    LabelGroup,
+    LabelMatcher,
+    coverage,
+    frequent_names,
+    group_labels,
+    hybrid_names,
+    match_label,
+)
 from .run import (
+    names_budget,
     IctcResult,
     run_ictc,
 )
 
 __all__ = [
+    "DOMINANT_SHARE",
+    "NAMES_MODES",
+    "LabelGroup",
+    "LabelMatcher",
+    "assign_by_embedding",
+    "assign_by_label",
+    "assign_by_scores",
+    "coverage",
+    "degenerate_warnings",
+    "evidence_matched",
+    "frequent_names",
+    "group_labels",
+    "hybrid_names",
+    "match_label",
+    "names_budget",
     "Assignment",
     "IctcPrompts",
     "IctcResult",

@@ -27,8 +27,10 @@ _PRESET_ALIASES = {
 }
 
 Layout = Literal["instruction_first", "description_first"]
-Mode = Literal["generate", "constrained", "embed"]
-MODES: tuple[str, ...] = ("generate", "constrained", "embed")
+Mode = Literal["generate", "constrained", "embed", "label", "clip"]
+MODES: tuple[str, ...] = ("generate", "constrained", "embed", "label", "clip")
+NamesMode = Literal["llm", "frequent", "hybrid"]
+NAMES_MODES: tuple[str, ...] = ("llm", "frequent", "hybrid")
 
 
 def fill(template: str, **values: Any) -> str:

@@ -249,7 +249,7 @@ def assign(
     decoder may only produce one of the names (grammar / JSON schema / token trie, by backend);
     answers are still matched, so a server without structured output degrades to ``generate``.
     ``embed``: nearest name by cosine similarity of ``embed(descriptions)`` and ``embed(names)``
-    (ties go to the earlier name); no LLM call.
+    (ties go to the earlier name); no LLM call; matched only where the description names the cluster.
     """
     if mode not in MODES:
         raise InputError(f"unknown step-3 mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -259,14 +259,14 @@ def assign(
     if mode == "embed":
         if embed is None:
             raise InputError("embed mode needs an embedding function (texts -> vectors)")
-        d = np.asarray(embed(list(descriptions)), dtype=np.float64)
-        n = np.asarray(embed(names), dtype=np.float64)
-        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-        ids = [int(i) for i in np.argmax(d @ n.T, axis=1)]
+        from .assigning import assign_by_embedding
+
+        result = assign_by_embedding(embed, descriptions, names)
         if progress is not None:
-            progress("step3", len(ids), len(ids))
-        return Assignment([names[i] for i in ids], ids, [True] * len(ids))
+            progress("step3", len(descriptions), len(descriptions))
+        return result
+    if mode not in ("generate", "constrained"):
+        raise InputError(f"{mode} assignment runs in run_ictc (it needs step 2a's labels or image vectors)")
     if generator is None:
         raise InputError(f"{mode} mode needs an LLM")
     prompts = prompts or default_prompts(criterion)
