@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import InputError
 
@@ -143,7 +143,9 @@ def decode_image(data: bytes, min_size: int | None = None) -> Image.Image:
             scaled = im.size
             im.load()
             out = to_rgb(im).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is one skip
         raise UnreadableImage(str(exc) or type(exc).__name__) from None
     out.info["original_size"] = full if out.size == scaled else (full[1], full[0])
     return out

@@ -8,6 +8,15 @@ class ClipclustError(Exception):
 
 
 class InputError(ClipclustError):
-    """Bad usage or input (exit code 2): a missing file, an unknown set name, no images found."""
+    """Bad usage or input (exit code 2): a missing file, an unknown set name, no images found.
+
+    ``option`` names the request field at fault (``"min_count"``) when there is one: the library never
+    spells command-line flags, the CLI prefixes the message with the flag that sets that field.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(f"{option}: {message}" if option else message)
+        self.message = message
+        self.option = option

@@ -14,7 +14,7 @@ from clipclust.evaluation import evaluate_clustering
 from clipclust.metrics import cluster_accuracy
 from clipclust.progress import SilentReporter
 
-from .workspaces import TEMPLATE, blob_workspace, fused_workspace, spec
+from .workspaces import MODEL, TEMPLATE, blob_workspace, fused_workspace, spec
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Graph is not fully connected"), pytest.mark.usefixtures("single_thread")]
 
@@ -146,21 +146,21 @@ def test_a_later_method_plugs_into_the_dispatch_table(tmp_path, monkeypatch):
     "kwargs, message",
     [
         ({"on": "nothing-like-this", "k": 2}, "no stored set matches 'nothing-like-this'"),
-        ({"k": 61}, "-k 61 is larger than the 60 items of set 'image'; pass -k 60 or less"),
+        ({"k": 61}, "k: 61 is larger than the 60 items of set 'image'; ask for 60 clusters or fewer"),
         ({"k": 1}, "at least 2 clusters"),
         ({"k": "many"}, "expected a whole number of clusters or 'auto'"),
-        ({}, "needs -k K"),
+        ({}, "k: the kmeans method needs the number of clusters"),
         ({"method": "hdbscan", "k": 3}, "hdbscan decides the number of clusters itself"),
-        ({"method": "spectral", "k": 3, "options": {"linkage": "ward"}}, "--linkage applies to --method agglomerative"),
+        ({"method": "spectral", "k": 3, "options": {"linkage": "ward"}}, "linkage: applies to the agglomerative method, not spectral"),
         ({"method": "agglomerative", "k": 3, "options": {"linkage": "zigzag"}}, "linkage must be ward"),
         ({"method": "hdbscan", "options": {"min_cluster_size": 500}}, "min_cluster_size=500 is larger"),
-        ({"method": "telepathy", "k": 2}, "--method telepathy: expected one of kmeans"),
-        ({"k": 3, "refine": "polish"}, "--refine polish: expected one of head"),
-        ({"k": 3, "refine": "head", "ratio": 1.5}, "--ratio 1.5"),
+        ({"method": "telepathy", "k": 2}, "method: 'telepathy' is not a method; expected one of"),
+        ({"k": 3, "refine": "polish"}, "refine: 'polish': expected one of head"),
+        ({"k": 3, "refine": "head", "ratio": 1.5}, "ratio: 1.5: expected a fraction"),
         ({"method": "spectral", "k": 3, "refine": "head"}, "starts from k-means"),
         ({"k": 3, "split": "validation"}, "no item of set 'image' is in split 'validation'"),
-        ({"k": 3, "name": "a/b"}, "--name 'a/b'"),
-        ({"k": "auto", "k_range": (12, 20)}, "-k auto: the range 12:20"),
+        ({"k": 3, "name": "a/b"}, "name: 'a/b'"),
+        ({"k": "auto", "k_range": (12, 20)}, "k_range: auto: the range 12:20"),
     ],
 )
 def test_bad_requests_are_input_errors_that_say_what_to_do(tmp_path, kwargs, message):
@@ -257,17 +257,17 @@ def test_fused_without_training_labels_is_a_clear_error(tmp_path):
     [
         ({"test_split": "holdout"}, "no item of 'fused-all:a photo of <>' is in split 'holdout'"),
         ({"train_split": "other"}, "needs labelled training items"),
-        ({"k": "auto"}, "not -k auto"),
-        ({"k": 101}, "-k 101 is larger than the 100 items of set 'fused-label:a photo of <>' (split 'train')"),
+        ({"k": "auto"}, "not 'auto'"),
+        ({"k": 101}, "k: 101 is larger than the 100 items of set 'fused-label:a photo of <>' (split 'train')"),
         ({"on": f"zeroshot:{TEMPLATE}"}, "is a zeroshot set"),
-        ({"split": "train"}, "uses --train-split and --test-split"),
-        ({"refine": "head"}, "--refine applies to --method kmeans"),
+        ({"split": "train"}, "uses train_split and test_split, not split"),
+        ({"refine": "head"}, "refine: the head starts from k-means"),
     ],
 )
 def test_fused_bad_requests(tmp_path, kwargs, message):
     world = fused_workspace(tmp_path / "ws.h5")
     with pytest.raises(InputError) as info:
-        run_clustering(world["ws"], ClusterRequest(method="fused", **kwargs))
+        run_clustering(world["ws"], ClusterRequest.of(method="fused", **kwargs))
     assert message in str(info.value)
 
 
@@ -291,3 +291,54 @@ def test_stored_params_are_json_with_provenance(tmp_path):
         assert "versions" in json.loads(group.attrs["provenance"])
     assert params["sets"]["train"]["kind"] == "fused-label" and params["sets"]["test"]["kind"] == "fused-all"
     assert params["fused"]["n_neighbors"] == 10 and params["classes"] == world["classes"]
+
+
+def test_a_second_models_set_gets_its_own_default_name(tmp_path):
+    """Two models' 'image' sets: each k-means run is stored under its own name; neither replaces the other."""
+    ws, keys, X, _ = blob_workspace(tmp_path / "ws.h5")
+    other = dict(spec("image", "image"), id="b" * 16, model="synthetic:other@sha256:1111")
+    ws.write_batch(rows=[(other, keys, X[:, ::-1].copy())])
+    first = run_clustering(ws, k=4, model=MODEL)
+    second = run_clustering(ws, k=4, model="synthetic:other@sha256:1111")
+    assert first.name != second.name and not second.replaced
+    assert first.name.startswith("kmeans-image-test-") and second.name.startswith("kmeans-image-other-")
+    assert {first.name, second.name} <= set(ws.list_clusterings())
+
+
+def test_a_reused_request_does_not_read_the_sets_vectors(tmp_path, monkeypatch):
+    ws, *_ = blob_workspace(tmp_path / "ws.h5")
+    run_clustering(ws, k=4)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("read_set called for a reusable request")
+
+    monkeypatch.setattr(ws, "read_set", no_read)
+    assert run_clustering(ws, k=4).reused
+
+
+def test_methods_declare_their_own_options(tmp_path, monkeypatch):
+    """A plugged-in method gets its declared option (with its default) and the others' options are refused."""
+    from clipclust.clusterings import MethodOutput, MethodSpec, Option, PreparedInput, register_method
+
+    ws, keys, X, _ = blob_workspace(tmp_path / "ws.h5")
+    seen = {}
+
+    def prepare(workspace, req):
+        seen["cut"] = req.option("cut")
+        return PreparedInput({"method": "cut", "cut": req.option("cut")}, "cut", {"input": ws.resolve_set("image")},
+                             keys, X)
+
+    def compute(prepared, req, reporter):
+        return MethodOutput(prepared.keys, (np.arange(len(prepared.keys)) >= req.option("cut")).astype(int))
+
+    monkeypatch.setitem(METHODS, "cut", None)
+    register_method(MethodSpec("cut", "test method", prepare, compute,
+                               options=(Option("cut", 30, check=lambda v: int(v)),)))
+    assert run_clustering(ws, method="cut").sizes == {"0": 30, "1": 30} and seen["cut"] == 30
+    assert run_clustering(ws, method="cut", cut="20", name="c20").sizes == {"0": 20, "1": 40}
+    with pytest.raises(InputError) as info:
+        run_clustering(ws, method="cut", n_neighbors=5)
+    assert info.value.option == "n_neighbors" and "applies to the fused or spectral method, not cut" in str(info.value)
+    with pytest.raises(InputError) as info:
+        run_clustering(ws, method="kmeans", k=2, cut=3)
+    assert "cut: applies to the cut method, not kmeans" in str(info.value)

@@ -102,3 +102,16 @@ def test_large_jpeg_decodes_at_reduced_scale_and_keeps_its_size():
     assert 224 <= min(small.size) < 600 and small.size[1] > small.size[0]  # 1/2 scale, still oriented
     png = decode_image(_encode(Image.new("RGB", (1000, 600)), "PNG"), min_size=224)
     assert png.size == (1000, 600)  # only JPEG has a cheap reduced decode
+
+
+@pytest.mark.parametrize("exc", [IndexError("tile cannot extend outside image"), ZeroDivisionError("division by zero"),
+                                 KeyError("PixelXDimension"), TypeError("bad tile")])
+def test_any_error_pillow_raises_on_a_malformed_file_is_an_unreadable_image(monkeypatch, exc):
+    from clipclust.data import UnreadableImage, decode_image
+
+    def broken_open(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr("clipclust.data.Image.open", broken_open)
+    with pytest.raises(UnreadableImage):
+        decode_image(b"\x89PNG whatever")

@@ -41,11 +41,13 @@ def global_options(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or warnings on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of failures (also CLIPCLUST_DEBUG=1)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.STATE.cache = cache or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
+    common.STATE.debug = debug or common.debug_from_env()
 
 
 def _register() -> None:
@@ -77,6 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except typer.Exit as exc:
         return int(getattr(exc, 'exit_code', 0))
+    except KeyboardInterrupt:
+        common.stderr().print("clipclust: error: interrupted", markup=False, highlight=False)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - failures outside a command's own error handling
+        return int(getattr(common.internal_error(exc), "exit_code", 1))
     return int(result) if isinstance(result, int) else 0
 
 

@@ -28,6 +28,10 @@ Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf 
 """
 
 
+# Library option names whose flag is not simply --option-name.
+FLAGS = {"k": "-k", "k_range": "--k-range", "prompts_dir": "--prompts", "n_threads": "--threads", "on": "--on"}
+
+
 def register(app: typer.Typer) -> None:
     app.command("cluster", help=HELP)(cluster_command)
 
@@ -36,7 +40,7 @@ def _k_range(text: str) -> tuple[int, int]:
     try:
         low, high = (int(part) for part in text.split(":"))
     except ValueError:
-        raise InputError(f"--k-range {text}: expected MIN:MAX, e.g. 2:10") from None
+        raise InputError(f"{text}: expected MIN:MAX, e.g. 2:10", option="k_range") from None
     return low, high
 
 
@@ -53,6 +57,8 @@ def cluster_command(
     refine: Optional[str] = typer.Option(None, "--refine", help="'head': ESMC head on k-means pseudo-labels."),
     ratio: float = typer.Option(0.3, "--ratio", help="--refine head: fraction nearest each centroid used as pseudo-labels."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="--refine head: training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="--refine head: Adam learning rate (the paper: 1e-4 with 200 epochs)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="--refine head: training batch size."),
     device: str = typer.Option("auto", "--device", help="--refine head: auto, cpu or cuda[:N]."),
     n_neighbors: Optional[int] = typer.Option(None, "--n-neighbors", min=1, help="spectral / fused: neighbours of the affinity graph (10)."),
     linkage: Optional[str] = typer.Option(None, "--linkage", help="agglomerative: ward, average, complete or single."),
@@ -74,15 +80,21 @@ def cluster_command(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="ictc, server: requests in flight."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    with common.errors():
+    with common.errors(FLAGS):
+        # Method options are passed only when given on the command line (None = not given), so a method's
+        # spec can refuse the options of other methods and fill in its own defaults.
+        options = {
+            "n_neighbors": n_neighbors, "linkage": linkage, "min_cluster_size": min_cluster_size,
+            "train_split": None if train_split == "train" else train_split,
+            "test_split": None if test_split == "test" else test_split,
+            "criterion": criterion, "llm": llm, "assign": assign, "prompts_dir": prompts, "extra": extra,
+            "min_count": min_count, "n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
+            "temperature": temperature, "model_name": model_name, "concurrency": concurrency,
+        }
         request = ClusterRequest(
             method=method, on=on, k=k, seed=seed, name=name, model=model, split=split, refine=refine, ratio=ratio,
-            epochs=epochs, device=device, k_range=_k_range(k_range), force=force, train_split=train_split,
-            test_split=test_split,
-            options={"n_neighbors": n_neighbors, "linkage": linkage, "min_cluster_size": min_cluster_size},
-            criterion=criterion, llm=llm, assign=assign, prompts_dir=prompts, extra=extra, min_count=min_count,
-            llm_options={"n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
-                         "temperature": temperature, "model": model_name, "concurrency": concurrency},
+            epochs=epochs, lr=lr, batch_size=batch_size, device=device, k_range=_k_range(k_range), force=force,
+            options={key: value for key, value in options.items() if value is not None},
         )
         summary = run_clustering(common.workspace(), request, reporter=common.RichReporter(quiet=common.STATE.quiet))
     if common.want_json(json_out):

@@ -38,6 +38,7 @@ class State:
     cache: str = DEFAULT_CACHE
     json: bool = False
     quiet: bool = False
+    debug: bool = False
 
 
 STATE = State()
@@ -48,6 +49,12 @@ def reset_state() -> None:
     STATE.cache = os.environ.get("CLIPCLUST_CACHE") or DEFAULT_CACHE
     STATE.json = False
     STATE.quiet = False
+    STATE.debug = debug_from_env()
+
+
+def debug_from_env() -> bool:
+    """CLIPCLUST_DEBUG=1 (or any value but 0/false/empty) asks for tracebacks, like --debug."""
+    return os.environ.get("CLIPCLUST_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def stdout() -> Console:
@@ -76,15 +83,52 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def flag_for(option: str, flags: dict[str, str] | None = None) -> str:
+    """The command-line spelling of a library option name ('min_count' -> '--min-count')."""
+    return (flags or {}).get(option) or "--" + option.replace("_", "-")
+
+
+def describe_error(exc: ClipclustError, flags: dict[str, str] | None = None) -> str:
+    """A library error as one CLI line: an error about one option is prefixed with that option's flag."""
+    option = getattr(exc, "option", None)
+    if option:
+        return f"{flag_for(option, flags)}: {exc.message}"
+    return str(exc)
+
+
+def internal_error(exc: BaseException) -> "typer.Exit":
+    """An unexpected failure: one line and exit 1, the traceback only with --debug / CLIPCLUST_DEBUG=1."""
+    if STATE.debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join(str(exc).split()) or "no message"
+    hint = "" if STATE.debug else " (run with --debug for the traceback)"
+    return fail(f"internal error: {type(exc).__name__}: {text}{hint}", 1)
+
+
 @contextlib.contextmanager
-def errors() -> Iterator[None]:
+def errors(flags: dict[str, str] | None = None) -> Iterator[None]:
     """Turn library errors and Ctrl-C into one line on stderr and the right exit code."""
     try:
         yield
     except ClipclustError as exc:
-        raise fail(str(exc), exc.exit_code) from None
+        if STATE.debug:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        raise fail(describe_error(exc, flags), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted; what was computed so far is saved, re-run the same command to resume", 130) from None
+    except MemoryError as exc:
+        if STATE.debug:
+            raise
+        raise fail("out of memory; what was computed so far is saved: use a smaller --batch-size or fewer items "
+                   "per run, then re-run to resume", 1) from exc
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        raise internal_error(exc) from None
 
 
 class RateColumn(ProgressColumn):

@@ -64,6 +64,10 @@ def test_refine_head_on_a_stored_set(cli, digits_ws):
     assert result.out.startswith("kmeans-head-image: stored (kmeans + ESMC head on 'image', 70 items, seed 0)")
     params = cli("--json", "cluster", "-k", "5", "--refine", "head", "--ratio", "0.4", "--epochs", "20").json()
     assert params["reused"] and params["params"]["head"]["ratio"] == 0.4 and params["params"]["head"]["epochs"] == 20
+    paper = cli("--json", "cluster", "-k", "5", "--refine", "head", "--epochs", "5", "--lr", "1e-4", "--batch-size",
+                "1024").json()
+    assert not paper["reused"] and paper["params"]["head"]["lr"] == 1e-4
+    assert paper["params"]["head"]["batch_size"] == 1024
 
 
 def test_clustering_another_set_and_one_split(cli, digits_ws):
@@ -107,15 +111,15 @@ def test_fused_workflow_end_to_end(cli, tmp_path, tiny_open_clip):
     "args, message",
     [
         (["cluster", "--on", "nope", "-k", "3"], "no stored set matches 'nope' (known: "),
-        (["cluster", "-k", "500"], "-k 500 is larger than the 70 items of set 'image'; pass -k 70 or less"),
-        (["cluster", "-k", "three"], "-k three: expected a whole number of clusters or 'auto'"),
-        (["cluster"], "--method kmeans needs -k K (the number of clusters) or -k auto"),
-        (["cluster", "-k", "auto", "--k-range", "2-9"], "--k-range 2-9: expected MIN:MAX"),
-        (["cluster", "--method", "voodoo", "-k", "3"], "--method voodoo: expected one of kmeans, spectral"),
+        (["cluster", "-k", "500"], "-k: 500 is larger than the 70 items of set 'image'; ask for 70 clusters or fewer"),
+        (["cluster", "-k", "three"], "-k: 'three': expected a whole number of clusters or 'auto'"),
+        (["cluster"], "-k: the kmeans method needs the number of clusters"),
+        (["cluster", "-k", "auto", "--k-range", "2-9"], "--k-range: 2-9: expected MIN:MAX"),
+        (["cluster", "--method", "voodoo", "-k", "3"], "--method: 'voodoo' is not a method; expected one of agglomerative, fused"),
         (["cluster", "--on", "fused-all", "-k", "3"], "one vector per class for each item"),
         (["cluster", "--method", "hdbscan", "-k", "3"], "hdbscan decides the number of clusters itself"),
         (["cluster", "--method", "fused", "--test-split", "val"], "is in split 'val'"),
-        (["cluster", "-k", "3", "--linkage", "ward"], "--linkage applies to --method agglomerative, not kmeans"),
+        (["cluster", "-k", "3", "--linkage", "ward"], "--linkage: applies to the agglomerative method, not kmeans"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, digits_ws, args, message):

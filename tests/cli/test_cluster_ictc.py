@@ -115,12 +115,12 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3"), "--llm SPEC"),
-        (("cluster", "--method", "ictc", "-k", "3", "--llm", "x.gguf"), "--criterion TEXT"),
-        (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k K"),
-        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion applies to --method ictc"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3"), "--llm: the ictc method needs an LLM"),
+        (("cluster", "--method", "ictc", "-k", "3", "--llm", "x.gguf"), "--criterion: the ictc method needs a criterion"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
+        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the ictc method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
-         "--assign vote"),
+         "--assign: 'vote': expected one of generate"),
     ],
 )
 def test_ictc_bad_requests(cli, imported: Path, args: tuple[str, ...], needle: str) -> None:
