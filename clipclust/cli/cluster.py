@@ -68,7 +68,15 @@ def cluster_command(
     force: bool = typer.Option(False, "--force", help="Recompute even if the same clustering is stored."),
     criterion: Optional[str] = typer.Option(None, "--criterion", "-c", help="ictc: what to cluster by, e.g. mood."),
     llm: Optional[str] = typer.Option(None, "--llm", help="ictc: a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1."),
-    assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: generate (default), constrained or embed."),
+    names: Optional[str] = typer.Option(None, "--names", help="ictc: where the K names come from: frequent (default: "
+                                        "the heaviest groups of raw labels), hybrid (the LLM's, unsupported ones "
+                                        "replaced) or llm (the paper's step 2b)."),
+    assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: label (default: each raw label's name, the "
+                                         "LLM only for labels matching none), embed, constrained or generate."),
+    text_model: Optional[str] = typer.Option(None, "--text-model", help="ictc: sentence-transformers folder or name "
+                                             "for --assign embed and merging near-duplicate labels (all-MiniLM-L6-v2)."),
+    max_labels: Optional[int] = typer.Option(None, "--max-labels", help="ictc: most frequent raw labels shown to "
+                                             "the LLM when naming clusters (200)."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="ictc: folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)."),
     extra: Optional[str] = typer.Option(None, "--extra", help="ictc: an extra instruction for naming the clusters."),
     min_count: Optional[int] = typer.Option(None, "--min-count", help="ictc: drop raw labels seen fewer times."),
@@ -76,6 +84,8 @@ def cluster_command(
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="ictc, GGUF: layers on the GPU (-1 = all)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ictc, GGUF: CPU threads."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="ictc: 0 = greedy (default)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="ictc: nucleus sampling mass when --temperature > 0 "
+                                          "(the paper's GPT runs: 0.9)."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="ictc, server: the model name."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="ictc, server: requests in flight."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -87,7 +97,8 @@ def cluster_command(
             "n_neighbors": n_neighbors, "linkage": linkage, "min_cluster_size": min_cluster_size,
             "train_split": None if train_split == "train" else train_split,
             "test_split": None if test_split == "test" else test_split,
-            "criterion": criterion, "llm": llm, "assign": assign, "prompts_dir": prompts, "extra": extra,
+            "criterion": criterion, "llm": llm, "names": names, "assign": assign, "text_model": text_model,
+            "max_labels": max_labels, "top_p": top_p, "prompts_dir": prompts, "extra": extra,
             "min_count": min_count, "n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
             "temperature": temperature, "model_name": model_name, "concurrency": concurrency,
         }
@@ -137,7 +148,14 @@ def print_ictc(summary: ClusteringSummary) -> None:
     params = summary.params
     for i, cluster_name in enumerate(summary.names or []):
         out.print(f"  {i}  {cluster_name}  ({summary.sizes.get(str(i), 0)} items)", highlight=False, markup=False)
-    notes = [f"{params.get('n_unmatched', 0)} answers matched to the closest name"]
+    for note in params.get("names_replacements") or []:
+        out.print(f"  names: {note}", highlight=False, markup=False)
+    notes = []
+    if params.get("coverage") is not None:
+        notes.append(f"coverage {params['coverage']:.0%} (raw-label mass the names match)")
+    if params.get("n_llm_assigned") is not None and params.get("assign") == "label":
+        notes.append(f"{params['n_llm_assigned']} items placed by the LLM (labels matching no name)")
+    notes.append(f"{params.get('n_unmatched', 0)} items assigned to the closest name without naming it")
     if params.get("names_fallback"):
         notes.append(f"names completed by fallback: {', '.join(params['names_fallback'])}")
     if not summary.reused:
@@ -145,3 +163,6 @@ def print_ictc(summary: ClusteringSummary) -> None:
         per_step = ", ".join(f"{step} {c['hits']}/{c['misses']}" for step, c in params.get("calls", {}).items())
         notes.append(f"LLM calls: {total.get('hits', 0)} cached, {total.get('misses', 0)} new (hits/misses: {per_step})")
     out.print("  " + "; ".join(notes), highlight=False, markup=False)
+    if summary.reused:  # a fresh run warned as it went
+        for warning in params.get("warnings") or []:
+            common.stderr().print(f"warning: {warning}", highlight=False, markup=False)

@@ -1035,27 +1035,33 @@ def dtype_kwarg(transformers: Any, dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def transformers_source(spec: str | os.PathLike[str]) -> tuple[str, str]:
+def _hub_commit(repo: str) -> str | None:
+    """The commit of the locally cached snapshot of a hub repository, or None when none is cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+        cached = try_to_load_from_cache(repo, "config.json")
+    except Exception:  # noqa: BLE001 - no hub library or an unreadable cache: not known
+        return None
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def transformers_source(spec: str | os.PathLike[str]) -> tuple[str, str | None]:
     """``(what to pass to from_pretrained, identity)`` for ``hf:ORG/NAME`` or a local directory.
 
-    A local directory is identified by the hashes of its files; a hub name by the commit of the
-    cached snapshot when one is found (else by name and revision ``main``).
+    A local directory is identified by the hashes of its files, a hub name by the commit of its
+    cached snapshot: ``hf:ORG/NAME@<commit>``. Before the first download that commit is unknown and
+    the identity is None; the generator then takes it from the loaded model, so the first run and
+    every later one share one identity (a name-only ``@main`` would change once the model is cached,
+    and with it every cache key).
     """
     s = str(spec)
     if s.startswith("hf:"):
         repo = s[3:].strip("/")
         if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
             raise InputError(f"expected hf:ORG/NAME, got {s!r}")
-        revision = "main"
-        try:
-            from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
-            cached = try_to_load_from_cache(repo, "config.json")
-            if isinstance(cached, str):
-                revision = Path(cached).parent.name
-        except Exception:  # noqa: BLE001 - identity falls back to the name
-            pass
-        return repo, f"hf:{repo}@{revision}"
+        commit = _hub_commit(repo)
+        return repo, (f"hf:{repo}@{commit}" if commit else None)
     p = Path(s).expanduser()
     if not p.is_dir():
         raise InputError(f"model directory not found: {p} (pass a directory saved with save_pretrained or hf:ORG/NAME)")
@@ -1137,6 +1143,9 @@ class TransformersGenerator(TextGenerator):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if identity is None:  # first download: the snapshot's commit is known now
+            commit = getattr(self.model.config, "_commit_hash", None) or _hub_commit(source)
+            identity = f"hf:{source}@{commit or 'unknown'}"
         self.identity = f"transformers:{identity}" + ("" if self.has_template else f":{_PLAIN_TEMPLATE_NOTE}")
         self.name = str(spec)
         self._torch = torch
@@ -1268,18 +1277,107 @@ def _pick(opts: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
 
-def load_generator(spec: str | os.PathLike[str], **opts: Any) -> TextGenerator:
+def load_generator(spec: str | os.PathLike[str], *, lazy: bool = False, **opts: Any) -> TextGenerator:
     """Open a text generator from a spec: ``*.gguf`` path, ``http(s)://.../v1``, ``hf:ORG/NAME`` or a
     transformers directory. Options not used by the chosen backend are ignored, so a CLI can pass
     all of its flags (``n_ctx``, ``n_gpu_layers``, ``n_threads``, ``seed``, ``chat_format``,
     ``model``, ``api_key``, ``concurrency``, ``device``, ``dtype``, ``default_params``...).
+    ``lazy`` returns a :class:`LazyGenerator`: the identity now, the weights on the first call.
     """
     kind = spec_kind(spec)
+    if lazy and kind != "http":  # a server holds no weights here: nothing to defer
+        return LazyGenerator(spec, **opts)
     if kind == "gguf":
         return LlamaCppGenerator(spec, **_pick(opts, _GGUF_OPTS))
     if kind == "http":
         return OpenAIGenerator(str(spec), **_pick(opts, _HTTP_OPTS))
     return TransformersGenerator(spec, **_pick(opts, _HF_OPTS))
+
+
+def known_identity(spec: str | os.PathLike[str], **opts: Any) -> str | None:
+    """The identity the generator for ``spec`` will have, when it is known without loading the model:
+    a GGUF file's (memoised) hash, a local directory's, a hub model's cached snapshot; None for a hub
+    model not downloaded yet or a server (ask it)."""
+    kind = spec_kind(spec)
+    if kind == "gguf":
+        chat_format = opts.get("chat_format")
+        path = check_gguf_path(spec, "LLM")
+        return f"llama.cpp:sha256:{file_sha256(path)}" + (f":chat_format={chat_format}" if chat_format else "")
+    if kind == "transformers":
+        source, identity = transformers_source(spec)
+        if identity is None:
+            return None
+        return f"transformers:{identity}" + ("" if _has_chat_template(source) else f":{_PLAIN_TEMPLATE_NOTE}")
+    return None
+
+
+def _has_chat_template(source: str) -> bool:
+    """Whether a transformers model folder (or cached hub snapshot) ships a chat template."""
+    folder = Path(source)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+            cached = try_to_load_from_cache(source, "config.json")
+        except Exception:  # noqa: BLE001
+            cached = None
+        if not isinstance(cached, str):
+            return False
+        folder = Path(cached).parent
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(config.get("chat_template"))
+
+
+class LazyGenerator(TextGenerator):
+    """A local model opened on its first call, so a run whose answers are all cached loads nothing.
+
+    The identity comes from :func:`known_identity` without loading; where it cannot (a hub model not
+    downloaded yet) asking for it loads the model, which the run needs anyway.
+    """
+
+    def __init__(self, spec: str | os.PathLike[str], **opts: Any) -> None:
+        self.spec, self.opts = spec, opts
+        self._known = known_identity(spec, **opts)
+        self._inner: TextGenerator | None = None
+        self._lock = threading.Lock()
+        self.name = Path(str(spec)).name if spec_kind(spec) == "gguf" else str(spec)
+        self.default_params = opts.get("default_params") or DecodeParams()
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def _load(self) -> TextGenerator:
+        with self._lock:
+            if self._inner is None:
+                self._inner = load_generator(self.spec, **self.opts)
+                if self._known is not None and self._inner.identity != self._known:
+                    raise ClipclustError(
+                        f"{self.name}: the loaded model's identity {self._inner.identity} differs from "
+                        f"{self._known}, computed before loading"
+                    )
+            return self._inner
+
+    @property
+    def identity(self) -> str:  # type: ignore[override]
+        return self._known if self._known is not None else self._load().identity
+
+    def generate(self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None) -> list[str]:
+        return self._load().generate(requests, params)
+
+    def generate_iter(
+        self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
+    ) -> Iterator[tuple[int, str]]:
+        return self._load().generate_iter(requests, params)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 def image_data_url(image: Any, fmt: str = "PNG") -> str:

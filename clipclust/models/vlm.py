@@ -551,6 +551,8 @@ class TransformersDescriber(Describer):
             if tok.pad_token_id is None:
                 tok.pad_token = tok.eos_token
         self.has_template = bool(getattr(self.processor, "chat_template", None))
+        if identity is None:  # first download: the snapshot's commit is known now
+            identity = f"hf:{source}@{getattr(self.model.config, '_commit_hash', None) or 'unknown'}"
         self.identity = f"transformers-vlm:{identity}" + ("" if self.has_template else ":plain-template")
         self.name = str(spec)
         self._torch = torch

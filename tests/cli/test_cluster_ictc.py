@@ -53,7 +53,7 @@ def ictc(cli, *extra: str):
 
 
 def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
-    first = ictc(cli, "--assign", "constrained", "--json")
+    first = ictc(cli, "--names", "llm", "--assign", "constrained", "--json")
     assert first.code == 0, first.err
     summary = json.loads(first.out)
     assert summary["name"] == "ictc-mood" and summary["method"] == "ictc"
@@ -73,17 +73,17 @@ def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
     assert all(stored["answers"][i] == names[c] for i, c in enumerate(ids))
     assert set(stored["params"]["kept"]) <= set(stored["params"]["dictionary"])
 
-    reused = ictc(cli, "--assign", "constrained")
+    reused = ictc(cli, "--names", "llm", "--assign", "constrained")
     assert reused.code == 0, reused.err
     assert "ictc-mood: reused" in reused.out and all(n in reused.out for n in names)
 
-    forced = json.loads(ictc(cli, "--assign", "constrained", "--force", "--json").out)
+    forced = json.loads(ictc(cli, "--names", "llm", "--assign", "constrained", "--force", "--json").out)
     total = params["calls_total"]["hits"] + params["calls_total"]["misses"]
     assert forced["params"]["calls_total"] == {"hits": total, "misses": 0}  # every answer from the cache
     assert forced["names"] == names and forced["sizes"] == summary["sizes"]
 
     # an edited --extra changes step 2b's prompt: step 2a comes from the cache, step 2b is asked again
-    edited = json.loads(ictc(cli, "--assign", "constrained", "--extra", "Use one word per name.", "--json").out)
+    edited = json.loads(ictc(cli, "--names", "llm", "--assign", "constrained", "--extra", "Use one word per name.", "--json").out)
     assert edited["params"]["calls"]["step2a"] == {"hits": 12, "misses": 0}
     assert edited["params"]["calls"]["step2b"]["misses"] >= 1
 
@@ -102,11 +102,39 @@ def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
     assert {r["label"] for r in rows} == {"happy", "sad", "angry"}
 
 
+def test_ictc_defaults_name_from_labels_and_a_rerun_loads_no_model(
+    cli, imported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ictc(cli)
+    assert first.code == 0, first.err
+    assert "coverage " in first.out and "items placed by the LLM" in first.out
+    params = Workspace(imported).read_clustering("ictc-mood")["params"]
+    assert params["names_mode"] == "frequent" and params["assign"] == "label"
+    assert "step2b" not in params["calls"]  # the names come from the raw labels, no LLM call
+    assert params["text_model"].startswith("sentence-transformers:")
+    assert 0.0 < params["coverage"] <= 1.0
+
+    import clipclust.models.llm as llm
+    import sentence_transformers
+
+    def no_loading(*_: object, **__: object) -> None:
+        raise AssertionError("a model was loaded with nothing left to compute")
+
+    monkeypatch.setattr(llm, "load_llama", no_loading)
+    forced = ictc(cli, "--force", "--json")  # recomputed, every LLM answer from the cache: the LLM stays unloaded
+    assert forced.code == 0, forced.err
+    assert json.loads(forced.out)["params"]["calls_total"]["misses"] == 0
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_loading)
+    reused = ictc(cli)
+    assert reused.code == 0, reused.err
+    assert "ictc-mood: reused" in reused.out
+
+
 def test_ictc_generate_mode(cli, imported: Path) -> None:
     res = ictc(cli, "--assign", "generate", "--name", "mood-free")
     assert res.code == 0, res.err
     assert res.out.startswith("mood-free: stored (ictc on 'description:import-moods', 12 items")
-    assert "answers matched to the closest name" in res.out and "LLM calls: 0 cached, " in res.out
+    assert "items assigned to the closest name without naming it" in res.out and "LLM calls: 0 cached, " in res.out
     stored = Workspace(imported).read_clustering("mood-free")
     assert len(stored["names"]) == 3 and np.all((stored["ids"] >= 0) & (stored["ids"] < 3))
     assert stored["params"]["assign"] == "generate"
@@ -120,7 +148,13 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
         (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the ictc method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
-         "--assign: 'vote': expected one of generate"),
+         "--assign: 'vote': expected one of label, embed, constrained, generate"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
+         "--names: 'vote': expected one of frequent, hybrid, llm"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),
+         "--top-p: 1.5: expected a number in (0, 1]"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--extra", "Be brief."),
+         "--extra: an extra naming instruction is for the LLM's names; choose names llm or hybrid"),
     ],
 )
 def test_ictc_bad_requests(cli, imported: Path, args: tuple[str, ...], needle: str) -> None:

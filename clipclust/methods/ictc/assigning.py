@@ -24,6 +24,10 @@ from .parsing import name_key
 from .prompts import IctcPrompts, Layout
 from .steps import Assignment, StepProgress, assign
 
+LABEL_SIMILARITY = 0.5
+"""Cosine from which a label that names no cluster goes to its most similar name without an LLM call
+(all-MiniLM-L6-v2: "boat"/"ship" 0.60, "jet fighter"/"airplane" 0.61; unrelated words stay under 0.4)."""
+
 DOMINANT_SHARE = 0.9
 """A cluster holding more than this share of the items makes the result degenerate."""
 
@@ -82,17 +86,21 @@ def assign_by_label(
     params: DecodeParams | None = None,
     layout: Layout = "instruction_first",
     progress: StepProgress | None = None,
+    embed: Callable[[Sequence[str]], Any] | None = None,
+    similarity: float = LABEL_SIMILARITY,
 ) -> tuple[Assignment, int]:
-    """Each item's step-2a label matched to a name (:class:`LabelMatcher`, by words); only items
-    whose label matches none are sent to the LLM, constrained to the names. Returns the assignment
-    and the number of items the LLM placed."""
+    """Each item's step-2a label matched to a name by words (:class:`LabelMatcher`); with ``embed``,
+    a label naming none goes to its most similar name when the cosine reaches ``similarity`` (counted
+    unmatched: no word names the cluster); only the items left are sent to the LLM, constrained to
+    the names. Returns the assignment and the number of items the LLM placed."""
     if len(labels) != len(descriptions):
         raise InputError("label assignment needs one step-2a label per description")
-    matched = LabelMatcher(names).match_many(list(labels))
+    lexical = LabelMatcher(names).match_many(list(labels))
+    matched = LabelMatcher(names, embed, similarity).match_many(list(labels)) if embed is not None else lexical
     todo = [i for i, m in enumerate(matched) if m is None]
     answers = [names[m] if m is not None else "" for m in matched]
     ids = [m if m is not None else -1 for m in matched]
-    flags = [m is not None for m in matched]
+    flags = [m is not None and lex is not None for m, lex in zip(matched, lexical)]
     if todo:
         if generator is None:
             raise InputError(f"{len(todo)} labels match no name and the LLM that would place them is missing")

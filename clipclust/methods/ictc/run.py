@@ -234,7 +234,7 @@ def run_ictc(
         if mode == "label":
             result, n_llm = assign_by_label(
                 generator, descriptions, labels, final_names, criterion, prompts=prompts,
-                params=step3_params, layout=layout, progress=progress,
+                params=step3_params, layout=layout, progress=progress, embed=embed,
             )
             return result
         if mode == "embed":
