@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 PAPER = {"cifar10": ("CIFAR-10, LLaVA descriptions, GPT-4 / Llama-2-7B", 0.909, 0.879)}
-ALL_COMBOS = [f"{n}:{a}" for n in ("llm", "frequent", "hybrid") for a in ("generate", "constrained", "label", "embed")]
+ALL_COMBOS = [f"{n}:{a}" for n in ("llm", "frequent", "hybrid") for a in ("generate", "constrained", "label", "label-embed", "embed")]
 
 
 def smollm2() -> Path:
@@ -120,7 +120,7 @@ def main() -> None:
         timed.reset()
         result = run_ictc(
             timed, texts, args.criterion, k, mode=mode, names_mode=names_mode, prompts=prompts,  # type: ignore[arg-type]
-            embed=encoder if (mode == "embed" or names_mode != "llm") else None,
+            embed=encoder if (mode in ("embed", "label-embed") or names_mode != "llm") else None,
         )
         rep = clustering_report(truth, result.cluster_ids)
         n = len(texts)

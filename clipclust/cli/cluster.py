@@ -71,8 +71,9 @@ def cluster_command(
     names: Optional[str] = typer.Option(None, "--names", help="ictc: where the K names come from: frequent (default: "
                                         "the heaviest groups of raw labels), hybrid (the LLM's, unsupported ones "
                                         "replaced) or llm (the paper's step 2b)."),
-    assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: label (default: each raw label's name, the "
-                                         "LLM only for labels matching none), embed, constrained or generate."),
+    assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: label-embed (default: each raw label's "
+                                         "name, else the name nearest the description), label (else the LLM), embed, "
+                                         "constrained or generate."),
     text_model: Optional[str] = typer.Option(None, "--text-model", help="ictc: sentence-transformers folder or name "
                                              "for --assign embed and merging near-duplicate labels (all-MiniLM-L6-v2)."),
     max_labels: Optional[int] = typer.Option(None, "--max-labels", help="ictc: most frequent raw labels shown to "
@@ -153,8 +154,8 @@ def print_ictc(summary: ClusteringSummary) -> None:
     notes = []
     if params.get("coverage") is not None:
         notes.append(f"coverage {params['coverage']:.0%} (raw-label mass the names match)")
-    if params.get("n_llm_assigned") is not None and params.get("assign") == "label":
-        notes.append(f"{params['n_llm_assigned']} items placed by the LLM (labels matching no name)")
+    if params.get("assign") == "label":
+        notes.append(f"{params.get('n_llm_assigned', 0)} items placed by the LLM (labels matching no name)")
     notes.append(f"{params.get('n_unmatched', 0)} items assigned to the closest name without naming it")
     if params.get("names_fallback"):
         notes.append(f"names completed by fallback: {', '.join(params['names_fallback'])}")

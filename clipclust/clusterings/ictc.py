@@ -12,9 +12,9 @@ from ..progress import Reporter
 from .inputs import check_k, default_name, keys_digest, parse_k, slugify, split_keys
 from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
 
-ICTC_ASSIGN = ("label", "embed", "constrained", "generate")
+ICTC_ASSIGN = ("label-embed", "label", "embed", "constrained", "generate")
 ICTC_NAMES = ("frequent", "hybrid", "llm")
-DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label"  # the best measured with a 0.5B model (bench/ictc_quality.py)
+DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
 DESCRIPTION_KINDS = ("description", "group-description")
 
 
@@ -77,7 +77,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError("an extra naming instruction is for the LLM's names; choose names llm or hybrid",
                          option="extra")
     text_encoder = None
-    if mode in ("embed", "label") or names_mode in ("frequent", "hybrid"):
+    if mode in ("embed", "label-embed") or names_mode in ("frequent", "hybrid"):
         from ..models.text_encoder import TextEncoder  # identity now, weights on the first call
 
         text_encoder = TextEncoder(req.option("text_model"))
@@ -174,8 +174,9 @@ register_method(MethodSpec(
         Option("names", DEFAULT_NAMES, "where the K names come from: frequent (the heaviest groups of raw labels), "
                "hybrid (the LLM's, barely supported ones replaced) or llm (step 2b, the paper)",
                check=_one_of(ICTC_NAMES)),
-        Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label (the raw label's name; the LLM only for labels "
-               "matching none), embed (nearest name by the text model), constrained or generate (an LLM call per item)",
+        Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label-embed (the raw label's name, else the name "
+               "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
+               "name by the text model), constrained or generate (an LLM call per item)",
                check=_one_of(ICTC_ASSIGN)),
         Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
                "(default all-MiniLM-L6-v2, offline)"),

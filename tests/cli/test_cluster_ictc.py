@@ -107,9 +107,10 @@ def test_ictc_defaults_name_from_labels_and_a_rerun_loads_no_model(
 ) -> None:
     first = ictc(cli)
     assert first.code == 0, first.err
-    assert "coverage " in first.out and "items placed by the LLM" in first.out
+    assert "coverage " in first.out and "items assigned to the closest name without naming it" in first.out
     params = Workspace(imported).read_clustering("ictc-mood")["params"]
-    assert params["names_mode"] == "frequent" and params["assign"] == "label"
+    assert params["names_mode"] == "frequent" and params["assign"] == "label-embed"
+    assert "step3" not in params["calls"] or params["calls"]["step3"]["misses"] == 0  # no LLM call in step 3
     assert "step2b" not in params["calls"]  # the names come from the raw labels, no LLM call
     assert params["text_model"].startswith("sentence-transformers:")
     assert 0.0 < params["coverage"] <= 1.0
@@ -148,7 +149,7 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
         (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the ictc method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
-         "--assign: 'vote': expected one of label, embed, constrained, generate"),
+         "--assign: 'vote': expected one of label-embed, label, embed, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
          "--names: 'vote': expected one of frequent, hybrid, llm"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),

@@ -24,10 +24,6 @@ from .parsing import name_key
 from .prompts import IctcPrompts, Layout
 from .steps import Assignment, StepProgress, assign
 
-LABEL_SIMILARITY = 0.5
-"""Cosine from which a label that names no cluster goes to its most similar name without an LLM call
-(all-MiniLM-L6-v2: "boat"/"ship" 0.60, "jet fighter"/"airplane" 0.61; unrelated words stay under 0.4)."""
-
 DOMINANT_SHARE = 0.9
 """A cluster holding more than this share of the items makes the result degenerate."""
 
@@ -87,32 +83,33 @@ def assign_by_label(
     layout: Layout = "instruction_first",
     progress: StepProgress | None = None,
     embed: Callable[[Sequence[str]], Any] | None = None,
-    similarity: float = LABEL_SIMILARITY,
 ) -> tuple[Assignment, int]:
-    """Each item's step-2a label matched to a name by words (:class:`LabelMatcher`); with ``embed``,
-    a label naming none goes to its most similar name when the cosine reaches ``similarity`` (counted
-    unmatched: no word names the cluster); only the items left are sent to the LLM, constrained to
-    the names. Returns the assignment and the number of items the LLM placed."""
+    """Each item's step-2a label matched to a name by words (:class:`LabelMatcher`). The items whose
+    label names none go, with ``embed``, to the name nearest their description (no LLM call), else
+    to the LLM constrained to the names. Returns the assignment and the number of LLM calls."""
     if len(labels) != len(descriptions):
         raise InputError("label assignment needs one step-2a label per description")
-    lexical = LabelMatcher(names).match_many(list(labels))
-    matched = LabelMatcher(names, embed, similarity).match_many(list(labels)) if embed is not None else lexical
+    matched = LabelMatcher(names).match_many(list(labels))
     todo = [i for i, m in enumerate(matched) if m is None]
     answers = [names[m] if m is not None else "" for m in matched]
     ids = [m if m is not None else -1 for m in matched]
-    flags = [m is not None and lex is not None for m, lex in zip(matched, lexical)]
-    if todo:
+    flags = [m is not None for m in matched]
+    rest: Assignment | None = None
+    if todo and embed is not None:
+        rest = assign_by_embedding(embed, [descriptions[i] for i in todo], names)
+    elif todo:
         if generator is None:
             raise InputError(f"{len(todo)} labels match no name and the LLM that would place them is missing")
-        llm = assign(
+        rest = assign(
             generator, [descriptions[i] for i in todo], names, criterion, mode="constrained",
             prompts=prompts, params=params, layout=layout, progress=progress,
         )
+    if rest is not None:
         for j, i in enumerate(todo):
-            answers[i], ids[i], flags[i] = llm.answers[j], llm.cluster_ids[j], llm.matched[j]
-    elif progress is not None:
+            answers[i], ids[i], flags[i] = rest.answers[j], rest.cluster_ids[j], rest.matched[j]
+    if progress is not None and (rest is None or embed is not None):
         progress("step3", len(ids), len(ids))
-    return Assignment(answers, ids, flags), len(todo)
+    return Assignment(answers, ids, flags), len(todo) if embed is None else 0
 
 
 def degenerate_warnings(cluster_ids: Sequence[int], names: Sequence[str]) -> list[str]:

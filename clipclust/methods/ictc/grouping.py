@@ -143,23 +143,17 @@ def _unit(x: Any) -> np.ndarray:
 
 
 class LabelMatcher:
-    """Maps raw labels to one of K names, by words first and, given a real embedder, by meaning.
+    """Maps raw labels to one of K names by their words: equal keys after folding plurals and agent
+    nouns, else a name occurring (not negated) as a whole phrase in the label, else the one name the
+    label is the head noun of. Labels that match nothing give ``None``: the caller decides (the
+    nearest name by meaning, an LLM call)."""
 
-    Lexical: equal keys after folding plurals and agent nouns against the names' words, else a name
-    occurring (not negated) as a whole phrase in the label, the longest such name first. Semantic
-    (``embed`` and ``threshold`` given): the most similar name when the cosine reaches ``threshold``.
-    Labels that match nothing return ``None``: the caller decides (an LLM call, the closest name).
-    """
-
-    def __init__(self, names: Sequence[str], embed: Embedder | None = None, threshold: float | None = None) -> None:
+    def __init__(self, names: Sequence[str]) -> None:
         if not names:
             raise InputError("no cluster names to match labels against")
         self.names = list(names)
         self.keys = [name_key(n) for n in self.names]
         self.vocab = {w for k in self.keys for w in k.split()}
-        self.embed = embed if threshold is not None else None
-        self.threshold = threshold
-        self._name_vectors: np.ndarray | None = None
 
     def lexical(self, label: str) -> int | None:
         """1. equal keys; 2. the longest name inside the label ("red car" -> car); 3. the label is the
@@ -187,18 +181,12 @@ class LabelMatcher:
         return heads[0] if len(heads) == 1 else None
 
     def match_many(self, labels: Sequence[str]) -> list[int | None]:
-        """One name index (or ``None``) per label; the embedder sees only the lexically unmatched."""
-        out = [self.lexical(lab) if lab else None for lab in labels]
-        todo = sorted({lab for lab, i in zip(labels, out) if i is None and lab and not is_junk_name(lab)})
-        if self.embed is None or not todo:
-            return out
-        if self._name_vectors is None:
-            self._name_vectors = _unit(self.embed(self.names))
-        sims = _unit(self.embed(todo)) @ self._name_vectors.T
-        semantic = {
-            lab: int(np.argmax(row)) for lab, row in zip(todo, sims) if float(np.max(row)) >= float(self.threshold or 0)
-        }
-        return [i if i is not None else semantic.get(lab) for lab, i in zip(labels, out)]
+        """One name index (or ``None``) per label."""
+        memo: dict[str, int | None] = {}
+        for lab in labels:
+            if lab not in memo:
+                memo[lab] = self.lexical(lab) if lab else None
+        return [memo[lab] for lab in labels]
 
 
 def match_label(label: str, names: Sequence[str]) -> int | None:

@@ -27,8 +27,8 @@ _PRESET_ALIASES = {
 }
 
 Layout = Literal["instruction_first", "description_first"]
-Mode = Literal["generate", "constrained", "embed", "label", "clip"]
-MODES: tuple[str, ...] = ("generate", "constrained", "embed", "label", "clip")
+Mode = Literal["generate", "constrained", "embed", "label", "label-embed", "clip"]
+MODES: tuple[str, ...] = ("generate", "constrained", "embed", "label", "label-embed", "clip")
 NamesMode = Literal["llm", "frequent", "hybrid"]
 NAMES_MODES: tuple[str, ...] = ("llm", "frequent", "hybrid")
 

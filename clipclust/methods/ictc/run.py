@@ -160,11 +160,11 @@ def run_ictc(
         raise InputError(f"unknown names mode {names_mode!r}; choose one of {', '.join(NAMES_MODES)}")
     if mode in ("generate", "constrained") and generator is None:
         raise InputError(f"{mode} assignment needs an LLM")
-    if mode == "embed" and embed is None:
-        raise InputError("embed assignment needs a text embedding model")
+    if mode in ("embed", "label-embed") and embed is None:
+        raise InputError(f"{mode} assignment needs a text embedding model")
     if mode == "clip" and clip_scores is None:
         raise InputError("clip assignment needs the items' stored image vectors and a CLIP model")
-    needs_labels = names is None or mode == "label"
+    needs_labels = names is None or mode in ("label", "label-embed")
     if needs_labels and generator is None:
         raise InputError("step 2a (a raw label per description) needs an LLM")
     criterion = criterion.strip()
@@ -231,10 +231,11 @@ def run_ictc(
 
     def step3() -> Assignment:
         nonlocal n_llm
-        if mode == "label":
+        if mode in ("label", "label-embed"):
             result, n_llm = assign_by_label(
                 generator, descriptions, labels, final_names, criterion, prompts=prompts,
-                params=step3_params, layout=layout, progress=progress, embed=embed,
+                params=step3_params, layout=layout, progress=progress,
+                embed=embed if mode == "label-embed" else None,
             )
             return result
         if mode == "embed":
