@@ -23,6 +23,7 @@ from clipclust.methods.ictc import (
     default_prompts,
     ngram_embedder,
     run_ictc,
+    short_label,
 )
 from clipclust.models.llm import DecodeParams, GenerationRequest
 
@@ -209,3 +210,55 @@ def test_top_p_reaches_every_step() -> None:
     run_ictc(gen, list(LABELLED), "animal", 3, mode="generate", names_mode="llm",
              params=DecodeParams(temperature=0.2, top_p=0.9, seed=1))
     assert seen and all(p.top_p == 0.9 and p.temperature == 0.2 for p in seen)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("cat", "cat"),
+        ("riding a camel", "riding a camel"),  # short labels stay, verbs and all (action criteria)
+        ("cat is sleeping on a sofa", "cat"),
+        ("sparrow, a small bird that sings", "sparrow"),
+        ("blue sedan which drives on a highway", "blue sedan"),
+        ("large tree in the middle of a green field", "large tree in the middle of a green field"),
+    ],
+)
+def test_short_label_cuts_sentences_to_the_thing_named(label: str, expected: str) -> None:
+    assert short_label(label) == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# Accuracy floor: defaults (frequent names, label-embed) with the real MiniLM text encoder
+# ------------------------------------------------------------------------------------------------
+
+FLOOR_SET = {  # clearly separable classes; step 2a's labels carry a small model's kinds of noise
+    "cat": [("A tabby cat sleeping on a sofa.", "cat"), ("A black kitten playing with yarn.", "kitten"),
+            ("Two cats sitting on a windowsill.", "cats"), ("A fluffy white cat licking its paw.", "white cat"),
+            ("A cat hiding under a chair.", "Answer: Cat.")],
+    "car": [("A red car parked on a city street.", "red car"), ("A blue sedan on the highway.", "sedan"),
+            ("A sports car in a parking lot.", "sports car"), ("An old car waiting at a traffic light.", "car"),
+            ("A small hatchback car in the rain.", "car")],
+    "bird": [("A sparrow perched on a branch.", "bird"), ("A parrot flying over the sea.", "parrot"),
+             ("A seagull standing on a fence.", "birds"), ("An owl in a tree at night.", "bird"),
+             ("A small songbird eating seeds.", "bird is eating seeds from a feeder")],
+    "boat": [("A sailboat on a calm lake.", "sailboat"), ("A fishing boat moored in a harbour.", "boat"),
+             ("A wooden rowing boat tied to a dock.", "boats"), ("A white yacht crossing the sea.", "yacht"),
+             ("A canoe floating on a river.", "boat")],
+}
+
+
+def test_defaults_reach_an_accuracy_floor_on_a_separable_set() -> None:
+    from clipclust.metrics import clustering_report
+    from clipclust.models.text_encoder import TextEncoder
+
+    items = [(text, label, truth) for truth, rows in FLOOR_SET.items() for text, label in rows]
+    answer = {text: label if label.startswith("Answer") else f"Answer: {label}" for text, label, _ in items}
+    gen = Scripted(lambda r: answer[r.messages[-1]["content"]])
+    r = run_ictc(gen, [t for t, _, _ in items], "object", 4, mode="label-embed", names_mode="frequent",
+                 embed=TextEncoder())
+    truth = [c for _, _, c in items]
+    report = clustering_report(truth, r.cluster_ids)
+    assert sorted(r.names) == ["bird", "boat", "car", "cat"], r.names
+    assert report["acc"] >= 0.9 and max(np.bincount(r.cluster_ids)) <= 0.4 * len(items), report
+    assert r.warnings == [] and r.n_llm_assigned == 0
+    assert len(gen.requests) == len(items)  # step 2a only: no naming call, no step-3 call

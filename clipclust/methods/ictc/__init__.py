@@ -43,6 +43,7 @@ from .prompts import (
     repair_message,
 )
 from .parsing import (
+    short_label,
     is_junk_name,
     name_key,
     normalise,
@@ -91,6 +92,7 @@ from .run import (
 )
 
 __all__ = [
+    "short_label",
     "DOMINANT_SHARE",
     "NAMES_MODES",
     "LabelGroup",

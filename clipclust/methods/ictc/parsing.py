@@ -90,6 +90,19 @@ _PREAMBLES = [
     )
 ]
 _ARTICLE_RE = re.compile(r"^(?:a|an|the)\s+(?=\S)", re.IGNORECASE)
+_CLAUSE_RE = re.compile(r"\s+(?:is|are|was|were|which|that|who|where|while)\s+|,\s+|;\s+")
+LABEL_WORDS = 3
+"""Step 2a asks for a label of one to three words; a longer answer is cut at its first clause."""
+
+
+def short_label(label: str, max_words: int = LABEL_WORDS) -> str:
+    """A step-2a label of at most ``max_words`` words kept as is; a longer one (small models answer
+    with a sentence: "cat is sleeping on a sofa", "sparrow, a small bird that ...") cut before its
+    first verb clause or comma, so the label is the thing named, not the sentence."""
+    if len(label.split()) <= max_words:
+        return label
+    m = _CLAUSE_RE.search(label)
+    return normalise(label[: m.start()]) if m and m.start() > 0 else label
 
 
 def _strip_preamble(text: str) -> str:
@@ -126,9 +139,11 @@ _PLACEHOLDER_RE = re.compile(r"^\s*\{\s*[a-z_ ]+\s*\}\s*$", re.IGNORECASE)
 STOP_WORDS = frozenset(
     "a an the and or of in on at to for with by from is are be this that these those it its none n/a na "
     "unknown etc other others misc miscellaneous category categories cluster clusters name names label "
-    "labels index answer class classes group groups reason".split()
+    "labels index answer class classes group groups reason image images photo photos picture pictures scene "
+    "description".split()
 )
-"""Words that never make a cluster name on their own (articles, template words, "none")."""
+"""Words that never make a cluster name on their own (articles, template words, "none", and "image":
+every item is one)."""
 
 
 def is_junk_name(name: str) -> bool:

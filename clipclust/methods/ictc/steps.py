@@ -14,7 +14,7 @@ from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, CachedGenerator, DecodeParams, GenerationRequest, TextGenerator
 
 from .matching import match_answer
-from .parsing import _dedupe, name_key, parse_answer, parse_names
+from .parsing import _dedupe, name_key, parse_answer, parse_names, short_label
 from .prompts import (
     MODES,
     IctcPrompts,
@@ -62,12 +62,13 @@ def raw_labels(
     layout: Layout = "instruction_first",
     progress: StepProgress | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Step 2a: ``(labels, raw outputs)``, one label per description (parsed and normalised)."""
+    """Step 2a: ``(labels, raw outputs)``, one label per description (parsed, normalised, a sentence
+    cut to the thing it names: :func:`~.parsing.short_label`)."""
     prompts = prompts or default_prompts(criterion)
     params = params or DecodeParams(max_tokens=24)
     reqs = [label_request(d, criterion, prompts, layout) for d in descriptions]
     outputs = _run_requests(generator, reqs, params, "step2a", progress)
-    return [parse_answer(o) for o in outputs], outputs
+    return [short_label(parse_answer(o)) for o in outputs], outputs
 
 
 def count_labels(labels: Sequence[str]) -> dict[str, int]:
