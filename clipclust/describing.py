@@ -207,8 +207,10 @@ def describe_items(
             raise InputError("describe needs --vlm SPEC (a .gguf file with --mmproj, hf:ORG/NAME, a folder or a URL)")
         from .models.vlm import load_describer
 
-        with reporter.task("loading the VLM", None):
-            describer = load_describer(vlm, mmproj, **{k: v for k, v in (backend or {}).items() if v is not None})
+        # Lazy: the identity now, the weights on the first image not yet described, so a re-run with
+        # every description stored loads no model.
+        describer = load_describer(vlm, mmproj, lazy=True,
+                                   **{k: v for k, v in (backend or {}).items() if v is not None})
     try:
         return _describe_with(workspace, describer, vlm, criterion, prompt, params or DESCRIBE_PARAMS, keys, paths,
                               records, group_labels, group_source, group_size, reporter, summary, started)

@@ -1146,7 +1146,8 @@ class TransformersGenerator(TextGenerator):
         if identity is None:  # first download: the snapshot's commit is known now
             commit = getattr(self.model.config, "_commit_hash", None) or _hub_commit(source)
             identity = f"hf:{source}@{commit or 'unknown'}"
-        self.identity = f"transformers:{identity}" + ("" if self.has_template else f":{_PLAIN_TEMPLATE_NOTE}")
+        # From the files, as known_identity() computes it without loading.
+        self.identity = f"transformers:{identity}" + ("" if has_chat_template(source) else f":{_PLAIN_TEMPLATE_NOTE}")
         self.name = str(spec)
         self._torch = torch
         self._lock = threading.Lock()
@@ -1307,11 +1308,11 @@ def known_identity(spec: str | os.PathLike[str], **opts: Any) -> str | None:
         source, identity = transformers_source(spec)
         if identity is None:
             return None
-        return f"transformers:{identity}" + ("" if _has_chat_template(source) else f":{_PLAIN_TEMPLATE_NOTE}")
+        return f"transformers:{identity}" + ("" if has_chat_template(source) else f":{_PLAIN_TEMPLATE_NOTE}")
     return None
 
 
-def _has_chat_template(source: str) -> bool:
+def has_chat_template(source: str) -> bool:
     """Whether a transformers model folder (or cached hub snapshot) ships a chat template."""
     folder = Path(source)
     if not folder.is_dir():
@@ -1326,11 +1327,14 @@ def _has_chat_template(source: str) -> bool:
         folder = Path(cached).parent
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
-    try:
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(config.get("chat_template"))
+    for name in ("tokenizer_config.json", "processor_config.json"):
+        try:
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("chat_template"):
+            return True
+    return False
 
 
 class LazyGenerator(TextGenerator):
