@@ -442,7 +442,7 @@ class CachedGenerator(TextGenerator):
 # --------------------------------------------------------------------------------------------------
 
 
-def _import_llama_cpp() -> Any:
+def import_llama_cpp() -> Any:
     try:
         import llama_cpp  # noqa: PLC0415
     except ImportError as e:
@@ -517,7 +517,7 @@ def load_llama(
     llama.cpp pads to anyway (llama-cpp-python mis-sizes its buffers below that). ``n_threads`` None
     keeps llama-cpp-python's defaults (half the logical cores; all of them for prompt evaluation).
     """
-    llama_cpp = _import_llama_cpp()
+    llama_cpp = import_llama_cpp()
     if 0 < n_ctx < 256:
         n_ctx = 256
     try:
@@ -576,7 +576,7 @@ class LlamaCppGenerator(TextGenerator):
         self.n_ctx = int(self.llama.n_ctx())
 
     def _one(self, request: GenerationRequest, params: DecodeParams) -> str:
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         kwargs: dict[str, Any] = dict(
             messages=[dict(m) for m in request.messages],
             temperature=params.temperature,
@@ -641,7 +641,7 @@ class LlamaCppGenerator(TextGenerator):
 # --------------------------------------------------------------------------------------------------
 
 
-class _HTTPStatusError(Exception):
+class HTTPStatusError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
@@ -745,7 +745,7 @@ class OpenAIClient:
                         f"no chat endpoint at {url} (HTTP 404); the base URL should end in /v1, "
                         "e.g. http://127.0.0.1:8080/v1"
                     ) from e
-                raise _HTTPStatusError(e.code, message) from e
+                raise HTTPStatusError(e.code, message) from e
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
                 reason = getattr(e, "reason", e)
                 if attempt < self.retries and not isinstance(reason, ConnectionRefusedError):
@@ -768,7 +768,7 @@ class OpenAIClient:
         """Model ids the server serves (also the readiness check)."""
         try:
             data = self.get("/models")
-        except _HTTPStatusError as e:
+        except HTTPStatusError as e:
             if e.status == 404:
                 return []
             raise ClipclustError(f"{self.base_url}/models failed: HTTP {e.status} {e.message[:200]}") from e
@@ -794,7 +794,7 @@ class OpenAIClient:
         """POST /chat/completions and return the first choice's text."""
         try:
             data = self.post("/chat/completions", payload)
-        except _HTTPStatusError as e:
+        except HTTPStatusError as e:
             if _is_context_error(e.message):
                 raise InputError(
                     f"the prompt does not fit the context window of the model at {self.base_url} "
@@ -932,7 +932,7 @@ class OpenAIGenerator(TextGenerator):
                     self._constrain(p, strategy, choices)
                     try:
                         text = self.client.chat(p)
-                    except _HTTPStatusError as e:
+                    except HTTPStatusError as e:
                         if _rejects_option(e.status, e.message) and not _is_context_error(e.message):
                             log.info("%s rejected %s constraints: %s", self.client.base_url, strategy, e)
                             continue
@@ -949,7 +949,7 @@ class OpenAIGenerator(TextGenerator):
     def _safe_one(self, request: GenerationRequest, params: DecodeParams) -> str:
         try:
             return self._one(request, params)
-        except _HTTPStatusError as e:
+        except HTTPStatusError as e:
             raise ClipclustError(f"{self.client.base_url}/chat/completions failed: {e}") from e
 
     def generate(
@@ -964,12 +964,12 @@ class OpenAIGenerator(TextGenerator):
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
         params = params or self.default_params
-        yield from _pool_iter(
+        yield from pool_iter(
             [lambda r=r: self._safe_one(r, params) for r in requests], self.max_concurrency
         )
 
 
-def _pool_iter(calls: Sequence[Callable[[], str]], concurrency: int) -> Iterator[tuple[int, str]]:
+def pool_iter(calls: Sequence[Callable[[], str]], concurrency: int) -> Iterator[tuple[int, str]]:
     """Run calls with at most ``concurrency`` in flight; yield ``(index, result)`` as they finish.
 
     Only ``concurrency`` calls are ever submitted ahead, so an interruption (or an error) leaves at
@@ -1002,7 +1002,7 @@ def _pool_iter(calls: Sequence[Callable[[], str]], concurrency: int) -> Iterator
 # --------------------------------------------------------------------------------------------------
 
 
-def _import_transformers() -> tuple[Any, Any]:
+def import_transformers() -> tuple[Any, Any]:
     try:
         import torch  # noqa: PLC0415
         import transformers  # noqa: PLC0415
@@ -1125,7 +1125,7 @@ class TransformersGenerator(TextGenerator):
         default_params: DecodeParams | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        torch, transformers = _import_transformers()
+        torch, transformers = import_transformers()
         source, identity = transformers_source(spec)
         self.device = resolve_device(device, torch)
         self.batch_size = max(1, batch_size)
@@ -1273,7 +1273,7 @@ _HTTP_OPTS = {"model", "api_key", "concurrency", "timeout", "retries", "constrai
 _HF_OPTS = {"device", "dtype", "batch_size", "default_params", "trust_remote_code"}
 
 
-def _pick(opts: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
+def pick_options(opts: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
     """Options meant for this backend; unset (None) ones are dropped so defaults apply."""
     return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
@@ -1289,10 +1289,10 @@ def load_generator(spec: str | os.PathLike[str], *, lazy: bool = False, **opts: 
     if lazy and kind != "http":  # a server holds no weights here: nothing to defer
         return LazyGenerator(spec, **opts)
     if kind == "gguf":
-        return LlamaCppGenerator(spec, **_pick(opts, _GGUF_OPTS))
+        return LlamaCppGenerator(spec, **pick_options(opts, _GGUF_OPTS))
     if kind == "http":
-        return OpenAIGenerator(str(spec), **_pick(opts, _HTTP_OPTS))
-    return TransformersGenerator(spec, **_pick(opts, _HF_OPTS))
+        return OpenAIGenerator(str(spec), **pick_options(opts, _HTTP_OPTS))
+    return TransformersGenerator(spec, **pick_options(opts, _HF_OPTS))
 
 
 def known_identity(spec: str | os.PathLike[str], **opts: Any) -> str | None:
@@ -1382,6 +1382,11 @@ class LazyGenerator(TextGenerator):
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
+
+
+# The names these helpers had before vlm.py and other modules shared them (kept for existing callers).
+_HTTPStatusError, _import_llama_cpp, _import_transformers = HTTPStatusError, import_llama_cpp, import_transformers
+_pick, _pool_iter = pick_options, pool_iter
 
 
 def image_data_url(image: Any, fmt: str = "PNG") -> str:

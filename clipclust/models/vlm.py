@@ -31,10 +31,10 @@ from clipclust.models.llm import (
     DecodeParams,
     OpenAIClient,
     ProgressFn,
-    _HTTPStatusError,
-    _import_llama_cpp,
-    _import_transformers,
-    _pick,
+    HTTPStatusError,
+    import_llama_cpp,
+    import_transformers,
+    pick_options,
     canonical_key,
     check_gguf_path,
     dtype_kwarg,
@@ -47,7 +47,7 @@ from clipclust.models.llm import (
     spec_kind,
     has_chat_template,
     transformers_source,
-    _pool_iter,
+    pool_iter,
 )
 
 DESCRIBE_PARAMS = DecodeParams(max_tokens=100)
@@ -380,7 +380,7 @@ class LlamaCppDescriber(Describer):
         self.mmproj = check_gguf_path(mmproj, "mmproj")
         if chat_format:
             select_chat_format({}, None, chat_format)  # validate before the slow load
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         self.llama = load_llama(
             self.path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, seed=seed,
             chat_format=None, verbose=verbose,
@@ -487,7 +487,7 @@ class OpenAIDescriber(Describer):
             payload["top_p"] = params.top_p
         try:
             return self.client.chat(payload).strip()
-        except _HTTPStatusError as e:
+        except HTTPStatusError as e:
             raise ClipclustError(
                 f"{self.client.base_url}/chat/completions failed on an image ({e}); does the "
                 "server load a vision model (llama.cpp: --mmproj)?"
@@ -497,7 +497,7 @@ class OpenAIDescriber(Describer):
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
         params = params or self.default_params
-        yield from _pool_iter(
+        yield from pool_iter(
             [lambda im=im: self._one(im, prompt, params) for im in images], self.max_concurrency
         )
 
@@ -521,7 +521,7 @@ class TransformersDescriber(Describer):
         default_params: DecodeParams | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        torch, transformers = _import_transformers()
+        torch, transformers = import_transformers()
         source, identity = transformers_source(spec)
         self.device = resolve_device(device, torch)
         self.batch_size = max(1, batch_size)
@@ -629,10 +629,10 @@ def load_describer(
     if lazy and kind != "http":
         return LazyDescriber(spec, mmproj, **opts)
     if kind == "gguf":
-        return LlamaCppDescriber(spec, mmproj, **_pick(opts, _GGUF_OPTS))
+        return LlamaCppDescriber(spec, mmproj, **pick_options(opts, _GGUF_OPTS))
     if kind == "http":
-        return OpenAIDescriber(str(spec), **_pick(opts, _HTTP_OPTS))
-    return TransformersDescriber(spec, **_pick(opts, _HF_OPTS))
+        return OpenAIDescriber(str(spec), **pick_options(opts, _HTTP_OPTS))
+    return TransformersDescriber(spec, **pick_options(opts, _HF_OPTS))
 
 
 def known_describer_identity(
@@ -650,7 +650,7 @@ def known_describer_identity(
         explicit = opts.get("chat_format")
         if explicit:
             return _gguf_vlm_identity(path, projector, select_chat_format({}, None, explicit))
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         try:
             metadata = dict(vocab.metadata)
