@@ -73,7 +73,12 @@ def cluster_command(
                                         "replaced) or llm (the paper's step 2b)."),
     assign: Optional[str] = typer.Option(None, "--assign", help="ictc step 3: label-embed (default: each raw label's "
                                          "name, else the name nearest the description), label (else the LLM), embed, "
+                                         "clip (the names' CLIP text vectors against the stored image vectors), "
                                          "constrained or generate."),
+    clip_on: Optional[str] = typer.Option(None, "--clip-on", help="ictc --assign clip: the image set to score the "
+                                          "names against (default: the only one)."),
+    clip_template: Optional[str] = typer.Option(None, "--clip-template", help="ictc --assign clip: template for "
+                                                "the names, '<>' = the name ('a photo of a <>.')."),
     text_model: Optional[str] = typer.Option(None, "--text-model", help="ictc: sentence-transformers folder or name "
                                              "for --assign embed and merging near-duplicate labels (all-MiniLM-L6-v2)."),
     max_labels: Optional[int] = typer.Option(None, "--max-labels", help="ictc: most frequent raw labels shown to "
@@ -99,7 +104,7 @@ def cluster_command(
             "train_split": None if train_split == "train" else train_split,
             "test_split": None if test_split == "test" else test_split,
             "criterion": criterion, "llm": llm, "names": names, "assign": assign, "text_model": text_model,
-            "max_labels": max_labels, "top_p": top_p, "prompts_dir": prompts, "extra": extra,
+            "max_labels": max_labels, "top_p": top_p, "clip_template": clip_template, "clip_on": clip_on, "prompts_dir": prompts, "extra": extra,
             "min_count": min_count, "n_ctx": n_ctx, "n_gpu_layers": n_gpu_layers, "n_threads": threads,
             "temperature": temperature, "model_name": model_name, "concurrency": concurrency,
         }

@@ -12,7 +12,8 @@ from ..progress import Reporter
 from .inputs import check_k, default_name, keys_digest, parse_k, slugify, split_keys
 from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
 
-ICTC_ASSIGN = ("label-embed", "label", "embed", "constrained", "generate")
+ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
+CLIP_TEMPLATE = "a photo of a <>."
 ICTC_NAMES = ("frequent", "hybrid", "llm")
 DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
 DESCRIPTION_KINDS = ("description", "group-description")
@@ -81,6 +82,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         from ..models.text_encoder import TextEncoder  # identity now, weights on the first call
 
         text_encoder = TextEncoder(req.option("text_model"))
+    clip = _clip_inputs(workspace, req, keys) if mode == "clip" else None
     owned = generator is None
     if owned:
         # Lazy: the identity now, the weights on the first call, so a reused or fully cached run loads nothing.
@@ -92,12 +94,14 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         "params": params.to_dict(), "prompts": {step: getattr(prompts, step) for step in STEPS},
         "extra": req.option("extra"), "min_count": req.option("min_count"), "max_labels": req.option("max_labels"),
         "text_model": text_encoder.identity if text_encoder is not None else None,
+        "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
     }
     return PreparedInput(
         identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,
         np.asarray(texts, dtype=object),
         {"workspace": workspace, "generator": generator, "criterion": criterion, "k": int(k), "mode": mode,
-         "names_mode": names_mode, "prompts": prompts, "params": params, "seed": seed, "text_encoder": text_encoder},
+         "names_mode": names_mode, "prompts": prompts, "params": params, "seed": seed, "text_encoder": text_encoder,
+         "clip": clip},
         cleanup=generator.close if owned else None,
     )
 
@@ -112,7 +116,7 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
         names_mode=ctx["names_mode"], prompts=ctx["prompts"], params=ctx["params"],
         min_count=req.option("min_count"), max_labels=req.option("max_labels"), extra=req.option("extra"),
-        embed=ctx["text_encoder"],
+        embed=ctx["text_encoder"], clip_scores=_clip_scorer(ctx["clip"], prepared.keys) if ctx["clip"] else None,
     )
     for warning in result.warnings:
         reporter.warn(warning)
@@ -128,6 +132,8 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "names_replacements": result.names_replacements, "coverage": result.coverage,
         "n_llm_assigned": result.n_llm_assigned, "warnings": result.warnings,
         "text_model": ctx["text_encoder"].identity if ctx["text_encoder"] is not None else None,
+        "clip": None if ctx["clip"] is None else {"image_set": ctx["clip"]["set"].id,
+                                                  "template": ctx["clip"]["template"]},
         "calls": {step: {"hits": c.hits, "misses": c.misses} for step, c in result.stats.items()},
         "calls_total": {"hits": cached.stats.hits, "misses": cached.stats.misses},
     }
@@ -138,6 +144,46 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         extra["raw_outputs"] = [str(o) for o in result.raw_outputs]
     return MethodOutput(keys=prepared.keys, ids=np.asarray(result.cluster_ids, dtype=np.int64),
                         cluster_names=list(result.names), extra=extra, details=details)
+
+
+def _clip_inputs(workspace: Workspace, req: ClusterRequest, keys: list[str]) -> dict[str, Any]:
+    """The stored image set whose vectors clip assignment scores the names against (one vector per
+    item needed), the name template, and the CLIP model to encode the names with (loaded later)."""
+    import json
+
+    image = workspace.resolve_set(req.option("clip_on") or "image", keyed_by="item")
+    if image.kind != "image":
+        raise InputError(f"'{image.name}' is a {image.kind} set; clip assignment needs an image set", option="clip_on")
+    have = workspace.set_keys(image.id)
+    missing = [key for key in keys if key not in have]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} described items have no vector in image set '{image.name}' "
+                         "(descriptions imported without their images?); embed the images first or assign "
+                         "another way", option="assign")
+    template = str(req.option("clip_template") or CLIP_TEMPLATE)
+    provenance = json.loads(image.attrs.get("provenance") or "{}")
+    return {"set": image, "template": template, "workspace": workspace, "encoder": req.option("clip_encoder"),
+            "model_spec": provenance.get("model_spec") or image.model, "device": req.device}
+
+
+def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
+    """names -> items x names cosine scores: the names through the template, encoded by the image
+    set's CLIP model (loaded on the call, once) against the stored image vectors."""
+
+    def scores(names: list[str]) -> np.ndarray:
+        from ..models.clip import load_clip
+        from ..prompts import fill
+
+        encoder = clip["encoder"] or load_clip(clip["model_spec"], device=clip["device"], identity=clip["set"].model)
+        texts = np.asarray(encoder.encode_texts([fill(clip["template"], n) for n in names]), dtype=np.float64)
+        set_keys, vectors = clip["workspace"].read_set(clip["set"].id)
+        row = {k: i for i, k in enumerate(set_keys)}
+        images = np.asarray(vectors[[row[k] for k in keys]], dtype=np.float64)
+        images /= np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-12)
+        texts /= np.maximum(np.linalg.norm(texts, axis=1, keepdims=True), 1e-12)
+        return images @ texts.T
+
+    return scores
 
 
 def _one_of(choices: tuple[str, ...]) -> Any:
@@ -166,7 +212,7 @@ LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each description for a criterion, names K clusters and assigns every item "
-    "(names frequent|hybrid|llm, assign label|embed|constrained|generate)", prepare_ictc, compute_ictc,
+    "(names frequent|hybrid|llm, assign label-embed|label|embed|clip|constrained|generate)", prepare_ictc, compute_ictc,
     options=(
         Option("criterion", help="what to cluster by, e.g. mood"),
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
@@ -178,6 +224,11 @@ register_method(MethodSpec(
                "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
                "name by the text model), constrained or generate (an LLM call per item)",
                check=_one_of(ICTC_ASSIGN)),
+        Option("clip_on", None, "clip assignment: the image set whose vectors the names are scored against "
+               "(default: the only image set)"),
+        Option("clip_template", CLIP_TEMPLATE, "clip assignment: the template a name is put in ('<>' = the name)"),
+        Option("clip_encoder", help="an open ClipEncoder (library use) instead of the image set's model",
+               identity=False),
         Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
                "(default all-MiniLM-L6-v2, offline)"),
         Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=_at_least_one),

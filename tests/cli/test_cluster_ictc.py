@@ -206,3 +206,40 @@ def test_montage_of_text_only_items_says_what_to_do(cli, imported: Path) -> None
     assert ictc(cli, "--assign", "embed").code == 0
     res = cli("visualize", "--kind", "montage", "--clustering", "ictc-mood", "-o", str(imported.parent / "m.png"))
     assert res.code == 2 and "clipclust export ictc-mood" in one_error_line(res)
+
+
+def test_ictc_clip_assignment_scores_names_against_stored_image_vectors(
+    cli, digits_ws: Path, tmp_path: Path, open_clip_encoder
+) -> None:
+    from clipclust.clusterings import run_clustering
+    from clipclust.models.llm import TextGenerator
+
+    ws = Workspace(digits_ws)
+    items = ws.items()
+    paths = [p for p, s in zip(items.path, items.split) if s == "train"][:12]
+    digit = {p: Path(p).parent.name for p in paths}
+    src = tmp_path / "digits.jsonl"
+    src.write_text("".join(json.dumps({"text": f"A handwritten digit {digit[p]}.", "path": p}) + "\n" for p in paths))
+    assert cli("describe", "--from", str(src), "--path-field", "path").code == 0
+
+    class Labeller(TextGenerator):  # step 2a answers the digit; no other call may happen
+        identity = "scripted-digits"
+
+        def generate(self, requests, params=None):  # type: ignore[no-untyped-def]
+            return [f"Answer: digit {r.messages[-1]['content'].split()[-1].rstrip('.')}" for r in requests]
+
+    k = len(set(digit.values()))
+    summary = run_clustering(ws, method="ictc", k=k, criterion="digit", generator=Labeller(), assign="clip",
+                             clip_encoder=open_clip_encoder)
+    params = summary.params
+    assert params["assign"] == "clip" and params["clip"]["template"] == "a photo of a <>."
+    assert len(summary.names) == k and all(n.startswith("digit ") for n in summary.names)
+    assert sum(summary.sizes.values()) == 12 and params["n_llm_assigned"] == 0
+    assert "step3" not in params["calls"] or params["calls"]["step3"]["misses"] == 0
+
+    # descriptions without images cannot be scored by CLIP: one line saying what to do, exit 2
+    text_only = tmp_path / "text.jsonl"
+    text_only.write_text("".join(json.dumps({"text": f"A digit {d}."}) + "\n" for d in ("seven", "one", "two")))
+    assert cli("describe", "--from", str(text_only)).code == 0
+    res = ictc(cli, "--assign", "clip", "--on", "description:import-text")
+    assert res.code == 2 and "have no vector in image set" in one_error_line(res)

@@ -57,6 +57,15 @@ def test_groups_merge_spellings_and_near_duplicates_by_embedding() -> None:
     assert {g.name: g.count for g in group_labels(labels, toy_embed)} == {"truck": 10, "airplane": 8, "ship": 4}
 
 
+def test_similar_labels_that_share_a_word_stay_apart() -> None:
+    labels = {"red car": 3, "blue car": 3, "digit 1": 2, "digit 7": 2}
+
+    def same_per_pair(texts: Sequence[str]) -> np.ndarray:  # red car = blue car, digit 1 = digit 7 by embedding
+        return np.eye(2)[[0 if t.endswith("car") else 1 for t in texts]]
+
+    assert len(group_labels(labels, same_per_pair)) == 4
+
+
 def test_groups_leave_junk_out_and_never_fold_without_a_base() -> None:
     groups = {g.name for g in group_labels({"water": 3, "1": 4, "none": 2, "sailor": 2})}
     assert groups == {"water", "sailor"}

@@ -87,7 +87,7 @@ def group_labels(
 
     Two labels join when their keys are equal after folding plurals and agent nouns, when one is the
     other with modifiers in front (its head noun), or, given ``embed``, when their cosine similarity
-    is at least ``near_duplicate``. A modified label joins the longest label it ends with, so "red
+    is at least ``near_duplicate`` and they share no word. A modified label joins the longest label it ends with, so "red
     sports car" goes under "sports car" when both occur, and with it under "car". Junk labels are
     left out.
     """
@@ -127,9 +127,15 @@ def group_labels(
     if embed is not None and len(labels) > 1:
         vectors = _unit(embed(labels))
         sims = vectors @ vectors.T
+        words = [set(k.split()) for k in keys]
         for i in range(len(labels)):
             for j in np.nonzero(sims[i, i + 1 :] >= near_duplicate)[0]:
-                union(i, i + 1 + int(j))
+                j = i + 1 + int(j)
+                # Labels sharing a word differ by what sets them apart ("red car" / "blue car",
+                # "digit 1" / "digit 7"): the word rules above decide those, similarity only merges
+                # different words for one thing (plane / airplane).
+                if not words[i] & words[j]:
+                    union(i, j)
     members: dict[int, dict[str, int]] = {}
     for i, lab in enumerate(labels):
         members.setdefault(find(i), {})[lab] = int(dictionary[lab])
