@@ -4,21 +4,23 @@ Step 1 (a VLM describes each image for the criterion) lives in :mod:`clipclust.m
 package takes the descriptions and runs the LLM steps:
 
 - step 2a: one raw label per description (``Answer: {label}``);
-- step 2b: the raw labels are counted into a dictionary, rare ones dropped, and the LLM names exactly
-  K clusters (robust parsing, then a bounded repair dialogue, then a deterministic, reported fallback);
-- step 3: every description is assigned to one name, by a free answer matched afterwards (the
-  paper), by decoding restricted to the K names (``constrained``) or by the nearest name in a text
-  embedding space (``embed``).
+- step 2b: the K names: from the LLM (the paper: the label dictionary, rare labels dropped, robust
+  parsing, a bounded repair dialogue, a reported fallback), from the heaviest groups of raw labels
+  (``frequent``, no LLM call), or the LLM's with the unsupported ones replaced (``hybrid``);
+- step 3: every description to one name: a free answer matched afterwards (the paper), decoding
+  restricted to the names (``constrained``), the step-2a label's name (``label``, ``label-embed``),
+  the nearest name in a text embedding space (``embed``) or by CLIP image vectors (``clip``).
 
-Answers that match no name go to the closest name by a deterministic string similarity and are
-counted and reported; nothing is ever assigned at random (the released code's bug). Every LLM call
-goes through the generator passed in, so wrapping it in
-:class:`~clipclust.models.llm.CachedGenerator` makes re-runs free and prompt edits cheap.
-
+Answers that match no name go to the closest name by a deterministic similarity and are counted and
+reported; nothing is ever assigned at random (the released code's bug). Every LLM call goes through
+the generator passed in, so wrapping it in :class:`~clipclust.models.llm.CachedGenerator` makes
+re-runs free and prompt edits cheap.
 
 One module per concern: :mod:`.prompts` (templates, requests), :mod:`.parsing` (outputs -> labels
-and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b, 3) and :mod:`.run` (the whole
-method). Importing descriptions made elsewhere is :mod:`clipclust.importing`.
+and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b, 3), :mod:`.grouping` (raw
+labels -> concepts, names from them, coverage), :mod:`.assigning` (step 3 by label, embedding or
+CLIP scores; degenerate warnings) and :mod:`.run` (the whole method). Importing descriptions made
+elsewhere is :mod:`clipclust.importing`.
 """
 
 from __future__ import annotations
