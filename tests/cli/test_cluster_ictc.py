@@ -149,7 +149,7 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
         (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the ictc method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
-         "--assign: 'vote': expected one of label-embed, label, embed, constrained, generate"),
+         "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
          "--names: 'vote': expected one of frequent, hybrid, llm"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),
