@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -21,7 +22,8 @@ from .errors import InputError
 from .metrics import classification_accuracy, clustering_report, linear_probe, silhouette, stratified_holdout
 from .progress import Reporter, SilentReporter
 
-__all__ = ["EvaluationResult", "evaluate", "evaluate_clustering", "evaluate_zero_shot", "probe_set"]
+__all__ = ["EvaluationResult", "evaluate", "evaluate_clustering", "evaluate_prototypes", "evaluate_zero_shot",
+           "prototype_sets", "probe_set"]
 
 Metric = Literal["euclidean", "cosine"]
 LOGIT_KINDS = ("zeroshot", "agnostic")  # cosine logits: the thesis fits its probe on them unscaled
@@ -104,19 +106,65 @@ def evaluate_zero_shot(workspace: Workspace, info: SetInfo, *, labels: dict[str,
         raise InputError(f"set '{info.name}' has no 'classes' attribute; re-embed with --prompt")
     class_map = json.loads(info.attrs.get("provenance", "{}")).get("class_map") or {}
     keys, sims = workspace.read_set(info.id)
+    return _classification_report(info.name, keys, sims, classes, labels, class_map)
+
+
+def _classification_report(name: str, keys: list[str], sims: np.ndarray, classes: list[str], labels: dict[str, str],
+                           class_map: dict[str, str]) -> dict[str, Any]:
     truth = np.array([class_map.get(labels.get(k, ""), "") if class_map else labels.get(k, "") for k in keys],
                      dtype=object)
     usable = np.isin(truth, classes)
     n_labelled = int(sum(1 for k in keys if k in labels))
     if not usable.any():
-        raise InputError(f"no item of '{info.name}' has a label among its classes; {NO_LABELS_HINT}")
+        raise InputError(f"no item of '{name}' has a label among its classes; {NO_LABELS_HINT}")
     predicted = np.asarray(classes, dtype=object)[np.argmax(sims[usable], axis=1)].astype(str)
     report = clustering_report(truth[usable].astype(str), predicted)
-    return {"kind": "zero-shot", "name": info.name, "method": "zero-shot", "on": info.name,
+    return {"kind": "zero-shot", "name": name, "method": "zero-shot", "on": name,
             "n_labelled": int(usable.sum()), **report, "silhouette_metric": None,
             "accuracy": classification_accuracy(truth[usable].astype(str), predicted),
-            "n_predicted": int(usable.sum()), "n_predicted_labelled": int(usable.sum()), "predicted_on": info.name,
+            "n_predicted": int(usable.sum()), "n_predicted_labelled": int(usable.sum()), "predicted_on": name,
             "n_outside_classes": n_labelled - int(usable.sum())}
+
+
+def prototype_sets(workspace: Workspace, model: str | None = None,
+                   reporter: Reporter | None = None) -> list[tuple[SetInfo, Path]]:
+    """Image sets embedded with a fine-tuned model folder that holds a classifier (``clipclust finetune``),
+    with that folder.  A folder whose weights changed since the set was embedded is left out with a warning."""
+    from .finetuning.checkpoint import read_classifier
+    from .models.clip import model_identity, parse_model_spec
+
+    found = []
+    for info in workspace.list_sets():
+        if info.kind != "image" or (model and not info.model.endswith(model)):
+            continue
+        spec_text = json.loads(info.attrs.get("provenance", "{}")).get("model_spec", "")
+        folder = Path(spec_text).expanduser() if spec_text else None
+        if folder is None or not folder.is_dir() or read_classifier(folder) is None:
+            continue
+        if model_identity(parse_model_spec(str(folder)), workspace.memo_get, workspace.memo_put) != info.model:
+            if reporter is not None:
+                reporter.warn(f"{folder} changed since its images were embedded; re-run 'clipclust embed' with "
+                              "that model to evaluate its prototypes")
+            continue
+        found.append((info, folder))
+    return found
+
+
+def evaluate_prototypes(workspace: Workspace, info: SetInfo, folder: Path, *,
+                        labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Zero-shot classification with a fine-tuned model's class prototypes: the nearest prototype (cosine)
+    of each image vector embedded with that model, as LatteCLIP infers."""
+    from .finetuning.checkpoint import read_classifier
+
+    labels = _labels(workspace) if labels is None else labels
+    classifier = read_classifier(folder)
+    assert classifier is not None
+    classes, vectors, meta = classifier
+    keys, image_vecs = workspace.read_set(info.id)
+    norms = np.maximum(np.linalg.norm(image_vecs, axis=1, keepdims=True), 1e-12)
+    name = f"{meta.get('kind', 'prototypes')}:{folder.name}"
+    return {**_classification_report(name, keys, (image_vecs / norms) @ vectors.T, classes, labels, {}),
+            "method": f"{meta.get('method', 'finetune')} {meta.get('kind', 'prototypes')}"}
 
 
 def probe_set(workspace: Workspace, on: str = "image", kind: str = "svm", *, split: tuple[str, str] | None = None,
@@ -221,12 +269,18 @@ def evaluate(workspace: Workspace, names: Sequence[str] = (), *, zero_shot: bool
             reporter.warn(f"clustering '{n}' has no labelled item; only its internal metrics are reported")
     if zero_shot:
         sets = [s for s in workspace.list_sets() if s.kind == "zeroshot" and (not model or s.model.endswith(model))]
-        if not sets:
-            raise InputError("no zero-shot set is stored; run 'clipclust embed IMAGES --prompt TEMPLATE' first")
+        tuned = prototype_sets(workspace, model, reporter)
+        if not sets and not tuned:
+            raise InputError("no zero-shot set is stored; run 'clipclust embed IMAGES --prompt TEMPLATE' first "
+                             "(or embed with a model made by 'clipclust finetune')")
         names_seen = [s.name for s in sets]
         for info in sets:
             key = info.name if names_seen.count(info.name) == 1 else f"{info.name} [{info.model}]"
             result.reports[key] = {**evaluate_zero_shot(workspace, info, labels=labels), "name": key}
+        for info, folder in tuned:
+            report = evaluate_prototypes(workspace, info, folder, labels=labels)
+            key = report["name"] if report["name"] not in result.reports else f"{report['name']} [{info.model}]"
+            result.reports[key] = {**report, "name": key}
     if probe:
         report = probe_set(workspace, on, probe, split=split, test_fraction=test_fraction, temperature=temperature,
                            scale=scale, seed=seed, model=model, reporter=reporter)

@@ -156,3 +156,14 @@ def cli(capsys: pytest.CaptureFixture[str], tmp_path: Path):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def digits_clip(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny CLIP pretrained in this session on half of sklearn's digits (tests/digits_clip.py), shared by the
+    fine-tuning tests; nothing is kept on disk between sessions."""
+    from .digits_clip import build_digits_clip
+    from .workspaces import one_thread
+
+    with one_thread():
+        return build_digits_clip(tmp_path_factory.mktemp("digits-clip"))

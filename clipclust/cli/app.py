@@ -51,9 +51,9 @@ def global_options(
 
 
 def _register() -> None:
-    from . import cluster, describe, embed, evaluate, export, info, visualize
+    from . import cluster, describe, embed, evaluate, export, finetune, info, visualize
 
-    for module in (embed, describe, info, cluster, evaluate, visualize, export):
+    for module in (embed, describe, info, cluster, finetune, evaluate, visualize, export):
         module.register(app)
 
 

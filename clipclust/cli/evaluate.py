@@ -17,7 +17,8 @@ of classes), NMI, AMI, ARI, Rand index, purity, silhouette on the clustered vect
 left without a cluster, and classification accuracy where predictions exist (fused workflow).
 
 Without NAMES every clustering is evaluated, unless --zero-shot or --probe asks for something else (name
-clusterings to get both).  --zero-shot: each stored zero-shot set's classification accuracy.  --probe
+clusterings to get both).  --zero-shot: each stored zero-shot set's classification accuracy, and that of
+the class prototypes of every model made by 'clipclust finetune' whose images were embedded.  --probe
 svm|logreg: the thesis' linear probe on --on SET (train/test from --split TRAIN,TEST or a stratified
 hold-out; --temperature divides logits first; the mean logit entropy is reported).
 
@@ -41,7 +42,7 @@ def _split_pair(text: Optional[str]) -> tuple[str, str] | None:
 def evaluate_command(
     names: Optional[List[str]] = typer.Argument(None, help="Clusterings to evaluate (default: all, or none with "
                                                 "--zero-shot / --probe)."),
-    zero_shot: bool = typer.Option(False, "--zero-shot", help="Evaluate every stored zero-shot set (argmax of its similarities)."),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="Evaluate every stored zero-shot set (argmax of its similarities) and fine-tuned prototypes."),
     probe: Optional[str] = typer.Option(None, "--probe", help="Linear probe: svm or logreg."),
     on: str = typer.Option("image", "--on", help="--probe: the stored set to probe (name, kind or id)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Pick sets of this model when several exist."),

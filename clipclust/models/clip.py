@@ -172,6 +172,13 @@ class ClipEncoder:
         self.model.to(device=device, dtype=self.dtype)
         self.input_size = _input_size(model, backend)
 
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """Token ids for texts, on the model's device (fine-tuning encodes texts with gradients)."""
+        tokens = self._tokenize(list(texts))
+        if isinstance(tokens, dict):
+            return {k: v.to(self.device) for k, v in tokens.items()}
+        return tokens.to(self.device)
+
     def preprocess(self, image: "Image.Image") -> "torch.Tensor":
         """One RGB image to a model-ready tensor; thread-safe, run in the decode workers."""
         return self._preprocess(image)

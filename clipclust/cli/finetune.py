@@ -1,0 +1,131 @@
+"""`clipclust finetune`: parse options, call clipclust.finetuning.finetune, show progress, print a summary."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional
+
+import typer
+
+from ..errors import InputError
+from ..models.clip import DEFAULT_MODEL
+from ..prompts import parse_classes
+from . import common
+
+HELP = """Fine-tune CLIP on the workspace's images without labels: LatteCLIP (class, image and group descriptions
+mixed into class prototypes, dual pseudo-labels) or FLYP + pseudo-labels (contrastive on "a photo of a {c}.").
+
+Zero-shot pseudo-labels come from the base model (a template ensemble); labels stored with the items are
+never read.  Image descriptions and group descriptions are read from the workspace (made by
+'clipclust describe', or imported with 'describe --from'); --texts class trains without them.  DIR gets
+an open_clip model folder that 'embed --model DIR' loads, the class prototypes that 'evaluate --zero-shot'
+then uses, and a checkpoint every epoch; --resume continues an interrupted run.  Defaults are the paper's:
+AdamW (weight decay 0.2, none on gains, biases and logit scale), lr 1e-7, batch 512, cosine schedule,
+min(2000 steps, 50 epochs), AMP on GPU.
+
+Example:  clipclust finetune --classes-file classes.txt --domain flower --lr 1e-6 --out tuned/
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune", help=HELP)(finetune_command)
+
+
+def finetune_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the tuned model, prototypes and checkpoints."),
+    method: str = typer.Option("latteclip", "--method", help="latteclip or flyp (FLYP + pseudo-labels)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Class names, one per line."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base open_clip model: ARCH/PRETRAINED, hf-hub:ORG/NAME or a folder."),
+    texts: str = typer.Option("class,image,group", "--texts", help="LatteCLIP's texts: class, image and/or group (class always)."),
+    image_descriptions: Optional[str] = typer.Option(None, "--image-descriptions", help="Description set to use (name or id; default: the only one)."),
+    group_descriptions: Optional[str] = typer.Option(None, "--group-descriptions", help="Group-description set (name or id; default: the only one)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="What the images show (flower, food, ...): 'a photo of a <>, a type of DOMAIN.'"),
+    class_template: Optional[str] = typer.Option(None, "--class-template", help="Class description with '<>' (default 'a photo of a <>.')."),
+    template: List[str] = typer.Option([], "--template", help="Zero-shot ensemble template with '<>' (repeatable; default: 8 OpenCLIP ones)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Train only on items of this split."),
+    epochs: int = typer.Option(50, "--epochs", min=1, help="Epochs (training stops at --epochs or --steps, whichever first)."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Optimisation steps at most."),
+    lr: float = typer.Option(1e-7, "--lr", help="Peak learning rate (the paper: 1e-7, 1e-6 for large sets)."),
+    batch_size: int = typer.Option(512, "--batch-size", "-b", min=2, help="Images per step."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps (default: a tenth of the steps)."),
+    weight_decay: float = typer.Option(0.2, "--weight-decay", min=0.0, help="AdamW weight decay on weight matrices."),
+    alpha: float = typer.Option(0.99, "--alpha", min=0.0, max=1.0, help="Prototype weight in the mixed text."),
+    momentum: float = typer.Option(0.99, "--momentum", min=0.0, max=1.0, help="Prototype momentum."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random crop, colour jitter and grayscale."),
+    seed: int = typer.Option(0, "--seed", help="Seed of shuffling and augmentation."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto (AMP fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=0, help="Image loading processes (0 = in the main one)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Also a checkpoint every N steps (besides every epoch)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    from ..finetuning import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
+    from ..finetuning.data import DescriptionsError
+
+    with common.errors():
+        names = parse_classes(classes, str(classes_file) if classes_file else None)
+        if names is None:
+            raise InputError("finetune needs the class names: --classes a,b,c or --classes-file FILE")
+        options = FinetuneOptions(
+            method=method, classes=names, model=model, texts=texts.split(","), image_descriptions=image_descriptions,
+            group_descriptions=group_descriptions, domain=domain, class_template=class_template,
+            templates=template or None, split=split, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
+            warmup=warmup, weight_decay=weight_decay, alpha=alpha, momentum=momentum, augment=augment, seed=seed,
+            device=device, precision=precision, workers=workers, save_every=save_every,
+        )
+        reporter = common.RichReporter(quiet=common.STATE.quiet)
+        try:
+            with _progress(reporter) as on_step:
+                summary = finetune(common.workspace(), out, options, resume=resume, reporter=reporter,
+                                   on_step=on_step, on_epoch=None if common.STATE.quiet else _epoch_line)
+        except DescriptionsError as exc:
+            option = "--texts class" if exc.reason == "missing" else f"--{exc.kind}-descriptions NAME"
+            raise InputError(f"{exc} ({option})") from None
+        except KeyboardInterrupt:
+            from ..finetuning.checkpoint import has_checkpoint
+
+            if has_checkpoint(out):
+                raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
+            raise common.fail("interrupted before the first checkpoint; run the same command again", 130) from None
+    if common.want_json(json_out):
+        common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
+        return
+    if summary.start_step >= summary.total_steps and not summary.model_loaded:
+        typer.echo(f"{out}: already fine-tuned ({summary.step} of {summary.total_steps} steps); nothing to do")
+        return
+    resumed = f", resumed at step {summary.start_step}" if summary.start_step else ""
+    last = summary.history[-1] if summary.history else {}
+    texts_used = "; ".join(f"{k}: {v}" for k, v in summary.texts.items()) or "class descriptions only"
+    typer.echo(f"{summary.method} on {summary.n_items} items: {summary.epochs} epochs, {summary.step} steps{resumed} "
+               f"in {summary.seconds:.1f}s; last epoch loss {last.get('loss', float('nan')):.3f}, pseudo-label "
+               f"agreement {last.get('agreement', float('nan')):.2f} ({texts_used}) -> {out}")
+    typer.echo(f"next: clipclust embed IMAGES --model {out} && clipclust evaluate --zero-shot")
+
+
+def _epoch_line(stats: Any) -> None:
+    common.stderr().print(f"epoch {stats.epoch}: step {stats.step}, loss {stats.loss:.4f}, pseudo-label agreement "
+                          f"{stats.agreement:.2f}, {stats.images_per_second:,.1f} images/s; checkpoint -> {stats.checkpoint}",
+                          markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(reporter: common.RichReporter) -> Iterator[Callable[[Any], None] | None]:
+    """A training bar whose text shows the epoch, loss, pseudo-label agreement and images per second."""
+    if reporter.quiet or not reporter.console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=reporter.console, transient=True) as progress:
+        task = progress.add_task("training", total=None)
+
+        def on_step(s: Any) -> None:
+            progress.update(task, total=s.total_steps, completed=s.step,
+                            description=f"epoch {s.epoch}/{s.epochs} loss {s.loss:.3f} agree {s.agreement:.2f} "
+                                        f"{s.images_per_second:,.0f} img/s")
+
+        yield on_step
