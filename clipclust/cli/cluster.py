@@ -20,11 +20,13 @@ silhouette and prints the table.  --refine head trains the ESMC head on k-means 
 majority-vote labels, test images classified by the nearest filtered centroid (--on image: the image-only
 baseline).  Labels are never read while clustering, except by the fused workflow's majority vote.
 --method ictc runs IC|TC's LLM steps on a stored description set ('clipclust describe'): --criterion,
--k and --llm are required; --assign picks how step 3 assigns (constrained: decoding limited to the K
-names); every LLM answer is cached, so a re-run with --force or an edited --extra calls only what changed.
+-k and --llm are required.  By default the K names are the heaviest groups of the LLM's raw labels
+(--names frequent; llm = the paper's naming step, hybrid = the LLM's names with unsupported ones replaced)
+and each item goes to its label's name, else the name nearest its description (--assign label-embed: one
+LLM call per item); every LLM answer is cached, so a re-run with --force loads no model.
 
 Example:  clipclust cluster --method spectral --on 'fused-label:This is digit <>' -k 20
-Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf --assign constrained
+Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf --names hybrid
 """
 
 
