@@ -23,7 +23,7 @@ baseline).  Labels are never read while clustering, except by the fused workflow
 -k and --llm are required.  By default the K names are the heaviest groups of the LLM's raw labels
 (--names frequent; llm = the paper's naming step, hybrid = the LLM's names with unsupported ones replaced)
 and each item goes to its label's name, else the name nearest its description (--assign label-embed: one
-LLM call per item); every LLM answer is cached, so a re-run with --force loads no model.
+LLM call per item); every LLM answer is cached, so a re-run with --force loads no LLM.
 
 Example:  clipclust cluster --method spectral --on 'fused-label:This is digit <>' -k 20
 Example:  clipclust cluster --method ictc --criterion mood -k 4 --llm qwen.gguf --names hybrid
