@@ -75,8 +75,10 @@ class TextEncoder:
             if self._model is None:
                 try:
                     from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as hf_logging
                 except ImportError as e:  # pragma: no cover - depends on the install
                     raise InputError("the text encoder needs sentence-transformers: pip install sentence-transformers") from e
+                hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of clipclust's output
                 self._model = SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
         return self._model
 
