@@ -243,3 +243,24 @@ def test_ictc_clip_assignment_scores_names_against_stored_image_vectors(
     assert cli("describe", "--from", str(text_only)).code == 0
     res = ictc(cli, "--assign", "clip", "--on", "description:import-text")
     assert res.code == 2 and "have no vector in image set" in one_error_line(res)
+
+
+def test_a_degenerate_ictc_result_is_warned_about_and_stored(imported: Path) -> None:
+    from clipclust.clusterings import run_clustering
+    from clipclust.models.llm import TextGenerator
+    from clipclust.progress import SilentReporter
+
+    class EchoingTemplate(TextGenerator):  # issue 8's failure: names echo the template, step 3 says "1"
+        identity = "scripted-degenerate"
+
+        def generate(self, requests, params=None):  # type: ignore[no-untyped-def]
+            return ["{1}: happy\n{2}: joyful\n{3}: glad" if "list of labels" in r.messages[-1]["content"]
+                    else "Answer: 1" for r in requests]
+
+    reporter = SilentReporter()
+    summary = run_clustering(Workspace(imported), method="ictc", k=3, criterion="mood", generator=EchoingTemplate(),
+                             names="llm", assign="generate", reporter=reporter)
+    assert summary.names == ["happy", "joyful", "glad"]  # never "1", "2", "3"
+    assert any("holds 12 of 12 items" in w for w in reporter.warnings)
+    assert any("clusters are empty" in w for w in reporter.warnings)
+    assert summary.params["warnings"] == reporter.warnings
