@@ -121,7 +121,7 @@ def test_ictc_defaults_name_from_labels_and_a_rerun_loads_no_model(
     def no_loading(*_: object, **__: object) -> None:
         raise AssertionError("a model was loaded with nothing left to compute")
 
-    monkeypatch.setattr(llm, "load_llama", no_loading)
+    monkeypatch.setattr(llm.llama, "load_llama", no_loading)
     forced = ictc(cli, "--force", "--json")  # recomputed, every LLM answer from the cache: the LLM stays unloaded
     assert forced.code == 0, forced.err
     assert json.loads(forced.out)["params"]["calls_total"]["misses"] == 0

@@ -429,7 +429,7 @@ def test_lazy_gguf_generator_knows_its_identity_and_loads_on_the_first_call(
 
     loads: list[Any] = []
     real = llm.load_llama
-    monkeypatch.setattr(llm, "load_llama", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(llm.llama, "load_llama", lambda *a, **k: loads.append(a) or real(*a, **k))
     gen = load_generator(gguf_path, lazy=True, n_ctx=512, n_threads=1)
     assert isinstance(gen, LazyGenerator) and not gen.loaded
     assert gen.identity == f"llama.cpp:sha256:{llm.file_sha256(gguf_path)}" and loads == []
