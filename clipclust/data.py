@@ -35,6 +35,10 @@ class SourceFile:
 
     path: Path
     label: str = ""
+    resolved: str = ""  # the absolute path with links resolved, when discovery already knows it
+
+    def real_path(self) -> str:
+        return self.resolved or str(self.path.resolve())
 
 
 def find_images(inputs: Sequence[str | os.PathLike[str]], *, folder_labels: bool = True) -> list[SourceFile]:
@@ -44,23 +48,27 @@ def find_images(inputs: Sequence[str | os.PathLike[str]], *, folder_labels: bool
     always taken, so that a mislabelled extension is decoded and, if it is no image, reported.  With
     ``folder_labels`` a file at ``root/<label>/...`` gets the label ``<label>``.
     """
-    found: dict[Path, SourceFile] = {}
+    found: dict[str, SourceFile] = {}
     for raw in inputs:
         root = Path(raw)
         if not root.exists():
             raise InputError(f"no such file or folder: {raw}")
         if root.is_file():
-            found.setdefault(root.resolve(), SourceFile(root))
+            found.setdefault(str(root.resolve()), SourceFile(root))
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            real_folder = str(folder.resolve())  # once per folder: resolving each file stats every component
+            rel = folder.relative_to(root).parts
+            label = rel[0] if folder_labels and rel else ""
             for name in sorted(filenames):
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
-                path = Path(dirpath) / name
-                rel = path.relative_to(root)
-                label = rel.parts[0] if folder_labels and len(rel.parts) >= 2 else ""
-                found.setdefault(path.resolve(), SourceFile(path, label))
+                path = os.path.join(dirpath, name)
+                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_folder, name)
+                if real not in found:
+                    found[real] = SourceFile(Path(path), label, real)
     return sorted(found.values(), key=lambda s: str(s.path))
 
 
@@ -91,7 +99,7 @@ def apply_labels(sources: list[SourceFile], labels: dict[Path, str]) -> int:
     """Overwrite folder labels with those of a labels file; returns how many files it labelled."""
     hits = 0
     for src in sources:
-        label = labels.get(src.path.resolve())
+        label = labels.get(Path(src.real_path()))
         if label is not None:
             src.label = label
             hits += 1

@@ -28,6 +28,7 @@ from .methods.ictc import describe_prompt
 from .models.llm import DecodeParams
 from .models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, describe_groups, describe_key, latteclip_prompt
 from .progress import Reporter, SilentReporter
+from .sharding import Shard
 
 __all__ = [
     "DescribeSummary",
@@ -171,6 +172,7 @@ def describe_items(
     split: str = "",
     describer: Describer | None = None,
     reporter: Reporter | None = None,
+    shard: Shard | None = None,
 ) -> DescribeSummary:
     """Describe IMAGES (or every workspace item whose file exists) with a VLM; store an item-keyed text set.
 
@@ -191,6 +193,12 @@ def describe_items(
         raise InputError(f"--group-size {group_size}: expected 1 or more")
     summary = DescribeSummary()
     keys, paths, records = _collect_items(workspace, inputs, split, reporter, summary)
+    if shard is not None:  # single items only: a collage's members may fall in different shards
+        if group_size is not None:
+            raise InputError(f"shard {shard} describes single items; describe groups of items without a shard")
+        keep = [i for i, k in enumerate(keys) if shard.holds(k)]
+        keys, paths = [keys[i] for i in keep], [paths[i] for i in keep]
+        records = [r for r in records if shard.holds(r.sha256)]
     summary.n_items = len(keys)
     group_labels: list[str | None] | None = None
     group_source = ""

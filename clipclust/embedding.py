@@ -14,19 +14,21 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .cache import ItemRecord, Workspace, short_hash
+from .store import ItemRecord, ItemTable, Workspace, short_hash
 from .data import SourceFile, UnreadableImage, apply_labels, decode_image, find_images, read_labels_csv, sha256_bytes
 from .errors import InputError
 from .models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
 from .progress import Reporter, SilentReporter
+from .sharding import Shard
 from .prompts import check_template, prompt_texts, read_prompt_set
 
 FUSE_MODES = ("label", "zeroshot", "all")
+STORE_DTYPES = ("float32", "float16")
+HASH_BLOCK = 256  # files per thread-pool task when hashing
 UNREADABLE_MEMO = "unreadable"  # sha256 -> reason: content that failed to decode, skipped on re-runs
 
 
@@ -48,6 +50,8 @@ class EmbedOptions:
     precision: str = "auto"
     batch_size: int = 64
     workers: int | None = None
+    store_dtype: str = "float32"  # or float16: vectors stored at half size, read back as float32
+    shard: Shard | None = None  # embed only this shard's share of the items (classes still come from all)
 
 
 @dataclass
@@ -109,40 +113,48 @@ def _set_spec(model_id: str, model_raw: str, kind: str, name: str, prompt: str, 
         "model": model_id,
         "prompt": prompt,
         "keyed_by": keyed_by,
-        "dtype": dtype,
+        "dtype": provenance.get("storage", "float32") if dtype == "float32" else dtype,
         "provenance": {"model_spec": model_raw, "model_identity": model_id, "kind": kind, **provenance},
     }
 
 
 def hash_sources(sources: list[SourceFile], ws_items: Any, workers: int, reporter: Reporter,
                   summary: EmbedSummary) -> list[_Source]:
-    """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read."""
+    """Content hashes, trusting (path, size, mtime) the workspace recorded so unchanged files are not re-read.
+
+    Files go to the thread pool in blocks: a cached re-run of a million files is a million stats, and
+    one task per file would cost more in the pool than in the stat.
+    """
     known = {p: i for i, p in enumerate(ws_items.path)}
 
     def one(src: SourceFile) -> _Source | tuple[SourceFile, str]:
         try:
             st = src.path.stat()
-            row = known.get(str(src.path.resolve()))
+            row = known.get(src.real_path())
             if row is not None and ws_items.size[row] == st.st_size and ws_items.mtime_ns[row] == st.st_mtime_ns:
                 return _Source(src, ws_items.sha256[row], st.st_size, st.st_mtime_ns)
             return _Source(src, sha256_bytes(src.path.read_bytes()), st.st_size, st.st_mtime_ns)
         except OSError as exc:
             return src, exc.strerror or str(exc)
 
+    def block(start: int) -> list[_Source | tuple[SourceFile, str]]:
+        return [one(src) for src in sources[start : start + HASH_BLOCK]]
+
     out: list[_Source] = []
     seen: set[str] = set()
     with reporter.task("hashing", len(sources)) as advance, ThreadPoolExecutor(workers) as pool:
-        for res in pool.map(one, sources):
-            advance(1)
-            if isinstance(res, tuple):
-                summary.skipped.append((str(res[0].path), res[1]))
-                reporter.warn(f"skipped {res[0].path}: {res[1]}")
-                continue
-            if res.sha256 in seen:
-                summary.duplicates += 1
-                continue
-            seen.add(res.sha256)
-            out.append(res)
+        for results in pool.map(block, range(0, len(sources), HASH_BLOCK)):
+            advance(len(results))
+            for res in results:
+                if isinstance(res, tuple):
+                    summary.skipped.append((str(res[0].path), res[1]))
+                    reporter.warn(f"skipped {res[0].path}: {res[1]}")
+                    continue
+                if res.sha256 in seen:
+                    summary.duplicates += 1
+                    continue
+                seen.add(res.sha256)
+                out.append(res)
     return out
 
 
@@ -160,7 +172,9 @@ def _prefetch(fn: Callable[[Any], Any], items: Iterable[Any], pool: ThreadPoolEx
 def _derive(text: _TextSet, image_vecs: np.ndarray, classes_of_items: list[str | None]) -> list[tuple[dict[str, Any], list[int], np.ndarray]]:
     """Rows of each derived set for a block of image vectors: (spec, row indices into the block, data)."""
     assert text.vectors is not None
-    sims = image_vecs @ text.vectors.T
+    # einsum's own loop, not BLAS: a row's similarities then do not depend on which rows share its batch,
+    # so shards, batch sizes and resumed runs store bit-identical rows (BLAS differed in the last bit)
+    sims = np.einsum("id,cd->ic", image_vecs, text.vectors)
     out = []
     for spec in text.derived:
         kind = spec["kind"]
@@ -188,6 +202,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     summary = EmbedSummary()
     if opts.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if opts.store_dtype not in STORE_DTYPES:
+        raise InputError(f"store dtype {opts.store_dtype!r}: expected one of {', '.join(STORE_DTYPES)}")
     unknown = sorted(set(opts.fuse) - set(FUSE_MODES))
     if unknown:
         raise InputError(f"--fuse {unknown[0]}: expected one of {', '.join(FUSE_MODES)}")
@@ -214,7 +230,9 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     for s in hashed:  # an unlabelled file that is a known item keeps its stored label
         row = stored.get(s.sha256)
         item_label[s.sha256] = s.src.label or (items.label[row] if row is not None else "")
-    base_prov = {"precision": opts.precision, "batch_size": opts.batch_size}
+    if opts.shard is not None:  # after the labels: every shard plans the same classes, hence the same sets
+        hashed = opts.shard.take(hashed, lambda s: s.sha256)
+    base_prov = {"precision": opts.precision, "batch_size": opts.batch_size, "storage": opts.store_dtype}
     _plan_text_sets("", opts, item_label, base_prov)
     model_id = model_identity(spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
     summary.model = model_id
@@ -229,9 +247,10 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         summary.skipped.append((str(s.src.path), unreadable[s.sha256]))
         reporter.warn(f"skipped {s.src.path}: {unreadable[s.sha256]} (known unreadable content)")
     todo = [s for s in todo if s.sha256 not in unreadable]
-    known_records = [_record(s, opts.split) for s in hashed if s.sha256 in stored]
-    if known_records:
-        workspace.upsert_items(known_records)
+    changed_records = [rec for s in hashed if (row := stored.get(s.sha256)) is not None
+                       and _changes(items, row, rec := _record(s, opts.split))]
+    if changed_records:  # a cached re-run of unchanged files writes nothing
+        workspace.upsert_items(changed_records)
 
     missing_texts = {}
     for ts in text_sets:
@@ -268,13 +287,16 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
     # --- derived sets for items whose image vectors are already stored (e.g. a new prompt)
     cached_shas = [s.sha256 for s in hashed if s.sha256 in have_image]
+    relabelled = {s.sha256 for s in hashed if s.sha256 in stored and s.src.label
+                  and s.src.label != items.label[stored[s.sha256]]}
     wanted = {}
     for ts in text_sets:
         for d in ts.derived:
             have = workspace.set_keys(d["id"])
             want = {sha for sha in cached_shas if sha not in have}
-            if d["kind"] == "fused-label":
-                want = {sha for sha in want if item_class(sha, ts) in ts.classes}
+            if d["kind"] == "fused-label":  # a relabelled item's row is computed again and replaces the old one
+                d["replace"] = bool(relabelled & have)
+                want = {sha for sha in want | (relabelled & have) if item_class(sha, ts) in ts.classes}
             if want:
                 wanted[d["id"]] = want
     if wanted:
@@ -295,8 +317,15 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
 
 
 def _record(s: _Source, split: str, width: int = 0, height: int = 0) -> ItemRecord:
-    return ItemRecord(sha256=s.sha256, path=str(s.src.path.resolve()), label=s.src.label, split=split,
+    return ItemRecord(sha256=s.sha256, path=s.src.real_path(), label=s.src.label, split=split,
                       width=width, height=height, size=s.size, mtime_ns=s.mtime_ns)
+
+
+def _changes(items: ItemTable, row: int, rec: ItemRecord) -> bool:
+    """Whether upserting ``rec`` would change the stored row (empty fields keep what is stored)."""
+    return (rec.path != items.path[row] or (rec.label and rec.label != items.label[row])
+            or (rec.split and rec.split != items.split[row]) or rec.size != items.size[row]
+            or rec.mtime_ns != items.mtime_ns[row])
 
 
 def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str],
@@ -348,15 +377,16 @@ def _plan_text_sets(model_id: str, opts: EmbedOptions, item_label: dict[str, str
 
 def _derive_from_store(workspace: Workspace, image_set: str, shas: list[str], text_sets: list[_TextSet],
                        wanted: dict[str, set[str]], item_class: Callable[[str, _TextSet], str | None],
-                       chunk: int = 4096) -> int:
-    """Derived rows from stored image vectors: one read of the image set, one write per chunk."""
-    shas = [s for s in shas if any(s in want for want in wanted.values())]
-    keys, vecs = workspace.read_set(image_set)
-    row_of = {k: i for i, k in enumerate(keys)}
+                       chunk: int = 16384) -> int:
+    """Derived rows from stored image vectors: one streamed pass over the image set, one write per block."""
+    needed = {s for s in shas if any(s in want for want in wanted.values())}
     added = 0
-    for start in range(0, len(shas), chunk):
-        block = shas[start : start + chunk]
-        block_vecs = vecs[[row_of[s] for s in block]]
+    for keys, vecs in workspace.iter_set(image_set, chunk):
+        picked = [i for i, k in enumerate(keys) if k in needed]
+        if not picked:
+            continue
+        block = [keys[i] for i in picked]
+        block_vecs = np.asarray(vecs[picked], dtype=np.float32)
         rows = []
         for ts in text_sets:
             for d, idx, data in _derive(ts, block_vecs, [item_class(s, ts) for s in block]):

@@ -202,3 +202,44 @@ def test_bad_inputs_are_input_errors(tmp_path, tiny_open_clip):
     with pytest.raises(InputError, match="--fuse"):
         embed(ws, [str(flat)], EmbedOptions(model=str(tiny_open_clip), fuse=["nope"]))
     assert not ws.exists()  # nothing was written by a run that was refused
+
+
+def test_relabelled_items_get_their_fused_label_rows_replaced(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip):
+    ws = Workspace(tmp_path / "ws.h5")
+    opts = EmbedOptions(model=str(tiny_open_clip), prompts=[TEMPLATE], classes=[str(d) for d in range(10)],
+                        fuse=["label"])
+    embed(ws, [str(digits_dir)], opts, encoder=open_clip_encoder)
+    path = next(p for p in sorted(digits_dir.rglob("*.png")) if p.parent.name == "3")
+    sha = _sha(path)
+    digest = ws.set_digest(ws.resolve_set(f"fused-label:{TEMPLATE}").id)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"{path},8\n")
+    summary = embed(ws, [str(digits_dir)], EmbedOptions(**{**opts.__dict__, "labels_csv": str(labels)}),
+                    encoder=open_clip_encoder)
+    assert summary.new == 0 and summary.derived_rows == 1
+    texts, images, fused = _by_name(ws, f"text:{TEMPLATE}"), _by_name(ws, "image"), _by_name(ws, f"fused-label:{TEMPLATE}")
+    assert len(fused) == 40
+    np.testing.assert_allclose(fused[sha], (images[sha] + texts["8"]) / 2, atol=1e-6)
+    assert ws.set_digest(ws.resolve_set(f"fused-label:{TEMPLATE}").id) != digest
+    assert ws.items().label[ws.items().index()[sha]] == "8"
+
+
+def test_float16_storage_halves_vectors_and_reads_back_close(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip):
+    import h5py
+
+    runs = {}
+    for dtype in ("float32", "float16"):
+        ws = Workspace(tmp_path / f"{dtype}.h5")
+        embed(ws, [str(digits_dir)], EmbedOptions(model=str(tiny_open_clip), prompts=[TEMPLATE], store_dtype=dtype),
+              encoder=open_clip_encoder)
+        runs[dtype] = {name: _by_name(ws, name) for name in ("image", f"zeroshot:{TEMPLATE}", f"fused-label:{TEMPLATE}")}
+        with h5py.File(ws.path, "r") as f:
+            assert {g["data"].dtype.name for g in f["sets"].values()} == {dtype}
+    for name, rows in runs["float32"].items():
+        half = runs["float16"][name]
+        assert all(half[k].dtype == np.float32 for k in rows)
+        err = max(float(np.abs(half[k] - rows[k]).max()) for k in rows)
+        assert 0 < err < 1e-3, (name, err)  # unit vectors: float16 keeps ~3 significant digits
+    with pytest.raises(InputError, match="store dtype"):
+        embed(Workspace(tmp_path / "x.h5"), [str(digits_dir)], EmbedOptions(store_dtype="int8"),
+              encoder=open_clip_encoder)

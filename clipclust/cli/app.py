@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 import typer.completion
@@ -34,27 +36,76 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+CACHE_HELP = "The HDF5 workspace file (before or after the command)."
+JSON_HELP = "Print results as JSON on stdout (before or after the command)."
+QUIET_HELP = "No progress bars or warnings on stderr (before or after the command)."
+DEBUG_HELP = ("Tracebacks of failures, and the warnings and log messages of the libraries clipclust uses (model "
+              "hubs, torch, transformers) on stderr; also CLIPCLUST_DEBUG=1 (before or after the command).")
+
+
 @app.callback()
 def global_options(
     cache: Optional[str] = typer.Option(
-        None, "--cache", envvar="CLIPCLUST_CACHE", help="The HDF5 workspace file.", show_default="./clipclust.h5"
+        None, "--cache", envvar="CLIPCLUST_CACHE", metavar="PATH", help=CACHE_HELP, show_default="./clipclust.h5"
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or warnings on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of failures (also CLIPCLUST_DEBUG=1)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.STATE.cache = cache or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
     common.STATE.debug = debug or common.debug_from_env()
+    if common.STATE.debug:
+        common.show_library_output()
+
+
+def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The command with --cache, --quiet, --debug (and --json where it has none) accepted after its name too.
+
+    A global option given after the command overrides the one before it, as the later option would in
+    any other position; the command's own --json already falls back on the global one (common.want_json).
+    """
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter("global_cache", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--cache", metavar="PATH", help=CACHE_HELP, show_default=False)),
+        inspect.Parameter("global_quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--quiet", "-q", help=QUIET_HELP)),
+        inspect.Parameter("global_debug", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--debug", help=DEBUG_HELP)),
+    ]
+    has_json = any("--json" in (getattr(p.default, "param_decls", None) or ()) for p in signature.parameters.values())
+    if not has_json:
+        extra.append(inspect.Parameter("global_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                       default=typer.Option(False, "--json", help=JSON_HELP)))
+
+    @functools.wraps(command)
+    def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_debug: bool = False,
+            global_json: bool = False, **kwargs: Any) -> Any:
+        if global_cache:
+            common.STATE.cache = global_cache
+        if global_debug and not common.STATE.debug:
+            common.STATE.debug = True
+            common.show_library_output()
+        common.STATE.quiet = common.STATE.quiet or global_quiet
+        common.STATE.json = common.STATE.json or global_json
+        return command(*args, **kwargs)
+
+    params = [*signature.parameters.values(), *extra]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {**getattr(command, "__annotations__", {}), **{p.name: p.annotation for p in extra}}
+    return run
 
 
 def _register() -> None:
-    from . import cluster, describe, embed, evaluate, export, finetune, info, visualize
+    from . import check, cluster, describe, embed, evaluate, export, finetune, info, merge, visualize
 
-    for module in (embed, describe, info, cluster, finetune, evaluate, visualize, export):
+    for module in (embed, describe, info, check, cluster, finetune, evaluate, visualize, export, merge):
         module.register(app)
+    for registered in app.registered_commands:
+        registered.callback = with_global_options(registered.callback)
 
 
 _register()
@@ -66,7 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     common.reset_state()
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=list(argv) if argv is not None else None, prog_name="clipclust", standalone_mode=False)
+        with common.library_output_hidden():
+            result = command.main(args=list(argv) if argv is not None else None, prog_name="clipclust",
+                                  standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         common.stderr().print(exc.format_message(), markup=False, highlight=False)
         return 2

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import typer
 from rich.console import Console
@@ -28,7 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..cache import Workspace
-from ..errors import ClipclustError
+from ..errors import ClipclustError, InputError
 
 DEFAULT_CACHE = "clipclust.h5"
 
@@ -55,6 +57,29 @@ def reset_state() -> None:
 def debug_from_env() -> bool:
     """CLIPCLUST_DEBUG=1 (or any value but 0/false/empty) asks for tracebacks, like --debug."""
     return os.environ.get("CLIPCLUST_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@contextlib.contextmanager
+def library_output_hidden() -> Iterator[None]:
+    """Keep the warnings and log records of torch, transformers, huggingface_hub, open_clip off stderr.
+
+    Users see our one-line errors and warnings; what libraries say (retries, deprecations) is for
+    --debug, which calls show_library_output() inside this context.
+    """
+    before = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(before)
+
+
+def show_library_output() -> None:
+    """--debug: let library warnings and log records (WARNING and above) through again."""
+    warnings.simplefilter("default")
+    logging.disable(logging.NOTSET)
 
 
 def stdout() -> Console:
@@ -129,6 +154,23 @@ def errors(flags: dict[str, str] | None = None) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         raise internal_error(exc) from None
+
+
+SHARD_HELP = ("Only shard I of N of the items (by content hash), e.g. 2/8, each into its own --cache; "
+              "'clipclust merge' joins the shards' workspaces.")
+CLUSTERING_HELP = "The clustering (same as the positional NAME)."
+
+
+def clustering_names(positional: Sequence[str] | None, option: Sequence[str] | None) -> list[str]:
+    """Clusterings named as arguments or with -c/--clustering (both ways may be mixed), in order, once each."""
+    return list(dict.fromkeys([*(positional or ()), *(option or ())]))
+
+
+def one_clustering(positional: str | None, option: str | None) -> str | None:
+    """The clustering a single-clustering command works on, named either way (None: the only one stored)."""
+    if positional and option and positional != option:
+        raise InputError(f"NAME '{positional}' and --clustering '{option}' name different clusterings; pass one")
+    return positional or option
 
 
 class RateColumn(ProgressColumn):

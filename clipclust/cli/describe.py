@@ -11,7 +11,8 @@ from ..describing import describe_items, import_into_workspace
 from ..errors import InputError
 from ..models.llm import DecodeParams
 from ..models.vlm import DESCRIBE_PARAMS
-from . import common
+from ..sharding import parse_shard
+from . import common, stdin
 
 HELP = """VLM descriptions of images conditioned on a criterion (IC|TC step 1), kept in the workspace.
 
@@ -31,7 +32,8 @@ def register(app: typer.Typer) -> None:
 
 
 def describe_command(
-    images: Optional[List[Path]] = typer.Argument(None, help="Image files and folders (default: the workspace's items)."),
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files and folders (default: the workspace's items); "
+                                                  "'-' reads paths from stdin."),
     vlm: Optional[str] = typer.Option(None, "--vlm", help="A .gguf VLM (+ --mmproj), hf:ORG/NAME or a folder, or http://HOST:PORT/v1."),
     mmproj: Optional[str] = typer.Option(None, "--mmproj", help="The vision projector .gguf of a GGUF VLM."),
     chat_format: Optional[str] = typer.Option(None, "--chat-format", help="GGUF: the llama.cpp chat handler (default: from the metadata)."),
@@ -50,21 +52,31 @@ def describe_command(
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Groups: zeroshot (argmax of a zero-shot set) or cluster:NAME."),
     on: Optional[str] = typer.Option(None, "--on", help="--group-by zeroshot: the zero-shot set (name or id)."),
     split: str = typer.Option("", "--split", help="Tag new items with a split name."),
-    from_file: Optional[Path] = typer.Option(None, "--from", help="Import descriptions from a JSONL/JSON/CSV/TSV file."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Import descriptions from a JSONL/JSON/CSV/TSV file "
+                                             "('-': stdin)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="--from: jsonl, json, csv or tsv (default: the file's "
+                                      "suffix; sniffed on stdin)."),
     text_field: str = typer.Option("text", "--text-field", help="--from: the field holding the description."),
     path_field: Optional[str] = typer.Option(None, "--path-field", help="--from: the field holding the image path."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="--from: the field holding the label."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=common.SHARD_HELP),
+    null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     with common.errors():
         reporter = common.RichReporter(quiet=common.STATE.quiet)
+        if fmt is not None and from_file is None:
+            raise InputError("--format says how the --from file is written; pass --from FILE (or --from - for stdin)")
         if from_file is not None and vlm is not None:
             raise InputError("--from imports descriptions and --vlm computes them; pass only one")
         if from_file is not None:
             if images:
                 raise InputError("--from takes the image paths from the file's --path-field, not IMAGES")
-            summary = import_into_workspace(common.workspace(), from_file, text_field, path_field, label_field, split,
-                                            reporter=reporter)
+            if shard is not None:
+                raise InputError("--shard divides the items to describe; --from imports every record it is given")
+            with stdin.descriptions_file(from_file, fmt) as source:
+                summary = import_into_workspace(common.workspace(), source, text_field, path_field, label_field,
+                                                split, reporter=reporter)
         elif vlm is None:
             raise InputError("describe needs --vlm SPEC (a VLM to run) or --from FILE (descriptions to import)")
         else:
@@ -72,9 +84,9 @@ def describe_command(
                        "n_gpu_layers": n_gpu_layers, "n_threads": threads, "seed": seed, "device": device}
             params = DecodeParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
             summary = describe_items(
-                common.workspace(), [str(p) for p in images] if images else None, vlm=vlm, mmproj=mmproj,
+                common.workspace(), stdin.input_paths(images or [], null) or None, vlm=vlm, mmproj=mmproj,
                 criterion=criterion, prompt=prompt, params=params, backend=backend, group_size=group_size,
-                group_by=group_by, on=on, split=split, reporter=reporter,
+                group_by=group_by, on=on, split=split, reporter=reporter, shard=parse_shard(shard),
             )
     if common.want_json(json_out):
         common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})

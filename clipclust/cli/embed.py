@@ -10,7 +10,8 @@ import typer
 from ..embedding import EmbedOptions, default_workers, embed
 from ..models.clip import DEFAULT_MODEL
 from ..prompts import parse_classes, read_class_map
-from . import common
+from ..sharding import parse_shard
+from . import common, stdin
 
 HELP = """CLIP image embeddings of files and folders (recursive), kept in the workspace.
 
@@ -27,8 +28,10 @@ def register(app: typer.Typer) -> None:
 
 
 def embed_command(
-    images: List[Path] = typer.Argument(..., help="Image files and folders; class folders root/<label>/file give labels."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip ARCH/PRETRAINED, hf-hub:ORG/NAME, hf:ORG/NAME, or a local path."),
+    images: List[Path] = typer.Argument(..., help="Image files and folders; class folders root/<label>/file give labels; "
+                                        "'-' reads paths from stdin."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="open_clip ARCH/PRETRAINED, hf-hub:ORG/NAME, "
+                              "local-dir:DIR, hf:ORG/NAME, or a local path."),
     prompt: List[str] = typer.Option([], "--prompt", "-p", help="Prompt template with '<>' for the class name (repeatable)."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated (default: the label names)."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Class names, one per line."),
@@ -42,6 +45,9 @@ def embed_command(
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per model call."),
     workers: int = typer.Option(default_workers(), "--workers", "-w", min=1, help="Threads decoding and preprocessing images."),
+    store_dtype: str = typer.Option("float32", "--store-dtype", help="float32, or float16 for half the file size (new sets; read back as float32)."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=common.SHARD_HELP),
+    null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     with common.errors():
@@ -61,9 +67,11 @@ def embed_command(
             precision=precision,
             batch_size=batch_size,
             workers=workers,
+            store_dtype=store_dtype,
+            shard=parse_shard(shard),
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
-        summary = embed(common.workspace(), [str(p) for p in images], options, reporter=reporter)
+        summary = embed(common.workspace(), stdin.input_paths(images, null), options, reporter=reporter)
     if common.want_json(json_out):
         common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
         return

@@ -16,9 +16,10 @@ HELP = """Measure clusterings against the labels: ACC (Hungarian matching, also 
 of classes), NMI, AMI, ARI, Rand index, purity, silhouette on the clustered vectors, cluster sizes, classes
 left without a cluster, and classification accuracy where predictions exist (fused workflow).
 
-Without NAMES every clustering is evaluated, unless --zero-shot or --probe asks for something else (name
-clusterings to get both).  --zero-shot: each stored zero-shot set's classification accuracy, and that of
-the class prototypes of every model made by 'clipclust finetune' whose images were embedded.  --probe
+Clusterings are named as arguments or with -c/--clustering.  Without a name every clustering is evaluated,
+unless --zero-shot or --probe asks for something else (name clusterings to get both).  --zero-shot: each
+stored zero-shot set's classification accuracy, and that of the class prototypes of every model made by
+'clipclust finetune' whose images were embedded.  --probe
 svm|logreg: the thesis' linear probe on --on SET (train/test from --split TRAIN,TEST or a stratified
 hold-out; --temperature divides logits first; the mean logit entropy is reported).
 
@@ -40,8 +41,10 @@ def _split_pair(text: Optional[str]) -> tuple[str, str] | None:
 
 
 def evaluate_command(
-    names: Optional[List[str]] = typer.Argument(None, help="Clusterings to evaluate (default: all, or none with "
-                                                "--zero-shot / --probe)."),
+    names: Optional[List[str]] = typer.Argument(None, metavar="NAME", help="Clusterings to evaluate (default: "
+                                                "all, or none with --zero-shot / --probe)."),
+    clusterings: List[str] = typer.Option([], "--clustering", "-c", metavar="NAME", help="A clustering to evaluate, as NAME "
+                                          "(repeatable)."),
     zero_shot: bool = typer.Option(False, "--zero-shot", help="Evaluate every stored zero-shot set (argmax of its similarities) and fine-tuned prototypes."),
     probe: Optional[str] = typer.Option(None, "--probe", help="Linear probe: svm or logreg."),
     on: str = typer.Option("image", "--on", help="--probe: the stored set to probe (name, kind or id)."),
@@ -58,7 +61,7 @@ def evaluate_command(
         from ..evaluation import evaluate  # sklearn/scipy: loaded only when evaluating, not for --help
 
         result = evaluate(
-            common.workspace(), names or (), zero_shot=zero_shot, probe=probe, on=on, model=model,
+            common.workspace(), common.clustering_names(names, clusterings), zero_shot=zero_shot, probe=probe, on=on, model=model,
             split=_split_pair(split), test_fraction=test_fraction, temperature=temperature, scale=scale, seed=seed,
             metric=metric,  # type: ignore[arg-type]
             reporter=common.RichReporter(quiet=common.STATE.quiet),

@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 
 from . import common
+from .evaluate import print_table
 
-HELP = """What the workspace holds: items by split and label, each stored set with its shape, model, prompt
-and date, clusterings and cached model calls.
+HELP = """What the workspace holds: its size on disk, items by split and label, each stored set with its
+shape, bytes, model, prompt and date, clusterings and cached model calls.
 
 Example:  clipclust info --json | jq '.sets[].name'
 """
@@ -25,22 +26,33 @@ def workspace_summary() -> dict[str, Any]:
     ws = common.workspace()
     if not ws.exists():
         raise common.fail(f"no workspace at {ws.path}; run 'clipclust embed IMAGES' first or pass --cache", 2)
-    items = ws.items()
+    set_bytes = ws.set_storage_bytes()
     by_split: dict[str, Counter[str]] = {}
-    for label, split in zip(items.label, items.split):
-        by_split.setdefault(split or "(none)", Counter())[label or "(none)"] += 1
+    for (split, label), n in ws.item_counts().items():
+        by_split.setdefault(split or "(none)", Counter())[label or "(none)"] += n
     return {
         "cache": str(ws.path),
-        "items": len(items),
+        "size_on_disk": ws.path.stat().st_size,
+        "items": sum(sum(c.values()) for c in by_split.values()),
         "splits": {s: dict(sorted(c.items())) for s, c in sorted(by_split.items())},
         "sets": [
             {"id": s.id, "name": s.name, "kind": s.kind, "shape": list(s.shape), "model": s.model,
-             "prompt": s.prompt, "keyed_by": s.keyed_by, "created": s.created, "updated": s.updated}
+             "prompt": s.prompt, "keyed_by": s.keyed_by, "created": s.created, "updated": s.updated,
+             "bytes": set_bytes.get(s.id, 0)}
             for s in ws.list_sets()
         ],
         "clusterings": ws.list_clusterings(),
         "cached_calls": ws.count_calls(),
     }
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (powers of 1000, as ls --si and df -H count)."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{int(n)} B" if i == 0 else f"{n:.1f} {units[i]}"
 
 
 def info_command(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
@@ -50,7 +62,8 @@ def info_command(json_out: bool = typer.Option(False, "--json", help="Print as J
         common.emit_json(data)
         return
     out = common.stdout()
-    out.print(f"workspace {data['cache']}: {data['items']} items", highlight=False)
+    out.print(f"workspace {data['cache']}: {data['items']} items, {human_bytes(data['size_on_disk'])} on disk",
+              highlight=False)
     labels = sorted({lab for c in data["splits"].values() for lab in c})
     if data["items"]:
         table = Table("split", *labels[:30], "total", title="items by split and label", title_justify="left")
@@ -60,10 +73,11 @@ def info_command(json_out: bool = typer.Option(False, "--json", help="Print as J
             table.caption = f"{len(labels) - 30} more labels not shown (use --json)"
         out.print(table)
     if data["sets"]:
-        table = Table("id", "name", "shape", "model", "updated", title="stored sets", title_justify="left")
+        table = Table("id", "name", "shape", "size", "model", "updated", title="stored sets", title_justify="left")
         for s in data["sets"]:
-            table.add_row(s["id"], s["name"], " x ".join(map(str, s["shape"])), s["model"], s["updated"])
-        out.print(table)
+            table.add_row(s["id"], s["name"], " x ".join(map(str, s["shape"])), human_bytes(s["bytes"]), s["model"],
+                          s["updated"])
+        print_table(out, table)  # natural width in a pipe or file: names stay whole for grep
     if data["clusterings"]:
         out.print("clusterings: " + ", ".join(data["clusterings"]), highlight=False)
     if data["cached_calls"]:

@@ -16,7 +16,7 @@ HELP = """Draw a stored clustering as a PNG (matplotlib Agg; no display needed).
 in the workspace); --kind confusion: true classes against clusters ordered by their Hungarian match;
 --kind montage: sample images of each cluster (those nearest its centroid) under its name or id.
 
-Example:  clipclust visualize --kind montage --clustering kmeans-image -o kmeans.png
+Example:  clipclust visualize kmeans-image --kind montage -o kmeans.png
 """
 
 
@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
 
 
 def visualize_command(
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Clustering to draw (default: the only one)."),
     kind: str = typer.Option("tsne", "--kind", help=f"One of: {', '.join(KINDS)}."),
-    clustering: Optional[str] = typer.Option(None, "--clustering", "-c", help="Clustering to draw (default: the only one)."),
+    clustering: Optional[str] = typer.Option(None, "--clustering", "-c", metavar="NAME", help=common.CLUSTERING_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="PNG file to write (default: NAME-KIND.png)."),
     seed: int = typer.Option(0, "--seed", help="t-SNE / PCA seed."),
     perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity (clamped below N / 3)."),
@@ -37,8 +38,8 @@ def visualize_command(
 ) -> None:
     with common.errors():
         summary = visualize(
-            common.workspace(), clustering, kind, output, seed=seed, perplexity=perplexity, per_cluster=per_cluster,
-            thumb=thumb, title=title, reporter=common.RichReporter(quiet=common.STATE.quiet),
+            common.workspace(), common.one_clustering(name, clustering), kind, output, seed=seed,
+            perplexity=perplexity, per_cluster=per_cluster, thumb=thumb, title=title, reporter=common.RichReporter(quiet=common.STATE.quiet),
         )
     if common.want_json(json_out):
         common.emit_json(summary.as_dict())

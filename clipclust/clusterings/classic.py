@@ -26,10 +26,17 @@ def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     info = resolve_item_set(workspace, req.on or "image", req.model)
     if len(info.shape) != 2:
         read_clusterable(workspace, info, req.split)  # raises the explanation
-    # The reuse identity needs the keys only; the vectors are read when the clustering is really computed.
-    all_keys = sorted(workspace.set_keys(info.id))
-    keys = [all_keys[i] for i in split_keys(workspace, info, all_keys, req.split)]
-    if not keys:
+    # The reuse identity never reads the set's vectors: the whole set is named by its digest (one attribute,
+    # changed by every write to the set); one split by the digest of its keys.  Vectors are read only when the
+    # clustering is really computed.
+    if req.split is None:
+        keys: list[str] = []
+        n_items, keys_id = int(info.shape[0]), "set:" + workspace.set_digest(info.id)
+    else:
+        all_keys = sorted(workspace.set_keys(info.id))
+        keys = [all_keys[i] for i in split_keys(workspace, info, all_keys, req.split)]
+        n_items, keys_id = len(keys), keys_digest(keys)
+    if not n_items:
         raise InputError(f"set '{info.name}' is empty; run 'clipclust embed' first", option="on")
     k = parse_k(req.k)
     if req.method == "hdbscan":
@@ -40,12 +47,12 @@ def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError(f"the {req.method} method needs the number of clusters (a whole number, or 'auto')",
                          option="k")
     elif k != "auto":
-        check_k(int(k), len(keys), info, req.split)
+        check_k(int(k), n_items, info, req.split)
     seed = 0 if req.seed is None else req.seed
     options = {key: value for key, value in req.options.items() if value is not None}
     identity: dict[str, Any] = {
-        "method": req.method, "set_id": info.id, "split": req.split or "", "n_items": len(keys),
-        "keys_sha256": keys_digest(keys), "k": k, "seed": seed, "options": options, "refine": req.refine or "",
+        "method": req.method, "set_id": info.id, "split": req.split or "", "n_items": n_items,
+        "keys_sha256": keys_id, "k": k, "seed": seed, "options": options, "refine": req.refine or "",
     }
     if k == "auto":
         identity["k_range"] = list(req.k_range)

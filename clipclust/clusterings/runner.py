@@ -121,7 +121,8 @@ def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, p
 
     label = prepared.sets["input"].name
     with warnings.catch_warnings(record=True) as caught, \
-            reporter.task(f"{req.method} on {label} ({len(prepared.keys)} items)", None):
+            reporter.task(f"{req.method} on {label} ({prepared.identity.get('n_items', len(prepared.keys))} items)",
+                          None):
         warnings.simplefilter("always")
         output = spec.compute(prepared, req, reporter)
     for message in dict.fromkeys(str(w.message) for w in caught):  # e.g. sklearn's "Graph is not fully connected"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ClipclustError, InputError
+from .hub import hub_offline, hub_offline_reason, is_cached
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,6 +30,7 @@ LOCAL_HINT = (
     "pass a local path instead: --model DIR (a transformers CLIP folder, or a folder with "
     f"{OPEN_CLIP_CONFIG} and open_clip weights) or --model ARCH/CHECKPOINT.pt"
 )
+LOCAL_DIR = "local-dir:"  # open_clip's own prefix for a folder holding open_clip_config.json and weights
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,14 @@ def parse_model_spec(spec: str) -> ModelSpec:
     if spec.startswith("hf:"):
         return ModelSpec(spec, "transformers", hub_id=spec[3:])
     if spec.startswith("hf-hub:"):
+        if not spec[len("hf-hub:"):].strip("/"):
+            raise InputError(f"model '{spec}': name the hub repository, e.g. hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
         return ModelSpec(spec, "open_clip", arch=spec)
+    if spec.startswith(LOCAL_DIR):
+        folder = Path(spec[len(LOCAL_DIR):]).expanduser()
+        if not (folder / OPEN_CLIP_CONFIG).is_file():
+            raise InputError(f"model '{spec}': {folder} is not a folder with {OPEN_CLIP_CONFIG} and open_clip weights")
+        return ModelSpec(spec, "open_clip", path=str(folder))
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / OPEN_CLIP_CONFIG).is_file():
@@ -280,18 +289,46 @@ def _load_transformers(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
     return model, preprocess, tokenize, {"source": source}
 
 
+def _hub_config(spec: ModelSpec) -> tuple[str, str] | None:
+    """(repository, config file) of a model named by its hub repository, to look for in the local cache."""
+    if spec.path:
+        return None
+    if spec.backend == "transformers":
+        return spec.hub_id, "config.json"
+    if spec.arch.startswith("hf-hub:"):
+        return spec.arch[len("hf-hub:"):].strip("/"), OPEN_CLIP_CONFIG
+    return None  # ARCH/PRETRAINED: only open_clip's own table knows where the weights live
+
+
+def _offline_error(spec: ModelSpec, reason: str) -> InputError:
+    return InputError(f"could not load model '{spec.raw}': it is not in the local cache and cannot be downloaded "
+                      f"({reason}); download it once where there is network (the Hugging Face cache keeps it) or "
+                      f"{LOCAL_HINT}")
+
+
 def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", identity: str | None = None) -> ClipEncoder:
-    """Load a CLIP model named the way --model names it; failures say which name failed and what to do."""
+    """Load a CLIP model named the way --model names it; failures say which name failed and what to do.
+
+    A model from the hub is taken from the local cache when the hub cannot be used; when it is not
+    cached either, the error comes at once rather than after a minute of retries.
+    """
     spec = parse_model_spec(spec_text)
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     identity = identity or model_identity(spec)
     loader = _load_open_clip if spec.backend == "open_clip" else _load_transformers
+    offline = "" if spec.path else hub_offline_reason()
+    hub_config = _hub_config(spec)
+    if offline and hub_config is not None and not is_cached(*hub_config):  # known before torch is imported
+        raise _offline_error(spec, offline)
     try:
-        model, preprocess, tokenize, info = loader(spec)
+        with hub_offline(bool(offline)):
+            model, preprocess, tokenize, info = loader(spec)
     except (InputError, ClipclustError):
         raise
     except Exception as exc:  # network, missing files, bad checkpoints: all end the same way for the user
+        if offline:
+            raise _offline_error(spec, offline) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"could not load model '{spec.raw}' ({reason[:200]}); {LOCAL_HINT}") from None
     return ClipEncoder(

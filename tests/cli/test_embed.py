@@ -85,3 +85,14 @@ def test_every_command_help_has_an_example(cli):
     for name in names:
         result = cli(name, "--help")
         assert result.code == 0 and "Example" in result.out, name
+
+
+def test_store_dtype_float16_and_a_bad_one(cli, digits_dir, tiny_open_clip, tmp_path):
+    res = cli("--json", "embed", str(digits_dir), "-m", str(tiny_open_clip), "--store-dtype", "float16")
+    assert res.code == 0 and res.json()["new"] == 40
+    import h5py
+
+    with h5py.File(tmp_path / "ws.h5", "r") as f:
+        assert {g["data"].dtype.name for g in f["sets"].values()} == {"float16"}
+    bad = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), "--store-dtype", "int8")
+    assert bad.code == 2 and bad.err.count("\n") == 1 and "store dtype 'int8'" in bad.err

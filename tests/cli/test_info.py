@@ -16,3 +16,26 @@ def test_info_table_and_json(cli, digits_dir, tiny_open_clip):
     assert all(s["model"].startswith("open_clip:tiny-open-clip@sha256:") and s["created"] for s in data["sets"])
     table = cli("info")
     assert table.code == 0 and "40 items" in table.out and "train" in table.out and "zeroshot:digit" in table.out
+
+
+def test_a_bad_lock_timeout_is_one_line_exit_2(cli, monkeypatch):
+    monkeypatch.setenv("CLIPCLUST_LOCK_TIMEOUT", "soon")
+    res = cli("info")
+    assert res.code == 2 and res.err.count("\n") == 1 and "CLIPCLUST_LOCK_TIMEOUT='soon'" in res.err
+
+
+def test_info_shows_bytes_per_set_and_size_on_disk(cli, tmp_path):
+    from clipclust.cli.info import human_bytes
+
+    from ..workspaces import blob_workspace
+
+    blob_workspace(tmp_path / "ws.h5", n_per_class=300, n_classes=2, dim=64)
+    data = cli("info", "--json").json()
+    assert data["size_on_disk"] == (tmp_path / "ws.h5").stat().st_size
+    image = {s["name"]: s for s in data["sets"]}["image"]
+    assert 600 * 64 * 4 <= image["bytes"] <= data["size_on_disk"]  # the float32 rows, stored uncompressed
+    table = cli("info").out
+    assert f"{human_bytes(data['size_on_disk'])} on disk" in table.splitlines()[0]
+    assert human_bytes(image["bytes"]) in table
+    assert [human_bytes(n) for n in (999, 1000, 1_234_567, 5 * 10**12, 7 * 10**15)] == \
+        ["999 B", "1.0 kB", "1.2 MB", "5.0 TB", "7000.0 TB"]

@@ -1,0 +1,30 @@
+"""The HDF5 workspace: one file holding items, embedding sets, clusterings and model-call answers.
+
+The file is opened only for the moment of a read or a batch write, under an exclusive lock file
+(``PATH.lock``), and every write is one transaction guarded by a rollback journal (``PATH.journal``):
+kill -9 at any instant leaves the file as it was before the interrupted batch.  One module per concern:
+files (open, lock, format), journal, items, sets, clusterings, calls, memo, check.  The layout is
+documented in docs/cache-format.md and is plain h5py.
+"""
+
+from __future__ import annotations
+
+from .files import FORMAT_NAME, FORMAT_VERSION, default_lock_timeout
+from .items import ItemRecord, ItemTable
+from .memo import MemoStore
+from .rows import now_iso, short_hash
+from .sets import SetInfo
+from .versions import library_versions
+
+
+class Workspace(MemoStore):
+    """The on-disk workspace. Every public method opens the file briefly under the lock.
+
+    Library code takes a ``Workspace``; it never prints and knows nothing of the command line.
+    """
+
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "SetInfo", "Workspace", "default_lock_timeout",
+    "library_versions", "now_iso", "short_hash",
+]

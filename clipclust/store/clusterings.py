@@ -1,0 +1,86 @@
+"""Clusterings: named groups of per-item cluster ids, centroids and parameters, replaced whole."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import InputError
+from .rows import SHA, STR, decode, now_iso
+from .sets import SetsStore
+from .versions import library_versions
+
+
+class ClusteringsStore(SetsStore):
+    def save_clustering(
+        self,
+        name: str,
+        *,
+        keys: Sequence[str],
+        ids: np.ndarray,
+        params: dict[str, Any],
+        centroids: np.ndarray | None = None,
+        cluster_names: Sequence[str] | None = None,
+        extra: dict[str, np.ndarray | Sequence[str]] | None = None,
+    ) -> None:
+        """Store (or replace) a named clustering: per-item ids, centroids, parameters, provenance.
+
+        The new group is written complete under a temporary name and only then swapped in, all in one
+        transaction: a failure at any point leaves the previous clustering as it was.
+        """
+        with self.open_write() as f:
+            root = f.require_group("clusterings")
+            staging = f"{name}.replacing"
+            if staging in root:
+                del root[staging]
+            g = root.create_group(staging)
+            g.create_dataset("keys", data=np.array(list(keys), dtype=SHA))
+            g.create_dataset("ids", data=np.asarray(ids, dtype=np.int64))
+            if centroids is not None:
+                g.create_dataset("centroids", data=np.asarray(centroids, dtype=np.float32))
+            if cluster_names is not None:
+                g.create_dataset("names", data=np.array(list(cluster_names), dtype=object), dtype=STR)
+            for key, values in (extra or {}).items():
+                arr = np.asarray(values)
+                if arr.dtype.kind in "OUS":
+                    g.create_dataset(key, data=np.array([str(v) for v in values], dtype=object), dtype=STR)
+                else:
+                    g.create_dataset(key, data=arr)
+            g.attrs["params"] = json.dumps(params, sort_keys=True, default=str)
+            g.attrs["created"] = now_iso()
+            g.attrs["provenance"] = json.dumps({"versions": library_versions()}, sort_keys=True)
+            if name in root:
+                del root[name]
+            root.move(staging, name)
+
+    def list_clusterings(self) -> list[str]:
+        with self.open_read() as f:
+            return self._names_in(f, "clusterings")
+
+    def read_clustering(self, name: str) -> dict[str, Any]:
+        with self.open_read() as f:
+            if f is None or f"clusterings/{name}" not in f or name.endswith(".replacing"):
+                known = ", ".join(self._names_in(f, "clusterings")) or "none"
+                raise InputError(f"no clustering named '{name}' (known: {known}); run 'clipclust cluster' first")
+            g = f[f"clusterings/{name}"]
+            out: dict[str, Any] = {"name": name, "params": json.loads(g.attrs["params"]), "created": g.attrs["created"]}
+            for key, ds in g.items():
+                data = ds[:]
+                out[key] = decode(data) if data.dtype.kind in "OS" else data
+            return out
+
+    def clustering_params(self, name: str) -> dict[str, Any] | None:
+        """The stored parameters of a clustering (None when absent), without reading its rows."""
+        with self.open_read() as f:
+            if f is None or f"clusterings/{name}" not in f:
+                return None
+            return json.loads(f[f"clusterings/{name}"].attrs["params"])
+
+    @staticmethod
+    def _names_in(f: h5py.File | None, group: str) -> list[str]:
+        if f is None or group not in f:
+            return []
+        return sorted(n for n in f[group].keys() if not n.endswith(".replacing"))

@@ -1,0 +1,22 @@
+"""A small JSON memo in the file's attributes (local-weight hashes, content known to be unreadable)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .calls import CallsStore
+
+
+class MemoStore(CallsStore):
+    def memo_get(self, key: str) -> Any:
+        with self.open_read() as f:
+            if f is None or "memo" not in f.attrs:
+                return None
+            return json.loads(f.attrs["memo"]).get(key)
+
+    def memo_put(self, key: str, value: Any) -> None:
+        with self.open_write() as f:
+            memo = json.loads(f.attrs["memo"]) if "memo" in f.attrs else {}
+            memo[key] = value
+            f.attrs["memo"] = json.dumps(memo, sort_keys=True)

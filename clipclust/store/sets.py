@@ -1,0 +1,247 @@
+"""Sets: item- or class-keyed rows (embeddings, similarities, descriptions), append-only by key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import InputError
+from .items import ItemRecord, ItemsStore
+from .rows import SHA, STR, append, create_rows, decode, now_iso, write_rows
+from .versions import library_versions
+
+RUN_FIELDS = ("precision", "device", "loader", "versions")
+# vectors may be stored at half size (a set keeps the dtype it was created with); reads give float32
+FLOAT_STORAGE = {"float32": "float32", "float16": "float16"}  # what may differ between runs adding to one set
+
+
+@dataclass
+class SetInfo:
+    """What ``info`` shows about one stored set."""
+
+    id: str
+    name: str
+    kind: str
+    model: str
+    prompt: str
+    keyed_by: str
+    shape: tuple[int, ...]
+    created: str
+    updated: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _next_digest(previous: str, keys: Sequence[str], rows: int) -> str:
+    h = hashlib.sha256(previous.encode())
+    h.update(str(rows).encode())
+    for key in keys:
+        h.update(key.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _as_read(data: np.ndarray) -> np.ndarray:
+    """Rows as callers use them: str objects for text sets, float32 whatever the storage."""
+    if data.dtype == object:
+        return np.array(decode(data), dtype=object)
+    return data.astype(np.float32, copy=False)
+
+
+class SetsStore(ItemsStore):
+    @staticmethod
+    def _set_group(f: h5py.File, set_id: str) -> h5py.Group | None:
+        path = f"sets/{set_id}"
+        return f[path] if path in f else None
+
+    @staticmethod
+    def _new_set(f: h5py.File, set_id: str, *, name: str, kind: str, model: str, prompt: str, keyed_by: str,
+                 row_shape: tuple[int, ...], dtype: Any, provenance: dict[str, Any]) -> h5py.Group:
+        g = f.require_group("sets").create_group(set_id)
+        create_rows(g, "keys", SHA if keyed_by == "item" else STR)
+        create_rows(g, "data", dtype, row_shape)
+        stamp = now_iso()
+        g.attrs.update({"name": name, "kind": kind, "model": model, "prompt": prompt, "keyed_by": keyed_by,
+                        "created": stamp, "updated": stamp, "uid": uuid.uuid4().hex, "digest": "",
+                        "provenance": json.dumps({**provenance, "versions": library_versions()}, sort_keys=True)})
+        return g
+
+    def _set_index(self, f: h5py.File, g: h5py.Group) -> dict[str, int]:
+        guard = str(g.attrs.get("uid", "")) or f"{self.file_guard(f)}|{g.attrs.get('created', '')}"
+        return self._keys.of(g["keys"], guard)
+
+    def set_keys(self, set_id: str) -> set[str]:
+        """The keys (item sha256s or class names) a set already holds."""
+        with self.open_read() as f:
+            g = None if f is None else self._set_group(f, set_id)
+            return set() if g is None else set(self._set_index(f, g))
+
+    def set_digest(self, set_id: str) -> str:
+        """A token that changes whenever rows are added to or replaced in the set; read without reading rows.
+
+        Sets written before format 2 have no running digest: their token derives from the row count and
+        the last update stamp.
+        """
+        with self.open_read() as f:
+            g = None if f is None else self._set_group(f, set_id)
+            if g is None:
+                raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
+            digest = str(g.attrs.get("digest", ""))
+            return digest or _next_digest(str(g.attrs.get("updated", "")), [], int(g["keys"].shape[0]))
+
+    def write_batch(
+        self,
+        *,
+        items: Sequence[ItemRecord] = (),
+        rows: Sequence[tuple[dict[str, Any], Sequence[str], np.ndarray | Sequence[Any]]] = (),
+    ) -> int:
+        """Write one batch in one transaction: item records and rows for any number of sets.
+
+        Each entry of ``rows`` is ``(spec, keys, data)`` where ``spec`` has id, name, kind, model,
+        prompt, keyed_by and provenance.  Keys the set already holds are skipped, so two processes
+        computing the same batch never duplicate rows, unless ``spec["replace"]`` is true: then their
+        rows are overwritten (a row that depends on an item's label after relabelling).  Returns the
+        number of rows added or replaced.
+        """
+        added = 0
+        with self.open_write() as f:
+            if items:
+                self._upsert_items(f, items)
+            for spec, keys, data in rows:
+                added += self._write_rows(f, spec, list(keys), data)
+        return added
+
+    def _write_rows(self, f: h5py.File, spec: dict[str, Any], keys: list[str], data: Any) -> int:
+        if not keys:
+            return 0
+        is_text = spec.get("dtype") == "str"
+        values = np.asarray(data, dtype=object) if is_text else np.asarray(data, dtype=np.float32)
+        g = self._set_group(f, spec["id"])
+        if g is None:
+            stored = STR if is_text else np.dtype(FLOAT_STORAGE.get(spec.get("dtype", ""), "float32"))
+            g = self._new_set(f, spec["id"], name=spec["name"], kind=spec["kind"], model=spec.get("model", ""),
+                              prompt=spec.get("prompt", ""), keyed_by=spec.get("keyed_by", "item"),
+                              row_shape=() if is_text else tuple(values.shape[1:]),
+                              dtype=stored, provenance=spec.get("provenance", {}))
+            for k, v in spec.get("attrs", {}).items():
+                g.attrs[k] = v
+        stored = self._set_index(f, g)
+        in_batch: set[str] = set()
+        keep, replace = [], []
+        for i, key in enumerate(keys):
+            if key in in_batch:
+                continue
+            in_batch.add(key)
+            if key not in stored:
+                keep.append(i)
+            elif spec.get("replace"):
+                replace.append(i)
+        if replace:
+            write_rows(g["data"], [stored[keys[i]] for i in replace], values[replace])
+        if keep:
+            key_values = [keys[i] for i in keep]
+            append(g["keys"], np.array(key_values, dtype=SHA) if g.attrs["keyed_by"] == "item" else key_values)
+            append(g["data"], values[keep])
+        if keep or replace:
+            self._note_run(g, spec.get("provenance", {}), int(g["keys"].shape[0]) - len(keep))
+            changed = [keys[i] for i in keep + replace]
+            g.attrs["digest"] = _next_digest(str(g.attrs.get("digest", "")), changed, int(g["keys"].shape[0]))
+            g.attrs["updated"] = now_iso()
+        return len(keep) + len(replace)
+
+    @staticmethod
+    def _note_run(g: h5py.Group, provenance: dict[str, Any], first_row: int) -> None:
+        """Record the precision, device, loader and versions of a run that adds rows, when they differ.
+
+        ``provenance`` stays what the set was created with; ``runs`` lists each change from row
+        ``first_row`` on, so rows computed another way are told apart without a per-row column.
+        """
+        current = {k: provenance[k] for k in RUN_FIELDS[:-1] if k in provenance}
+        current["versions"] = library_versions()
+        runs = json.loads(g.attrs["runs"]) if "runs" in g.attrs else []
+        if runs:
+            last = {k: v for k, v in runs[-1].items() if k != "from_row"}
+        else:
+            created = json.loads(g.attrs.get("provenance", "{}"))
+            last = {k: created[k] for k in RUN_FIELDS if k in created}
+        if last != current:
+            runs.append({"from_row": first_row, **current})
+            g.attrs["runs"] = json.dumps(runs, sort_keys=True)
+
+    def list_sets(self) -> list[SetInfo]:
+        with self.open_read() as f:
+            if f is None or "sets" not in f:
+                return []
+            out = [self._set_info(set_id, g) for set_id, g in f["sets"].items()]
+            return sorted(out, key=lambda s: (s.model, s.name, s.created))
+
+    @staticmethod
+    def _set_info(set_id: str, g: h5py.Group) -> SetInfo:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        return SetInfo(id=set_id, name=str(attrs.get("name", "")), kind=str(attrs.get("kind", "")),
+                       model=str(attrs.get("model", "")), prompt=str(attrs.get("prompt", "")),
+                       keyed_by=str(attrs.get("keyed_by", "item")),
+                       shape=tuple(int(x) for x in g["data"].shape), created=str(attrs.get("created", "")),
+                       updated=str(attrs.get("updated", "")), attrs=attrs)
+
+    def read_set(self, set_id: str) -> tuple[list[str], np.ndarray]:
+        """All keys and rows of a set, in storage order (rows are str objects for text sets)."""
+        with self.open_read() as f:
+            g = None if f is None else self._set_group(f, set_id)
+            if g is None:
+                raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
+            keys = decode(g["keys"][:])
+            return keys, _as_read(g["data"][:])
+
+    def set_storage_bytes(self) -> dict[str, int]:
+        """Bytes each set takes in the file (its keys and rows as stored, compressed or not), by set id."""
+        with self.open_read() as f:
+            if f is None or "sets" not in f:
+                return {}
+            return {set_id: int(g["keys"].id.get_storage_size()) + int(g["data"].id.get_storage_size())
+                    for set_id, g in f["sets"].items()}
+
+    def iter_set(self, set_id: str, chunk: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
+        """A set's keys and rows block by block (one open per block): a pass that never holds it all."""
+        start = 0
+        while True:
+            with self.open_read() as f:
+                g = None if f is None else self._set_group(f, set_id)
+                if g is None:
+                    raise InputError(f"no set with id {set_id} in {self.path}; run 'clipclust info' to list sets")
+                stop = min(int(g["keys"].shape[0]), start + chunk)
+                if stop <= start:
+                    return
+                keys, data = decode(g["keys"][start:stop]), _as_read(g["data"][start:stop])
+            yield keys, data
+            start = stop
+
+    def resolve_set(self, spec: str, *, model: str | None = None, keyed_by: str | None = "item") -> SetInfo:
+        """Find one set by id, by its exact name ('fused-label:This is digit <>'), or by kind ('fused').
+
+        Ambiguity is an input error that lists the candidates, so a script never silently picks one.
+        """
+        sets = [s for s in self.list_sets() if keyed_by is None or s.keyed_by == keyed_by]
+        if model:
+            sets = [s for s in sets if s.model == model or s.model.endswith(model)]
+        for s in sets:
+            if s.id == spec:
+                return s
+        for test in (
+            lambda s: s.name == spec,
+            lambda s: s.kind == spec,
+            lambda s: s.kind.startswith(spec + "-") or s.name.startswith(spec + ":"),
+        ):
+            found = [s for s in sets if test(s)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                listing = "; ".join(f"{s.id} = {s.name} [{s.model}]" for s in found)
+                raise InputError(f"'{spec}' matches {len(found)} sets ({listing}); pass a full name or id")
+        names = ", ".join(sorted({s.name for s in sets})) or "none"
+        raise InputError(f"no stored set matches '{spec}' (known: {names}); run 'clipclust embed' first")
