@@ -138,7 +138,7 @@ def _keywords(workspace: Workspace, req: ClusterRequest, reporter: Reporter) -> 
     spec = req.option("keywords_llm") or req.option("llm")
     if spec is None:
         raise InputError("asking for keywords needs an LLM; name one, or give the keywords", option="keywords_llm")
-    with reporter.task("asking the LLM for criterion keywords", None), load_generator(spec, seed=0) as generator:
+    with reporter.task("asking the LLM for criterion keywords", None), load_generator(spec, seed=0, lazy=True) as generator:
         try:
             return ask_keywords(CachedGenerator(generator, workspace), req.option("criterion"))
         except ValueError as exc:

@@ -192,3 +192,13 @@ def test_keywords_auto_asks_the_llm_through_the_runtime_once(cli, described: Pat
     assert "keywords Red, Blue, Green" in res.out and len(asked) == 1 and "color" in asked[0]
     again = esmc(cli, tiny_causal_lm_dir, "--keywords", "auto", "--locate-samples", "2", "--force")
     assert again.code == 0 and len(asked) == 1  # the answer came from the workspace's call cache
+
+    class NotLoaded(Keywords):  # what a lazily opened model looks like until its first call
+        def generate(self, requests, params=None):
+            raise AssertionError("the keyword LLM was run although its answer is cached")
+
+    opened: list[bool] = []
+    monkeypatch.setattr(llm, "load_generator", lambda spec, lazy=False, **opts: opened.append(lazy) or NotLoaded())
+    cached = esmc(cli, tiny_causal_lm_dir, "--keywords", "auto", "--locate-samples", "2", "--force")
+    assert cached.code == 0, cached.err
+    assert opened == [True]  # opened lazily: with the answer cached, no weights are loaded
