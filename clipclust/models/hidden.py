@@ -19,6 +19,9 @@ Two details matter for correctness:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -275,6 +278,37 @@ def _count_layers(model: Any) -> int:
     raise InputError(f"cannot tell how many layers {type(model).__name__} has")
 
 
+def _from_pretrained(transformers: Any, source: Any, extra: dict[str, Any], torch_dtype: Any,
+                     images: bool) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, processor): an image-text-to-text model with its processor, or a causal LM."""
+    if images:
+        processor = transformers.AutoProcessor.from_pretrained(source, **extra)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **extra)
+        return model, processor.tokenizer, processor
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **extra)
+    return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra), tokenizer, None
+
+
+@contextlib.contextmanager
+def _quiet_gguf_conversion() -> Any:
+    """transformers converts GGUF tensors under a plain tqdm bar that its progress-bar switch does not reach;
+    silence that one bar while loading (it would be interleaved with clipclust's own output)."""
+    try:
+        module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # pragma: no cover - another transformers layout
+        yield
+        return
+    original = getattr(module, "tqdm", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        module.tqdm = original
+
+
 def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, device: str = "auto",
                       dtype: str = "auto", batch_size: int = 8) -> HiddenModel:
     """Open a text LLM (``images=False``) or an image-text-to-text model for hidden states and the lens."""
@@ -294,14 +328,8 @@ def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, dev
     device, torch_dtype = _device_and_dtype(device, dtype, torch)
     transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr; theirs would interleave
     try:
-        if images:
-            processor = transformers.AutoProcessor.from_pretrained(source, **extra)
-            tokenizer = processor.tokenizer
-            model = transformers.AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **extra)
-        else:
-            processor = None
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **extra)
-            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra)
+        with _quiet_gguf_conversion() if "gguf_file" in extra else contextlib.nullcontext():
+            model, tokenizer, processor = _from_pretrained(transformers, source, extra, torch_dtype, images)
     except (OSError, ValueError, KeyError) as exc:
         what = "an image-text-to-text (LLaVA-style)" if images else "a causal language"
         raise InputError(f"cannot load {spec} as {what} model: {str(exc).splitlines()[0]}") from None
