@@ -89,7 +89,7 @@ def main() -> None:
     from clipclust.models.llm import CachedGenerator, DecodeParams, LlamaCppGenerator, MemoryCallStore
 
     if args.descriptions is not None:
-        from clipclust.methods.ictc import import_descriptions
+        from clipclust.importing import import_descriptions
 
         recs = import_descriptions(args.descriptions, args.text_field, None, args.label_field)
         texts = [r.text for r in recs]

@@ -23,7 +23,8 @@ from .cache import ItemRecord, Workspace, short_hash
 from .data import SourceFile, UnreadableImage, decode_image, find_images, sha256_bytes
 from .embedding import EmbedSummary, _record, default_workers, hash_sources
 from .errors import InputError
-from .methods.ictc import describe_prompt, import_descriptions
+from .importing import import_descriptions
+from .methods.ictc import describe_prompt
 from .models.llm import DecodeParams
 from .models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, describe_groups, describe_key, latteclip_prompt
 from .progress import Reporter, SilentReporter
@@ -214,8 +215,10 @@ def describe_items(
             raise InputError("describe needs --vlm SPEC (a .gguf file with --mmproj, hf:ORG/NAME, a folder or a URL)")
         from .models.vlm import load_describer
 
-        with reporter.task("loading the VLM", None):
-            describer = load_describer(vlm, mmproj, **{k: v for k, v in (backend or {}).items() if v is not None})
+        # Lazy: the identity now, the weights on the first image not yet described, so a re-run with
+        # every description stored loads no model.
+        describer = load_describer(vlm, mmproj, lazy=True,
+                                   **{k: v for k, v in (backend or {}).items() if v is not None})
     try:
         return _describe_with(workspace, describer, vlm, criterion, prompt, params or DESCRIBE_PARAMS, keys, paths,
                               records, group_labels, group_source, group_size, reporter, summary, started)

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # The modules that register the methods shipped with clipclust, in the order `--help` lists them.
-BUILTIN_METHODS = ("classic", "fused", "ictc")
+BUILTIN_METHODS = ("classic", "fused", "ictc", "esmc")
 
 
 def load_builtin_methods() -> None:

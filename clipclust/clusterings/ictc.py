@@ -12,7 +12,10 @@ from ..progress import Reporter
 from .inputs import check_k, default_name, keys_digest, parse_k, slugify, split_keys
 from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
 
-ICTC_ASSIGN = ("generate", "constrained", "embed")
+ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
+CLIP_TEMPLATE = "a photo of a <>."
+ICTC_NAMES = ("frequent", "hybrid", "llm")
+DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
 DESCRIPTION_KINDS = ("description", "group-description")
 
 
@@ -66,39 +69,57 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     prompts = default_prompts(criterion, prompt_dir=req.option("prompts_dir"))
     seed = 0 if req.seed is None else req.seed
     backend = {name: req.options.get(name) for name in LLM_BACKEND_OPTIONS if req.options.get(name) is not None}
-    params = DecodeParams(temperature=float(backend.pop("temperature", 0.0)), seed=seed)
+    params = DecodeParams(temperature=float(backend.pop("temperature", 0.0)), top_p=float(backend.pop("top_p", 1.0)),
+                          seed=seed)
     if "model_name" in backend:
         backend["model"] = backend.pop("model_name")
+    names_mode = req.option("names")
+    if req.option("extra") is not None and names_mode == "frequent":
+        raise InputError("an extra naming instruction is for the LLM's names; choose names llm or hybrid",
+                         option="extra")
+    text_encoder = None
+    if mode in ("embed", "label-embed") or names_mode in ("frequent", "hybrid"):
+        from ..models.text_encoder import TextEncoder  # identity now, weights on the first call
+
+        text_encoder = TextEncoder(req.option("text_model"))
+    clip = _clip_inputs(workspace, req, keys) if mode == "clip" else None
     owned = generator is None
     if owned:
-        generator = load_generator(llm, seed=seed, **backend)  # type: ignore[arg-type]
+        # Lazy: the identity now, the weights on the first call, so a reused or fully cached run loads nothing.
+        generator = load_generator(llm, lazy=True, seed=seed, **backend)  # type: ignore[arg-type]
     identity = {
         "method": "ictc", "set_id": info.id, "split": req.split or "", "n_items": len(keys),
         "keys_sha256": keys_digest(keys), "texts_sha256": keys_digest([str(t) for t in texts]),
-        "criterion": criterion, "k": int(k), "assign": mode, "llm": generator.identity, "params": params.to_dict(),
-        "prompts": {step: getattr(prompts, step) for step in STEPS}, "extra": req.option("extra"),
-        "min_count": req.option("min_count"),
+        "criterion": criterion, "k": int(k), "assign": mode, "names": names_mode, "llm": generator.identity,
+        "params": params.to_dict(), "prompts": {step: getattr(prompts, step) for step in STEPS},
+        "extra": req.option("extra"), "min_count": req.option("min_count"), "max_labels": req.option("max_labels"),
+        "text_model": text_encoder.identity if text_encoder is not None else None,
+        "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
     }
     return PreparedInput(
         identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,
         np.asarray(texts, dtype=object),
         {"workspace": workspace, "generator": generator, "criterion": criterion, "k": int(k), "mode": mode,
-         "prompts": prompts, "params": params, "seed": seed},
+         "names_mode": names_mode, "prompts": prompts, "params": params, "seed": seed, "text_encoder": text_encoder,
+         "clip": clip},
         cleanup=generator.close if owned else None,
     )
 
 
 def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
-    from ..methods.ictc import ngram_embedder, run_ictc
+    from ..methods.ictc import run_ictc
     from ..models.llm import CachedGenerator
 
     ctx = prepared.context
     cached = CachedGenerator(ctx["generator"], ctx["workspace"])
     result = run_ictc(
         cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
-        prompts=ctx["prompts"], params=ctx["params"], min_count=req.option("min_count"), extra=req.option("extra"),
-        embed=ngram_embedder() if ctx["mode"] == "embed" else None,
+        names_mode=ctx["names_mode"], prompts=ctx["prompts"], params=ctx["params"],
+        min_count=req.option("min_count"), max_labels=req.option("max_labels"), extra=req.option("extra"),
+        embed=ctx["text_encoder"], clip_scores=_clip_scorer(ctx["clip"], prepared.keys) if ctx["clip"] else None,
     )
+    for warning in result.warnings:
+        reporter.warn(warning)
     n = len(prepared.keys)
     details = {
         "seed": ctx["seed"], "k": ctx["k"], "criterion": result.criterion, "assign": result.mode,
@@ -107,6 +128,12 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "dictionary": result.dictionary, "kept": result.kept, "min_count": result.min_count,
         "names_outputs": result.names_outputs, "names_attempts": result.names_attempts,
         "names_fallback": result.names_fallback, "n_unmatched": result.n_unmatched,
+        "names_mode": result.names_mode, "names_proposed": result.names_proposed,
+        "names_replacements": result.names_replacements, "coverage": result.coverage,
+        "n_llm_assigned": result.n_llm_assigned, "warnings": result.warnings,
+        "text_model": ctx["text_encoder"].identity if ctx["text_encoder"] is not None else None,
+        "clip": None if ctx["clip"] is None else {"image_set": ctx["clip"]["set"].id,
+                                                  "template": ctx["clip"]["template"]},
         "calls": {step: {"hits": c.hits, "misses": c.misses} for step, c in result.stats.items()},
         "calls_total": {"hits": cached.stats.hits, "misses": cached.stats.misses},
     }
@@ -119,10 +146,59 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
                         cluster_names=list(result.names), extra=extra, details=details)
 
 
-def _assign_mode(value: Any) -> str:
-    if value not in ICTC_ASSIGN:
-        raise ValueError(f"'{value}': expected one of {', '.join(ICTC_ASSIGN)}")
-    return str(value)
+def _clip_inputs(workspace: Workspace, req: ClusterRequest, keys: list[str]) -> dict[str, Any]:
+    """The stored image set whose vectors clip assignment scores the names against (one vector per
+    item needed), the name template, and the CLIP model to encode the names with (loaded later)."""
+    import json
+
+    image = workspace.resolve_set(req.option("clip_on") or "image", keyed_by="item")
+    if image.kind != "image":
+        raise InputError(f"'{image.name}' is a {image.kind} set; clip assignment needs an image set", option="clip_on")
+    have = workspace.set_keys(image.id)
+    missing = [key for key in keys if key not in have]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} described items have no vector in image set '{image.name}' "
+                         "(descriptions imported without their images?); embed the images first or assign "
+                         "another way", option="assign")
+    template = str(req.option("clip_template") or CLIP_TEMPLATE)
+    provenance = json.loads(image.attrs.get("provenance") or "{}")
+    return {"set": image, "template": template, "workspace": workspace, "encoder": req.option("clip_encoder"),
+            "model_spec": provenance.get("model_spec") or image.model, "device": req.device}
+
+
+def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
+    """names -> items x names cosine scores: the names through the template, encoded by the image
+    set's CLIP model (loaded on the call, once) against the stored image vectors."""
+
+    def scores(names: list[str]) -> np.ndarray:
+        from ..models.clip import load_clip
+        from ..prompts import fill
+
+        encoder = clip["encoder"] or load_clip(clip["model_spec"], device=clip["device"], identity=clip["set"].model)
+        texts = np.asarray(encoder.encode_texts([fill(clip["template"], n) for n in names]), dtype=np.float64)
+        set_keys, vectors = clip["workspace"].read_set(clip["set"].id)
+        row = {k: i for i, k in enumerate(set_keys)}
+        images = np.asarray(vectors[[row[k] for k in keys]], dtype=np.float64)
+        images /= np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-12)
+        texts /= np.maximum(np.linalg.norm(texts, axis=1, keepdims=True), 1e-12)
+        return images @ texts.T
+
+    return scores
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"'{value}': expected one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def _fraction(value: Any) -> float:
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{value}: expected a number in (0, 1]")
+    return float(value)
 
 
 def _at_least_one(value: Any) -> int:
@@ -132,16 +208,30 @@ def _at_least_one(value: Any) -> int:
 
 
 # Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
-LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "model_name", "concurrency")
+LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency")
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each description for a criterion, names K clusters and assigns every item "
-    "(assign generate|constrained|embed)", prepare_ictc, compute_ictc,
+    "(names frequent|hybrid|llm, assign label-embed|label|embed|clip|constrained|generate)", prepare_ictc, compute_ictc,
     options=(
         Option("criterion", help="what to cluster by, e.g. mood"),
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
         Option("generator", help="an open TextGenerator (library use) instead of llm", identity=False),
-        Option("assign", "generate", "how step 3 assigns: generate, constrained or embed", check=_assign_mode),
+        Option("names", DEFAULT_NAMES, "where the K names come from: frequent (the heaviest groups of raw labels), "
+               "hybrid (the LLM's, barely supported ones replaced) or llm (step 2b, the paper)",
+               check=_one_of(ICTC_NAMES)),
+        Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label-embed (the raw label's name, else the name "
+               "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
+               "name by the text model), constrained or generate (an LLM call per item)",
+               check=_one_of(ICTC_ASSIGN)),
+        Option("clip_on", None, "clip assignment: the image set whose vectors the names are scored against "
+               "(default: the only image set)"),
+        Option("clip_template", CLIP_TEMPLATE, "clip assignment: the template a name is put in ('<>' = the name)"),
+        Option("clip_encoder", help="an open ClipEncoder (library use) instead of the image set's model",
+               identity=False),
+        Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
+               "(default all-MiniLM-L6-v2, offline)"),
+        Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=_at_least_one),
         Option("prompts_dir", help="folder of prompt files overriding steps"),
         Option("extra", help="an extra instruction for naming the clusters"),
         Option("min_count", help="drop raw labels seen fewer times", check=_at_least_one),
@@ -149,6 +239,7 @@ register_method(MethodSpec(
         Option("n_gpu_layers", help="GGUF: layers on the GPU (-1 = all)", identity=False),
         Option("n_threads", help="GGUF: CPU threads", identity=False),
         Option("temperature", help="0 = greedy (default)"),
+        Option("top_p", help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)", check=_fraction),
         Option("model_name", help="server: the model name"),
         Option("concurrency", help="server: requests in flight", identity=False),
     )))

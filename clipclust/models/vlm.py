@@ -31,10 +31,10 @@ from clipclust.models.llm import (
     DecodeParams,
     OpenAIClient,
     ProgressFn,
-    _HTTPStatusError,
-    _import_llama_cpp,
-    _import_transformers,
-    _pick,
+    HTTPStatusError,
+    import_llama_cpp,
+    import_transformers,
+    pick_options,
     canonical_key,
     check_gguf_path,
     dtype_kwarg,
@@ -45,8 +45,9 @@ from clipclust.models.llm import (
     resolve_dtype,
     run_cached,
     spec_kind,
+    has_chat_template,
     transformers_source,
-    _pool_iter,
+    pool_iter,
 )
 
 DESCRIBE_PARAMS = DecodeParams(max_tokens=100)
@@ -379,7 +380,7 @@ class LlamaCppDescriber(Describer):
         self.mmproj = check_gguf_path(mmproj, "mmproj")
         if chat_format:
             select_chat_format({}, None, chat_format)  # validate before the slow load
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         self.llama = load_llama(
             self.path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, seed=seed,
             chat_format=None, verbose=verbose,
@@ -405,10 +406,7 @@ class LlamaCppDescriber(Describer):
                     "mmproj file made for this model"
                 ) from e
         self.default_params = default_params or DESCRIBE_PARAMS
-        self.identity = (
-            f"llama.cpp-vlm:sha256:{file_sha256(self.path)}:mmproj-sha256:{file_sha256(self.mmproj)}"
-            f":{self.chat_format}"
-        )
+        self.identity = _gguf_vlm_identity(self.path, self.mmproj, self.chat_format)
         self.name = f"{self.path.name} + {self.mmproj.name}"
         self._lock = threading.Lock()
 
@@ -489,7 +487,7 @@ class OpenAIDescriber(Describer):
             payload["top_p"] = params.top_p
         try:
             return self.client.chat(payload).strip()
-        except _HTTPStatusError as e:
+        except HTTPStatusError as e:
             raise ClipclustError(
                 f"{self.client.base_url}/chat/completions failed on an image ({e}); does the "
                 "server load a vision model (llama.cpp: --mmproj)?"
@@ -499,7 +497,7 @@ class OpenAIDescriber(Describer):
         self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
         params = params or self.default_params
-        yield from _pool_iter(
+        yield from pool_iter(
             [lambda im=im: self._one(im, prompt, params) for im in images], self.max_concurrency
         )
 
@@ -523,7 +521,7 @@ class TransformersDescriber(Describer):
         default_params: DecodeParams | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        torch, transformers = _import_transformers()
+        torch, transformers = import_transformers()
         source, identity = transformers_source(spec)
         self.device = resolve_device(device, torch)
         self.batch_size = max(1, batch_size)
@@ -551,7 +549,10 @@ class TransformersDescriber(Describer):
             if tok.pad_token_id is None:
                 tok.pad_token = tok.eos_token
         self.has_template = bool(getattr(self.processor, "chat_template", None))
-        self.identity = f"transformers-vlm:{identity}" + ("" if self.has_template else ":plain-template")
+        if identity is None:  # first download: the snapshot's commit is known now
+            identity = f"hf:{source}@{getattr(self.model.config, '_commit_hash', None) or 'unknown'}"
+        # From the files, as known_describer_identity() computes it without loading.
+        self.identity = f"transformers-vlm:{identity}" + ("" if has_chat_template(source) else ":plain-template")
         self.name = str(spec)
         self._torch = torch
         self._lock = threading.Lock()
@@ -609,22 +610,104 @@ _HTTP_OPTS = {"model", "api_key", "concurrency", "timeout", "retries", "default_
 _HF_OPTS = {"device", "dtype", "batch_size", "default_params", "trust_remote_code"}
 
 
+def _gguf_vlm_identity(path: Path, mmproj: Path, chat_format: str) -> str:
+    return f"llama.cpp-vlm:sha256:{file_sha256(path)}:mmproj-sha256:{file_sha256(mmproj)}:{chat_format}"
+
+
 def load_describer(
-    spec: str | os.PathLike[str], mmproj: str | os.PathLike[str] | None = None, **opts: Any
+    spec: str | os.PathLike[str], mmproj: str | os.PathLike[str] | None = None, *, lazy: bool = False, **opts: Any
 ) -> Describer:
     """Open a describer: ``FILE.gguf`` (+ ``mmproj``), ``http(s)://.../v1``, ``hf:ORG/NAME`` or a
-    transformers directory. Options the chosen backend does not use are ignored."""
+    transformers directory. Options the chosen backend does not use are ignored. ``lazy`` returns a
+    :class:`LazyDescriber`: the identity now, the weights on the first call."""
     kind = spec_kind(spec)
-    if kind == "gguf":
-        return LlamaCppDescriber(spec, mmproj, **_pick(opts, _GGUF_OPTS))
-    if mmproj is not None:
+    if kind != "gguf" and mmproj is not None:
         raise InputError(
             f"--mmproj only applies to GGUF models; {spec} is "
             + ("a server (it loads its own projector)" if kind == "http" else "a transformers model")
         )
+    if lazy and kind != "http":
+        return LazyDescriber(spec, mmproj, **opts)
+    if kind == "gguf":
+        return LlamaCppDescriber(spec, mmproj, **pick_options(opts, _GGUF_OPTS))
     if kind == "http":
-        return OpenAIDescriber(str(spec), **_pick(opts, _HTTP_OPTS))
-    return TransformersDescriber(spec, **_pick(opts, _HF_OPTS))
+        return OpenAIDescriber(str(spec), **pick_options(opts, _HTTP_OPTS))
+    return TransformersDescriber(spec, **pick_options(opts, _HF_OPTS))
+
+
+def known_describer_identity(
+    spec: str | os.PathLike[str], mmproj: str | os.PathLike[str] | None = None, **opts: Any
+) -> str | None:
+    """The identity the describer for ``spec`` will have, when known without loading the weights (a
+    GGUF's chat format comes from its metadata, read without the tensors); None for a hub model not
+    downloaded yet or a server."""
+    kind = spec_kind(spec)
+    if kind == "gguf":
+        path = check_gguf_path(spec, "VLM")
+        if mmproj is None:
+            return None  # the loader says what is missing
+        projector = check_gguf_path(mmproj, "mmproj")
+        explicit = opts.get("chat_format")
+        if explicit:
+            return _gguf_vlm_identity(path, projector, select_chat_format({}, None, explicit))
+        llama_cpp = import_llama_cpp()
+        vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:
+            metadata = dict(vocab.metadata)
+        finally:
+            vocab.close()
+        return _gguf_vlm_identity(path, projector, select_chat_format(metadata, path, None))
+    if kind == "transformers":
+        source, identity = transformers_source(spec)
+        if identity is None:
+            return None
+        return f"transformers-vlm:{identity}" + ("" if has_chat_template(source) else ":plain-template")
+    return None
+
+
+class LazyDescriber(Describer):
+    """A local VLM opened on its first call, so a describe run whose answers are all stored loads
+    nothing. Where the identity cannot be known without loading, asking for it loads the model."""
+
+    def __init__(self, spec: str | os.PathLike[str], mmproj: str | os.PathLike[str] | None = None, **opts: Any) -> None:
+        self.spec, self.mmproj, self.opts = spec, mmproj, opts
+        self._known = known_describer_identity(spec, mmproj, **opts)
+        self._inner: Describer | None = None
+        self._lock = threading.Lock()
+        self.name = Path(str(spec)).name if spec_kind(spec) == "gguf" else str(spec)
+        self.default_params = opts.get("default_params") or DESCRIBE_PARAMS
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def _load(self) -> Describer:
+        with self._lock:
+            if self._inner is None:
+                self._inner = load_describer(self.spec, self.mmproj, **self.opts)
+                if self._known is not None and self._inner.identity != self._known:
+                    raise ClipclustError(
+                        f"{self.name}: the loaded model's identity {self._inner.identity} differs from "
+                        f"{self._known}, computed before loading"
+                    )
+                self.name = self._inner.name
+            return self._inner
+
+    @property
+    def identity(self) -> str:  # type: ignore[override]
+        return self._known if self._known is not None else self._load().identity
+
+    def describe(self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None) -> list[str]:
+        return self._load().describe(images, prompt, params)
+
+    def describe_iter(
+        self, images: Sequence[Image.Image], prompt: str, params: DecodeParams | None = None
+    ) -> Iterator[tuple[int, str]]:
+        return self._load().describe_iter(images, prompt, params)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 __all__ = [
@@ -636,6 +719,7 @@ __all__ = [
     "Describer",
     "GroupDescription",
     "ImageSource",
+    "LazyDescriber",
     "LlamaCppDescriber",
     "OpenAIDescriber",
     "TransformersDescriber",
@@ -643,6 +727,7 @@ __all__ = [
     "describe_key",
     "group_indices",
     "latteclip_prompt",
+    "known_describer_identity",
     "load_describer",
     "select_chat_format",
 ]

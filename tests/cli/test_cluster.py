@@ -115,7 +115,7 @@ def test_fused_workflow_end_to_end(cli, tmp_path, tiny_open_clip):
         (["cluster", "-k", "three"], "-k: 'three': expected a whole number of clusters or 'auto'"),
         (["cluster"], "-k: the kmeans method needs the number of clusters"),
         (["cluster", "-k", "auto", "--k-range", "2-9"], "--k-range: 2-9: expected MIN:MAX"),
-        (["cluster", "--method", "voodoo", "-k", "3"], "--method: 'voodoo' is not a method; expected one of agglomerative, fused"),
+        (["cluster", "--method", "voodoo", "-k", "3"], "--method: 'voodoo' is not a method; expected one of agglomerative, esmc, fused"),
         (["cluster", "--on", "fused-all", "-k", "3"], "one vector per class for each item"),
         (["cluster", "--method", "hdbscan", "-k", "3"], "hdbscan decides the number of clusters itself"),
         (["cluster", "--method", "fused", "--test-split", "val"], "is in split 'val'"),

@@ -53,7 +53,7 @@ def ictc(cli, *extra: str):
 
 
 def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
-    first = ictc(cli, "--assign", "constrained", "--json")
+    first = ictc(cli, "--names", "llm", "--assign", "constrained", "--json")
     assert first.code == 0, first.err
     summary = json.loads(first.out)
     assert summary["name"] == "ictc-mood" and summary["method"] == "ictc"
@@ -73,17 +73,17 @@ def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
     assert all(stored["answers"][i] == names[c] for i, c in enumerate(ids))
     assert set(stored["params"]["kept"]) <= set(stored["params"]["dictionary"])
 
-    reused = ictc(cli, "--assign", "constrained")
+    reused = ictc(cli, "--names", "llm", "--assign", "constrained")
     assert reused.code == 0, reused.err
     assert "ictc-mood: reused" in reused.out and all(n in reused.out for n in names)
 
-    forced = json.loads(ictc(cli, "--assign", "constrained", "--force", "--json").out)
+    forced = json.loads(ictc(cli, "--names", "llm", "--assign", "constrained", "--force", "--json").out)
     total = params["calls_total"]["hits"] + params["calls_total"]["misses"]
     assert forced["params"]["calls_total"] == {"hits": total, "misses": 0}  # every answer from the cache
     assert forced["names"] == names and forced["sizes"] == summary["sizes"]
 
     # an edited --extra changes step 2b's prompt: step 2a comes from the cache, step 2b is asked again
-    edited = json.loads(ictc(cli, "--assign", "constrained", "--extra", "Use one word per name.", "--json").out)
+    edited = json.loads(ictc(cli, "--names", "llm", "--assign", "constrained", "--extra", "Use one word per name.", "--json").out)
     assert edited["params"]["calls"]["step2a"] == {"hits": 12, "misses": 0}
     assert edited["params"]["calls"]["step2b"]["misses"] >= 1
 
@@ -102,11 +102,40 @@ def test_ictc_constrained_end_to_end_then_cached(cli, imported: Path) -> None:
     assert {r["label"] for r in rows} == {"happy", "sad", "angry"}
 
 
+def test_ictc_defaults_name_from_labels_and_a_rerun_loads_no_model(
+    cli, imported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ictc(cli)
+    assert first.code == 0, first.err
+    assert "coverage " in first.out and "items assigned to the closest name without naming it" in first.out
+    params = Workspace(imported).read_clustering("ictc-mood")["params"]
+    assert params["names_mode"] == "frequent" and params["assign"] == "label-embed"
+    assert "step3" not in params["calls"] or params["calls"]["step3"]["misses"] == 0  # no LLM call in step 3
+    assert "step2b" not in params["calls"]  # the names come from the raw labels, no LLM call
+    assert params["text_model"].startswith("sentence-transformers:")
+    assert 0.0 < params["coverage"] <= 1.0
+
+    import clipclust.models.llm as llm
+    import sentence_transformers
+
+    def no_loading(*_: object, **__: object) -> None:
+        raise AssertionError("a model was loaded with nothing left to compute")
+
+    monkeypatch.setattr(llm.llama, "load_llama", no_loading)
+    forced = ictc(cli, "--force", "--json")  # recomputed, every LLM answer from the cache: the LLM stays unloaded
+    assert forced.code == 0, forced.err
+    assert json.loads(forced.out)["params"]["calls_total"]["misses"] == 0
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_loading)
+    reused = ictc(cli)
+    assert reused.code == 0, reused.err
+    assert "ictc-mood: reused" in reused.out
+
+
 def test_ictc_generate_mode(cli, imported: Path) -> None:
     res = ictc(cli, "--assign", "generate", "--name", "mood-free")
     assert res.code == 0, res.err
     assert res.out.startswith("mood-free: stored (ictc on 'description:import-moods', 12 items")
-    assert "answers matched to the closest name" in res.out and "LLM calls: 0 cached, " in res.out
+    assert "items assigned to the closest name without naming it" in res.out and "LLM calls: 0 cached, " in res.out
     stored = Workspace(imported).read_clustering("mood-free")
     assert len(stored["names"]) == 3 and np.all((stored["ids"] >= 0) & (stored["ids"] < 3))
     assert stored["params"]["assign"] == "generate"
@@ -118,9 +147,15 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3"), "--llm: the ictc method needs an LLM"),
         (("cluster", "--method", "ictc", "-k", "3", "--llm", "x.gguf"), "--criterion: the ictc method needs a criterion"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
-        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the ictc method, not kmeans"),
+        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the esmc or ictc method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
-         "--assign: 'vote': expected one of generate"),
+         "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
+         "--names: 'vote': expected one of frequent, hybrid, llm"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),
+         "--top-p: 1.5: expected a number in (0, 1]"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--extra", "Be brief."),
+         "--extra: an extra naming instruction is for the LLM's names; choose names llm or hybrid"),
     ],
 )
 def test_ictc_bad_requests(cli, imported: Path, args: tuple[str, ...], needle: str) -> None:
@@ -171,3 +206,61 @@ def test_montage_of_text_only_items_says_what_to_do(cli, imported: Path) -> None
     assert ictc(cli, "--assign", "embed").code == 0
     res = cli("visualize", "--kind", "montage", "--clustering", "ictc-mood", "-o", str(imported.parent / "m.png"))
     assert res.code == 2 and "clipclust export ictc-mood" in one_error_line(res)
+
+
+def test_ictc_clip_assignment_scores_names_against_stored_image_vectors(
+    cli, digits_ws: Path, tmp_path: Path, open_clip_encoder
+) -> None:
+    from clipclust.clusterings import run_clustering
+    from clipclust.models.llm import TextGenerator
+
+    ws = Workspace(digits_ws)
+    items = ws.items()
+    paths = [p for p, s in zip(items.path, items.split) if s == "train"][:12]
+    digit = {p: Path(p).parent.name for p in paths}
+    src = tmp_path / "digits.jsonl"
+    src.write_text("".join(json.dumps({"text": f"A handwritten digit {digit[p]}.", "path": p}) + "\n" for p in paths))
+    assert cli("describe", "--from", str(src), "--path-field", "path").code == 0
+
+    class Labeller(TextGenerator):  # step 2a answers the digit; no other call may happen
+        identity = "scripted-digits"
+
+        def generate(self, requests, params=None):  # type: ignore[no-untyped-def]
+            return [f"Answer: digit {r.messages[-1]['content'].split()[-1].rstrip('.')}" for r in requests]
+
+    k = len(set(digit.values()))
+    summary = run_clustering(ws, method="ictc", k=k, criterion="digit", generator=Labeller(), assign="clip",
+                             clip_encoder=open_clip_encoder)
+    params = summary.params
+    assert params["assign"] == "clip" and params["clip"]["template"] == "a photo of a <>."
+    assert len(summary.names) == k and all(n.startswith("digit ") for n in summary.names)
+    assert sum(summary.sizes.values()) == 12 and params["n_llm_assigned"] == 0
+    assert "step3" not in params["calls"] or params["calls"]["step3"]["misses"] == 0
+
+    # descriptions without images cannot be scored by CLIP: one line saying what to do, exit 2
+    text_only = tmp_path / "text.jsonl"
+    text_only.write_text("".join(json.dumps({"text": f"A digit {d}."}) + "\n" for d in ("seven", "one", "two")))
+    assert cli("describe", "--from", str(text_only)).code == 0
+    res = ictc(cli, "--assign", "clip", "--on", "description:import-text")
+    assert res.code == 2 and "have no vector in image set" in one_error_line(res)
+
+
+def test_a_degenerate_ictc_result_is_warned_about_and_stored(imported: Path) -> None:
+    from clipclust.clusterings import run_clustering
+    from clipclust.models.llm import TextGenerator
+    from clipclust.progress import SilentReporter
+
+    class EchoingTemplate(TextGenerator):  # issue 8's failure: names echo the template, step 3 says "1"
+        identity = "scripted-degenerate"
+
+        def generate(self, requests, params=None):  # type: ignore[no-untyped-def]
+            return ["{1}: happy\n{2}: joyful\n{3}: glad" if "list of labels" in r.messages[-1]["content"]
+                    else "Answer: 1" for r in requests]
+
+    reporter = SilentReporter()
+    summary = run_clustering(Workspace(imported), method="ictc", k=3, criterion="mood", generator=EchoingTemplate(),
+                             names="llm", assign="generate", reporter=reporter)
+    assert summary.names == ["happy", "joyful", "glad"]  # never "1", "2", "3"
+    assert any("holds 12 of 12 items" in w for w in reporter.warnings)
+    assert any("clusters are empty" in w for w in reporter.warnings)
+    assert summary.params["warnings"] == reporter.warnings

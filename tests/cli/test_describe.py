@@ -37,7 +37,9 @@ def description_rows(ws: Workspace, kind: str = "description") -> dict[str, str]
     return dict(zip(keys, data))
 
 
-def test_describe_folder_stores_a_text_set_and_reruns_for_free(cli, tmp_path: Path, tiny_vlm_dir: Path) -> None:
+def test_describe_folder_stores_a_text_set_and_reruns_for_free(
+    cli, tmp_path: Path, tiny_vlm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = colour_folder(tmp_path / "imgs")
     args = ("describe", str(images), "--vlm", str(tiny_vlm_dir), "--criterion", "colour", "--max-tokens", "4",
             "--device", "cpu")
@@ -56,6 +58,12 @@ def test_describe_folder_stores_a_text_set_and_reruns_for_free(cli, tmp_path: Pa
     assert "colour" in info.prompt and info.model.startswith("transformers-vlm:")
     calls = ws.count_calls()
 
+    import clipclust.models.vlm as vlm
+
+    def no_loading(*_: object, **__: object) -> None:
+        raise AssertionError("the VLM was loaded with every description stored")
+
+    monkeypatch.setattr(vlm, "TransformersDescriber", no_loading)  # a re-run with nothing to compute loads nothing
     again = cli(*args, "--json")
     assert again.code == 0, again.err
     summary = json.loads(again.out)

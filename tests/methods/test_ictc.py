@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipclust.errors import InputError
+from clipclust.importing import import_descriptions
 from clipclust.methods.ictc import (
     IctcPrompts,
     IctcResult,
@@ -23,7 +24,7 @@ from clipclust.methods.ictc import (
     describe_prompt,
     fill,
     filter_labels,
-    import_descriptions,
+    is_junk_name,
     label_request,
     match_answer,
     names_messages,
@@ -119,13 +120,59 @@ def test_parse_answer(text: str, expected: str) -> None:
         ("**1.** Joyful\n**2.** Focused\n3) relaxed\n4 - adventurous", 4, ["joyful", "focused", "relaxed", "adventurous"]),
         ("1. Cat: small felines\n2. Dog", 2, ["cat", "dog"]),
         ("The answer is: Answer 1: object", 3, ["object"]),  # too few: the caller repairs
-        ("1: a\n2: b\n3: c\n4: d\n5: e", 3, ["a", "b", "c", "d", "e"]),  # too many: the caller repairs
+        ("1: ant\n2: bee\n3: cow\n4: dog\n5: eel", 3, ["ant", "bee", "cow", "dog", "eel"]),  # too many: the caller repairs
         ("1. The first category is 'vehicles'\n2. The second category is \"animals\"", 2, ["vehicles", "animals"]),
         ("I cannot do that, sorry about it all.", 3, []),
     ],
 )
 def test_parse_names(text: str, k: int, expected: list[str]) -> None:
     assert parse_names(text, k) == expected
+
+
+QWEN_BRACES = (  # Qwen2.5-Coder-0.5B's step-2b answer on IC|TC's instrument descriptions (issue 8)
+    "{1}: acoustic guitar\n{2}: saxophone\n{3}: violinist\n{4}: brass\n{5}: guitarist\n{6}: classical\n"
+    "{7}: experienced"
+)
+INSTRUMENTS = ["acoustic guitar", "saxophone", "violinist", "brass", "guitarist", "classical", "experienced"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (QWEN_BRACES, INSTRUMENTS),
+        ("[1] cat\n[2] dog\n[3] bird", ["cat", "dog", "bird"]),
+        ("(1) cat\n(2) dog\n(3) bird", ["cat", "dog", "bird"]),
+        ("1 - cat\n2 - dog\n3 - bird", ["cat", "dog", "bird"]),
+        ("Cluster 1: cat\nCluster 2: dog\nCluster 3: bird", ["cat", "dog", "bird"]),
+        ("Category 1 – Cat\nCategory 2 – Dog\nCategory 3 – Bird", ["cat", "dog", "bird"]),
+        ("<1> cat\n<2> dog\n<3> bird", ["cat", "dog", "bird"]),
+        ('```json\n["cat", "dog", "bird"]\n```', ["cat", "dog", "bird"]),
+        ('{"1": "Cat", "2": "Dog", "3": "Bird"}', ["cat", "dog", "bird"]),
+        ('Here you go: {"categories": ["cat", "dog", "bird"]} Hope it helps', ["cat", "dog", "bird"]),
+        ('[{"index": 1, "name": "cat"}, {"index": 2, "name": "dog"}, {"index": 3, "name": "bird"}]', ["cat", "dog", "bird"]),
+        ("| # | Category |\n|---|---|\n| 1 | Cat |\n| 2 | **Dog** |\n| 3 | Bird |", ["cat", "dog", "bird"]),
+        ("| Cat | felines |\n| Dog | canines |\n| Bird | flying |", ["cat", "dog", "bird"]),
+        # template echoes with nothing real in them give no names at all, never "1" ... "3"
+        ("{1}: \n{2}: \n{3}:", []),
+        ('"{index}: {category}"', []),
+        ("1: 1\n2: 2\n3: the\n4: ---\n5: None", []),
+        ("1: {category}\n2: dog", ["dog"]),
+    ],
+)
+def test_parse_names_never_returns_junk(text: str, expected: list[str]) -> None:
+    names = parse_names(text, 3)
+    assert names == expected
+    assert not any(is_junk_name(n) for n in names)
+
+
+@pytest.mark.parametrize("name", ["1", "42", "--", "the", "Category", "{name}", "n/a", "", " . "])
+def test_junk_names(name: str) -> None:
+    assert is_junk_name(name)
+
+
+@pytest.mark.parametrize("name", ["cat", "acoustic guitar", "experienced", "the beatles", "7up"])
+def test_real_names_are_not_junk(name: str) -> None:
+    assert not is_junk_name(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +194,14 @@ def test_match_answer_rules() -> None:
     m = match_answer("Answer: birds", names)
     assert (m.index, m.matched) == (2, False)  # closest by similarity, flagged
     assert match_answer("Answer: birds", names) == m  # deterministic
+
+
+def test_a_negated_name_is_not_a_match() -> None:
+    names = ["happy", "sad"]
+    for text in ("Answer: not happy", "Answer: no longer happy", "Answer: non-happy", "Answer: isn't happy"):
+        assert match_answer(text, names).matched is False, text
+    assert mm("Answer: not happy but sad", names) == (1, True)
+    assert mm("Answer: happy, not sad", names) == (0, True)
 
 
 def test_a_name_given_back_verbatim_always_matches() -> None:

@@ -32,6 +32,9 @@ from clipclust.models.llm import (
     load_generator,
     normalise_base_url,
     spec_kind,
+    LazyGenerator,
+    known_identity,
+    transformers_source,
 )
 
 from .conftest import chat_reply
@@ -412,3 +415,63 @@ def test_several_served_models_need_a_name(fake_server: Any) -> None:
     with pytest.raises(InputError, match="several models"):
         OpenAIGenerator(srv.url)
     assert OpenAIGenerator(srv.url, "b").identity.endswith("#b")
+
+
+# ------------------------------------------------------------------------------------------------
+# Identity without loading, lazy loading, hub identity before and after download
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lazy_gguf_generator_knows_its_identity_and_loads_on_the_first_call(
+    gguf_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clipclust.models.llm as llm
+
+    loads: list[Any] = []
+    real = llm.load_llama
+    monkeypatch.setattr(llm.llama, "load_llama", lambda *a, **k: loads.append(a) or real(*a, **k))
+    gen = load_generator(gguf_path, lazy=True, n_ctx=512, n_threads=1)
+    assert isinstance(gen, LazyGenerator) and not gen.loaded
+    assert gen.identity == f"llama.cpp:sha256:{llm.file_sha256(gguf_path)}" and loads == []
+    assert known_identity(gguf_path) == gen.identity
+    cached = CachedGenerator(gen, MemoryCallStore({CachedGenerator(gen, MemoryCallStore()).key(
+        GenerationRequest(chat("Say hi."))): "hi"}))
+    assert cached.generate([GenerationRequest(chat("Say hi."))]) == ["hi"] and loads == []  # all cached
+    try:
+        assert len(gen.generate([GenerationRequest(chat("Say hi."))], DecodeParams(max_tokens=2))) == 1
+        assert gen.loaded and len(loads) == 1
+        assert gen._inner is not None and gen._inner.identity == gen.identity
+    finally:
+        gen.close()
+
+
+def _fake_hub_snapshot(cache: Path, repo: str, commit: str, model_dir: Path) -> None:
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file():
+            (snap / f.name).write_bytes(f.read_bytes())
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_hub_identity_is_the_snapshot_commit_before_and_after_download(
+    tmp_path: Path, tiny_causal_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert transformers_source("hf:org/tiny") == ("org/tiny", None)  # not downloaded: unknown, never "@main"
+    assert known_identity("hf:org/tiny") is None
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _fake_hub_snapshot(tmp_path / "hub", "org/tiny", commit, tiny_causal_lm_dir)
+    assert transformers_source("hf:org/tiny") == ("org/tiny", f"hf:org/tiny@{commit}")
+    ident = known_identity("hf:org/tiny")
+    assert ident is not None and ident.startswith(f"transformers:hf:org/tiny@{commit}")
+    direct = known_identity(tiny_causal_lm_dir)
+    loaded = load_generator(tiny_causal_lm_dir, device="cpu")
+    try:
+        assert direct == loaded.identity  # the same identity with and without loading
+    finally:
+        loaded.close()

@@ -1,0 +1,49 @@
+"""The TextGenerator interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from .requests import DecodeParams, GenerationRequest
+
+
+class TextGenerator(ABC):
+    """A chat model: requests in, one answer string per request out, in order.
+
+    ``identity`` must change whenever the answers could change (weights, chat template), because
+    it is part of every cache key. ``max_concurrency`` tells callers how many requests the backend
+    can usefully run at once (servers), so they can size batches.
+    """
+
+    identity: str
+    name: str = ""
+    default_params: DecodeParams = DecodeParams()
+    max_concurrency: int = 1
+
+    @abstractmethod
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
+    ) -> list[str]:
+        """Answer every request, in order."""
+
+    def generate_iter(
+        self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """Yield ``(index, answer)`` as each call finishes, so callers can store it at once."""
+        for i, req in enumerate(requests):
+            yield i, self.generate([req], params)[0]
+
+    def close(self) -> None:
+        """Release model memory or connections; the generator is unusable afterwards."""
+
+    def __enter__(self) -> TextGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The call cache
+# --------------------------------------------------------------------------------------------------

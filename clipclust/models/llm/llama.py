@@ -1,0 +1,210 @@
+"""llama.cpp (GGUF) models run in-process, with grammar-constrained choices."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from clipclust.errors import ClipclustError, InputError
+
+from .generator import TextGenerator
+from .hashing import file_sha256
+from .requests import DecodeParams, GenerationRequest
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp  # noqa: PLC0415
+    except ImportError as e:
+        raise InputError(
+            "GGUF models need llama-cpp-python, which is not installed: "
+            "pip install 'clipclust[llm]' (or pip install llama-cpp-python)"
+        ) from e
+    return llama_cpp
+
+
+def gbnf_literal(text: str) -> str:
+    """A GBNF string literal matching ``text`` exactly."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def choice_grammar(choices: Sequence[str]) -> str:
+    """GBNF that accepts exactly one of ``choices`` (the constrained step-3 answer)."""
+    if not choices:
+        raise InputError("a choice grammar needs at least one choice")
+    return "root ::= " + " | ".join(gbnf_literal(c) for c in choices) + "\n"
+
+
+_CTX_RE = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def check_gguf_path(path: str | os.PathLike[str], what: str = "model") -> Path:
+    """Resolve a GGUF path or raise an InputError that names it and says what to do."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} file not found: {p} (check the path; GGUF files end in .gguf)")
+    if not p.is_file():
+        raise InputError(f"{what} path is not a file: {p}")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise InputError(
+            f"{what} file {p} is not a GGUF file (it does not start with the GGUF magic); "
+            "convert it with llama.cpp's convert_hf_to_gguf.py or download a .gguf build"
+        )
+    return p
+
+
+def load_llama(
+    path: Path,
+    *,
+    n_ctx: int,
+    n_gpu_layers: int,
+    n_threads: int | None,
+    seed: int,
+    chat_format: str | None,
+    verbose: bool,
+) -> Any:
+    """Construct ``llama_cpp.Llama`` with errors that name the file.
+
+    ``n_ctx`` 0 means the model's training context; smaller positive values are raised to 256, which
+    llama.cpp pads to anyway (llama-cpp-python mis-sizes its buffers below that). ``n_threads`` None
+    keeps llama-cpp-python's defaults (half the logical cores; all of them for prompt evaluation).
+    """
+    llama_cpp = import_llama_cpp()
+    if 0 < n_ctx < 256:
+        n_ctx = 256
+    try:
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+            # Prompt evaluation uses as many threads as generation when the caller chose a number
+            # (llama-cpp-python would otherwise use every core for it).
+            n_threads_batch=n_threads,
+            seed=seed,
+            chat_format=chat_format,
+            verbose=verbose,
+        )
+    except ValueError as e:
+        raise InputError(
+            f"llama.cpp could not load {path}: {e}. The file may be truncated or its architecture "
+            "too new for the installed llama-cpp-python (pip install -U llama-cpp-python)"
+        ) from e
+
+
+class LlamaCppGenerator(TextGenerator):
+    """A GGUF chat model run in-process by llama-cpp-python.
+
+    The chat template comes from the GGUF metadata unless ``chat_format`` names one of
+    llama-cpp-python's formats. Prompt-prefix reuse is automatic: llama-cpp-python keeps the KV cache
+    of the previous call and only evaluates the tokens after the longest common prefix, so prompts
+    that put the shared instruction first are much cheaper per item. Constrained requests use a
+    GBNF grammar, so the answer is always one of the choices.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        seed: int = 0,
+        chat_format: str | None = None,
+        default_params: DecodeParams | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.path = check_gguf_path(model_path, "LLM")
+        self.chat_format = chat_format
+        self.default_params = default_params or DecodeParams()
+        sha = file_sha256(self.path)
+        self.identity = f"llama.cpp:sha256:{sha}" + (f":chat_format={chat_format}" if chat_format else "")
+        self.name = self.path.name
+        self._lock = threading.Lock()
+        self.llama = load_llama(
+            self.path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, seed=seed,
+            chat_format=chat_format, verbose=verbose,
+        )
+        self.n_ctx = int(self.llama.n_ctx())
+
+    def _one(self, request: GenerationRequest, params: DecodeParams) -> str:
+        llama_cpp = import_llama_cpp()
+        kwargs: dict[str, Any] = dict(
+            messages=[dict(m) for m in request.messages],
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            seed=params.seed,
+            repeat_penalty=1.0,
+        )
+        if request.choices is not None:
+            kwargs["grammar"] = llama_cpp.LlamaGrammar.from_string(
+                choice_grammar(request.choices), verbose=False
+            )
+            # Never cut a choice short: a token covers at least one character, and decoding stops
+            # as soon as the grammar is complete.
+            kwargs["max_tokens"] = max(params.max_tokens, max(len(c) for c in request.choices) + 2)
+        try:
+            out = self.llama.create_chat_completion(**kwargs)
+        except ValueError as e:
+            m = _CTX_RE.search(str(e))
+            if m:
+                raise InputError(
+                    f"prompt of {m.group(1)} tokens does not fit the context window of {m.group(2)} "
+                    f"tokens of {self.path.name}: raise n_ctx (--n-ctx), lower max_tokens, or shorten "
+                    "the prompt (e.g. fewer labels in step 2b via a higher min-count)"
+                ) from e
+            raise ClipclustError(f"llama.cpp failed on {self.path.name}: {e}") from e
+        text = out["choices"][0]["message"].get("content") or ""
+        if request.choices is not None and text in request.choices:
+            return text  # exact, even for a choice with edge whitespace
+        return text.strip()
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
+    ) -> list[str]:
+        params = params or self.default_params
+        with self._lock:
+            return [self._one(r, params) for r in requests]
+
+    def generate_iter(
+        self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
+    ) -> Iterator[tuple[int, str]]:
+        params = params or self.default_params
+        for i, r in enumerate(requests):
+            with self._lock:
+                text = self._one(r, params)
+            yield i, text
+
+    def reset_prompt_cache(self) -> None:
+        """Forget the evaluated prefix so the next call evaluates its prompt from scratch (benchmark
+        baselines, and tests that want the same starting state twice)."""
+        with self._lock:
+            self.llama.reset()
+
+    def close(self) -> None:
+        llama = getattr(self, "llama", None)
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()

@@ -1,0 +1,101 @@
+"""ESMC's model-independent parts: prompts, keywords, lens features, localisation's choice, cluster names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipclust.methods.esmc import (DEFAULT_TEXT_TEMPLATE, ask_keywords, criterion_prompt, explain,
+                                    hellinger_features, hidden_features, lens_features, localise, parse_keywords)
+
+
+def test_criterion_prompt_fills_the_template_and_refuses_one_without_placeholders() -> None:
+    text = criterion_prompt(DEFAULT_TEXT_TEMPLATE, "the  object", " A red car. ")
+    assert text.startswith("A red car.\n\n") and "What is the object?" in text
+    assert criterion_prompt("The {criterion} of the car is", "color") == "The color of the car is"
+    with pytest.raises(ValueError, match="{criterion}"):
+        criterion_prompt("no placeholder", "color")
+    with pytest.raises(ValueError, match="{description}"):
+        criterion_prompt("The {criterion} is", "color", "a description")
+
+
+def test_keywords_are_parsed_from_lists_and_llm_answers() -> None:
+    assert parse_keywords("red, blue,,green") == ["red", "blue", "green"]
+    assert parse_keywords("1. Red\n2. Blue.\n- \"green\"\n1. Red") == ["Red", "Blue", "green"]
+
+
+class _Replies:
+    def __init__(self, answer: str) -> None:
+        self.answer, self.asked = answer, []
+
+    def generate(self, requests, params=None):
+        self.asked.extend(requests)
+        return [self.answer for _ in requests]
+
+
+def test_keywords_asked_from_an_llm_name_the_criterion_and_an_empty_answer_is_an_error() -> None:
+    llm = _Replies("Red, blue, green, a very long sentence that is not a keyword")
+    assert ask_keywords(llm, "the color of the car", n=3) == ["Red", "blue", "green"]
+    assert "color of the car" in llm.asked[0].messages[-1]["content"]
+    with pytest.raises(ValueError, match="no keywords"):
+        ask_keywords(_Replies(""), "color")
+
+
+def test_lens_features_spread_each_items_top_tokens_over_their_union() -> None:
+    ids = np.array([[5, 9], [9, 2]])
+    probs = np.array([[0.6, 0.3], [0.5, 0.4]], dtype=np.float32)
+    X, vocab = lens_features(ids, probs)
+    assert vocab.tolist() == [2, 5, 9]
+    np.testing.assert_allclose(X, [[0.0, 0.6, 0.3], [0.4, 0.0, 0.5]])
+    unit = hidden_features(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0]])
+    # Hellinger: sqrt then unit length, so two items sharing a second token are closer than raw probabilities say
+    H = hellinger_features(np.array([[0.64, 0.36, 0.0], [0.0, 0.36, 0.64]]))
+    np.testing.assert_allclose(H, [[0.8, 0.6, 0.0], [0.0, 0.6, 0.8]], atol=1e-6)
+
+
+def test_explain_names_clusters_by_their_over_represented_tokens() -> None:
+    text = {1: " the", 2: " red", 3: " blue", 4: " Red", 5: "<|im_end|>", 6: " crimson"}
+    # every item has " the" on top; cluster 0 says red, cluster 1 says blue
+    ids = np.array([[1, 2, 4, 6], [1, 2, 4, 6], [1, 3, 5, 2], [1, 3, 5, 6]])  # the special token 5 only in 1
+    probs = np.array([[0.5, 0.3, 0.1, 0.05], [0.5, 0.3, 0.1, 0.05], [0.5, 0.4, 0.05, 0.01], [0.5, 0.4, 0.05, 0.01]],
+                     dtype=np.float32)
+    names = explain(np.array([0, 0, 1, 1]), ids, probs, text, k=3)
+    assert names[0].split(" / ")[0] == "red" and "Red" not in names[0] and "the" not in names[0]
+    assert names[1] == "blue" and names[2] == ""
+
+
+class _FakeLens:
+    """A 3-layer 'model' whose lens at layer 2, position -2 puts 0.9 on token 7 (the keyword)."""
+
+    n_layers = 3
+
+    def keyword_tokens(self, words):
+        return [7] if "red" in words else []
+
+    def states(self, prompts, layers, positions, images=None):
+        out = np.zeros((len(prompts), len(layers), len(positions), 2), np.float32)
+        for li, layer in enumerate(layers):
+            for pi, position in enumerate(positions):
+                out[:, li, pi, 0] = 0.9 if (layer, position) == (2, -2) else 0.1 * layer
+        return out
+
+    def lens(self, hidden, layer):
+        import torch
+
+        probs = torch.full((hidden.shape[0], 10), 0.0)
+        probs[:, 7] = torch.as_tensor(hidden[:, 0])
+        probs[:, 0] = 1 - probs[:, 7]
+        return probs
+
+    def token_texts(self, ids):
+        return [f"t{i}" for i in ids]
+
+
+def test_localise_picks_the_layer_and_position_whose_lens_favours_the_keywords() -> None:
+    found = localise(_FakeLens(), ["a", "b"], ["red"])
+    assert (found.layer, found.position) == (2, -2) and found.score == pytest.approx(0.9)
+    assert [row["layer"] for row in found.table] == [1, 2, 3]
+    assert found.table[1]["top"][0] == "t7" and found.n_samples == 2
+    with pytest.raises(ValueError, match="keywords"):
+        localise(_FakeLens(), ["a"], ["blue"])
