@@ -12,14 +12,7 @@ from ..methods.clustering import choose_k, cluster
 from ..progress import Reporter
 from .inputs import (check_k, default_name, full_centroids, keys_digest, parse_k, read_clusterable,
                      resolve_item_set, slugify, split_keys)
-from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
-
-
-def _positive_int(value: Any) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value}: expected a whole number of 1 or more")
-    return number
+from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, register_method
 
 
 def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -109,16 +102,16 @@ def compute_classic(prepared: PreparedInput, req: ClusterRequest, reporter: Repo
     return MethodOutput(keys=prepared.keys, ids=result.ids, centroids=centroids, details=details)
 
 
-_N_NEIGHBORS = Option("n_neighbors", help="neighbours of the affinity graph (10)", check=_positive_int)
+_N_NEIGHBORS = Option("n_neighbors", help="neighbours of the affinity graph (10)", check=at_least_one)
 for _method, _summary, _options in (
     ("kmeans", "k-means (n_init=10), or the ESMC head with refine='head'",
-     (Option("n_init", help="k-means restarts (10)", check=_positive_int),)),
+     (Option("n_init", help="k-means restarts (10)", check=at_least_one),)),
     ("spectral", "spectral clustering on a 10-nearest-neighbour graph", (_N_NEIGHBORS,)),
     ("agglomerative", "agglomerative clustering, Ward linkage by default",
      (Option("linkage", help="ward, average, complete or single"), Option("metric", help="distance metric"))),
     ("hdbscan", "HDBSCAN: density decides the number of clusters, noise gets -1",
-     (Option("min_cluster_size", help="smallest cluster (5)", check=_positive_int),
-      Option("min_samples", help="neighbourhood size for density", check=_positive_int))),
+     (Option("min_cluster_size", help="smallest cluster (5)", check=at_least_one),
+      Option("min_samples", help="neighbourhood size for density", check=at_least_one))),
 ):
     register_method(MethodSpec(_method, _summary, prepare_classic, compute_classic, _options,
                                refinable=_method == "kmeans"))

@@ -19,7 +19,8 @@ from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
 from .inputs import check_k, default_name, full_centroids, keys_digest, parse_k, slugify, split_keys
-from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
+from .registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
+                       register_method)
 
 DESCRIPTION_KINDS = ("description", "group-description")
 FEATURES = ("hidden", "lens", "lens-raw")
@@ -188,12 +189,6 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
                         extra=extra, details=details)
 
 
-def _feature(value: Any) -> str:
-    if value not in FEATURES:
-        raise ValueError(f"'{value}': expected one of {', '.join(FEATURES)}")
-    return str(value)
-
-
 def _layer(value: Any) -> int:
     if int(value) < 0:
         raise ValueError(f"{value}: layers are numbered from 0 (the token embeddings)")
@@ -217,18 +212,6 @@ def _keyword_list(value: Any) -> Any:
     return words
 
 
-def _at_least_one(value: Any) -> int:
-    if int(value) < 1:
-        raise ValueError(f"{value}: expected 1 or more")
-    return int(value)
-
-
-def _dtype(value: Any) -> str:
-    if value not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"'{value}': expected auto, fp32, fp16 or bf16")
-    return str(value)
-
-
 register_method(MethodSpec(
     "esmc", "ESMC: an LLM's hidden state after a criterion prompt, per image (mllm) or description (llm); "
     "k-means, refine='head' for the paper's head, explain names clusters", prepare_esmc, compute_esmc,
@@ -237,14 +220,15 @@ register_method(MethodSpec(
         Option("llm", help="text LLM reading descriptions: hf:ORG/NAME, a folder or a .gguf file"),
         Option("mllm", help="image-text-to-text model reading images: hf:ORG/NAME or a folder"),
         Option("feature", "hidden", "hidden (the state), lens (its logit lens, Hellinger-embedded) or lens-raw "
-               "(the lens probabilities as the paper's demo feeds them)", check=_feature),
+               "(the lens probabilities as the paper's demo feeds them)", check=one_of(*FEATURES)),
         Option("layer", help="layer to read (default: localised, else the last)", check=_layer),
         Option("position", help="token position from the end (default: localised, else -1)", check=_position),
         Option("keywords", help="criterion keywords for localisation, or 'auto' to ask an LLM", check=_keyword_list),
         Option("keywords_llm", help="the LLM asked for keywords (default: llm)"),
-        Option("locate_samples", 10, "items sampled for localisation", check=_at_least_one),
+        Option("locate_samples", 10, "items sampled for localisation", check=at_least_one),
         Option("prompt", help="prompt template with {criterion} (and {description} for descriptions)"),
         Option("explain", False, "name each cluster by its over-represented lens tokens"),
-        Option("dtype", "auto", "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16", check=_dtype),
-        Option("forward_batch", 8, "prompts per forward pass", check=_at_least_one, identity=False),
+        Option("dtype", "auto", "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16",
+               check=one_of("auto", "fp32", "fp16", "bf16")),
+        Option("forward_batch", 8, "prompts per forward pass", check=at_least_one, identity=False),
     ), refinable=True))

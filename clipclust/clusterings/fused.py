@@ -14,9 +14,8 @@ import numpy as np
 from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
-from .classic import _positive_int
 from .inputs import check_k, default_name, keys_digest, known_splits, parse_k, resolve_item_set, slugify
-from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
+from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, register_method
 
 FUSED_DEFAULT_SEED = 42  # SpectralClustering(random_state=42) in the paper's code
 
@@ -188,7 +187,7 @@ def compute_fused(prepared: PreparedInput, req: ClusterRequest, reporter: Report
 register_method(MethodSpec(
     "fused", "seed 000's workflow: spectral clusters of fused training vectors, majority-vote labels, "
     "test images classified by the filtered nearest centroid", prepare_fused, compute_fused,
-    options=(Option("n_neighbors", help="neighbours of the affinity graph (10)", check=_positive_int),
+    options=(Option("n_neighbors", help="neighbours of the affinity graph (10)", check=at_least_one),
              Option("train_split", "train", "split clustered with its labels"),
              Option("test_split", "test", "split classified"))))
 

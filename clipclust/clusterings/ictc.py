@@ -10,7 +10,8 @@ from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
 from .inputs import check_k, default_name, keys_digest, parse_k, slugify, split_keys
-from .registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, register_method
+from .registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
+                       register_method)
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
@@ -186,25 +187,10 @@ def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
     return scores
 
 
-def _one_of(choices: tuple[str, ...]) -> Any:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"'{value}': expected one of {', '.join(choices)}")
-        return str(value)
-
-    return check
-
-
 def _fraction(value: Any) -> float:
     if not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{value}: expected a number in (0, 1]")
     return float(value)
-
-
-def _at_least_one(value: Any) -> int:
-    if int(value) < 1:
-        raise ValueError(f"{value}: expected 1 or more")
-    return int(value)
 
 
 # Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
@@ -219,11 +205,11 @@ register_method(MethodSpec(
         Option("generator", help="an open TextGenerator (library use) instead of llm", identity=False),
         Option("names", DEFAULT_NAMES, "where the K names come from: frequent (the heaviest groups of raw labels), "
                "hybrid (the LLM's, barely supported ones replaced) or llm (step 2b, the paper)",
-               check=_one_of(ICTC_NAMES)),
+               check=one_of(*ICTC_NAMES)),
         Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label-embed (the raw label's name, else the name "
                "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
                "name by the text model), constrained or generate (an LLM call per item)",
-               check=_one_of(ICTC_ASSIGN)),
+               check=one_of(*ICTC_ASSIGN)),
         Option("clip_on", None, "clip assignment: the image set whose vectors the names are scored against "
                "(default: the only image set)"),
         Option("clip_template", CLIP_TEMPLATE, "clip assignment: the template a name is put in ('<>' = the name)"),
@@ -231,10 +217,10 @@ register_method(MethodSpec(
                identity=False),
         Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
                "(default all-MiniLM-L6-v2, offline)"),
-        Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=_at_least_one),
+        Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=at_least_one),
         Option("prompts_dir", help="folder of prompt files overriding steps"),
         Option("extra", help="an extra instruction for naming the clusters"),
-        Option("min_count", help="drop raw labels seen fewer times", check=_at_least_one),
+        Option("min_count", help="drop raw labels seen fewer times", check=at_least_one),
         Option("n_ctx", help="GGUF: context window", identity=False),
         Option("n_gpu_layers", help="GGUF: layers on the GPU (-1 = all)", identity=False),
         Option("n_threads", help="GGUF: CPU threads", identity=False),

@@ -32,7 +32,9 @@ __all__ = [
     "MethodSpec",
     "Option",
     "PreparedInput",
+    "at_least_one",
     "get_method",
+    "one_of",
     "register_method",
     "resolve_options",
 ]
@@ -149,6 +151,24 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {}
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """An :class:`Option` check: the value must be one of ``choices``."""
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"'{value}': expected one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def at_least_one(value: Any) -> int:
+    """An :class:`Option` check: a whole number of 1 or more (counts, sizes, neighbours)."""
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value}: expected a whole number of 1 or more")
+    return number
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
