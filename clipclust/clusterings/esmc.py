@@ -18,11 +18,10 @@ import numpy as np
 from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
-from .inputs import check_k, default_name, full_centroids, keys_digest, parse_k, slugify, split_keys
+from .inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
 from .registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
                        register_method)
 
-DESCRIPTION_KINDS = ("description", "group-description")
 FEATURES = ("hidden", "lens", "lens-raw")
 
 
@@ -33,20 +32,8 @@ class _ImageItems:
 
 
 def _descriptions(workspace: Workspace, req: ClusterRequest) -> tuple[SetInfo, list[str], list[str]]:
-    if req.on is not None:
-        info = workspace.resolve_set(req.on, model=req.model, keyed_by="item")
-        if info.kind not in DESCRIPTION_KINDS:
-            raise InputError(f"a text LLM reads descriptions; '{info.name}' is a {info.kind} set (name a description "
-                             "set that 'clipclust info' lists, or read the images with an image-text model)", option="on")
-    else:
-        found = [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"]
-        if not found:
-            raise InputError("a text LLM reads descriptions and the workspace holds none; run 'clipclust describe' "
-                             "or 'clipclust describe --from FILE' first", option="llm")
-        if len(found) > 1:
-            listing = "; ".join(f"{s.id} = {s.name}" for s in found)
-            raise InputError(f"{len(found)} description sets are stored ({listing}); name one", option="on")
-        info = found[0]
+    info = description_set(workspace, req.on, req.model, reader="a text LLM",
+                           hint=", or read the images with an image-text model", missing_option="llm")
     keys, texts = workspace.read_set(info.id)
     keep = split_keys(workspace, info, keys, req.split)
     return info, [keys[i] for i in keep], [str(texts[i]) for i in keep]

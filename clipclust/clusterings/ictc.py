@@ -9,7 +9,7 @@ import numpy as np
 from ..cache import SetInfo, Workspace
 from ..errors import InputError
 from ..progress import Reporter
-from .inputs import check_k, default_name, keys_digest, parse_k, slugify, split_keys
+from .inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from .registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
                        register_method)
 
@@ -17,29 +17,6 @@ ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate
 CLIP_TEMPLATE = "a photo of a <>."
 ICTC_NAMES = ("frequent", "hybrid", "llm")
 DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
-DESCRIPTION_KINDS = ("description", "group-description")
-
-
-def _description_set(workspace: Workspace, on: str | None, model: str | None) -> SetInfo:
-    """The description set IC|TC clusters: ``--on`` (name, kind or id), else the only one stored."""
-    if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust describe' first or pass the workspace's path")
-    if on is not None:
-        info = workspace.resolve_set(on, model=model, keyed_by="item")
-        if info.kind not in DESCRIPTION_KINDS:
-            raise InputError(f"the ictc method clusters descriptions; '{info.name}' is a {info.kind} set "
-                             "(name a description set that 'clipclust info' lists)", option="on")
-        return info
-    found = [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"
-             and (not model or s.model == model or s.model.endswith(model))]
-    if not found:
-        raise InputError("the ictc method needs descriptions and the workspace holds none; run 'clipclust describe "
-                         "IMAGES --criterion C --vlm MODEL' or 'clipclust describe --from FILE' first")
-    if len(found) > 1:
-        listing = "; ".join(f"{s.id} = {s.name}" for s in found)
-        raise InputError(f"{len(found)} description sets are stored ({listing}); name one or give its id",
-                         option="on")
-    return found[0]
 
 
 def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -58,7 +35,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if llm is None and generator is None:
         raise InputError("the ictc method needs an LLM (a .gguf file, hf:ORG/NAME or http://HOST:PORT/v1)",
                          option="llm")
-    info = _description_set(workspace, req.on, req.model)
+    info = description_set(workspace, req.on, req.model, reader="the ictc method")
     keys, texts = workspace.read_set(info.id)
     keep = split_keys(workspace, info, keys, req.split)
     if req.split is not None:

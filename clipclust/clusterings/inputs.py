@@ -18,6 +18,7 @@ from ..errors import InputError
 __all__ = [
     "check_k",
     "default_name",
+    "description_set",
     "full_centroids",
     "jsonable",
     "keys_digest",
@@ -167,3 +168,32 @@ def default_name(workspace: Workspace, base: str, info: SetInfo) -> str:
         return base
     model = info.model.split("@", 1)[0].rsplit(":", 1)[-1].rsplit("/", 1)[-1]
     return f"{base}-{slugify(model, 32)}-{info.id[:6]}"
+
+
+def description_set(workspace: Workspace, on: str | None, model: str | None, *, reader: str,
+                    hint: str = "", missing_option: str | None = None) -> SetInfo:
+    """The description set a method reads: ``on`` (name, kind or id), else the only one stored.
+
+    ``reader`` names who reads them in the messages ("the ictc method"); ``hint`` adds another way out
+    to the wrong-kind message; ``missing_option`` is the option to blame when the workspace holds none.
+    """
+    from ..describing import DESCRIPTION_KINDS, description_sets  # describing pulls in the model runtimes
+
+    if not workspace.exists():
+        raise InputError(f"no workspace at {workspace.path}; run 'clipclust describe' first or pass the workspace's path")
+    if on is not None:
+        info = workspace.resolve_set(on, model=model, keyed_by="item")
+        if info.kind not in DESCRIPTION_KINDS:
+            raise InputError(f"{reader} reads descriptions; '{info.name}' is a {info.kind} set (name a description "
+                             f"set that 'clipclust info' lists{hint})", option="on")
+        return info
+    found = [s for s in description_sets(workspace) if not model or s.model == model or s.model.endswith(model)]
+    if not found:
+        raise InputError(f"{reader} needs descriptions and the workspace holds none; run 'clipclust describe "
+                         "IMAGES --criterion C --vlm MODEL' or 'clipclust describe --from FILE' first",
+                         option=missing_option)
+    if len(found) > 1:
+        listing = "; ".join(f"{s.id} = {s.name}" for s in found)
+        raise InputError(f"{len(found)} description sets are stored ({listing}); name one or give its id",
+                         option="on")
+    return found[0]
