@@ -77,8 +77,8 @@ def main() -> None:
     import open_clip
     import torch
 
-    from clipclust.cache import Workspace
-    from clipclust.embedding import EmbedOptions, default_workers, embed
+    from clipclust.store import Workspace
+    from clipclust.commands.embed.embedding import EmbedOptions, default_workers, embed
     from clipclust.models.clip import load_clip
 
     workers = args.workers or default_workers()

@@ -32,14 +32,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipclust.cache import Workspace  # noqa: E402
-from clipclust.criterion_states import StateRequest, StateSource, criterion_states  # noqa: E402
-from clipclust.describing import import_into_workspace  # noqa: E402
-from clipclust.methods.clustering import cluster  # noqa: E402
-from clipclust.methods.esmc import (DEFAULT_TEXT_TEMPLATE, ask_keywords, explain,  # noqa: E402
+from clipclust.store import Workspace  # noqa: E402
+from clipclust.methods.esmc.states import StateRequest, StateSource, criterion_states  # noqa: E402
+from clipclust.commands.describe.describing import import_into_workspace  # noqa: E402
+from clipclust.core.clustering import cluster  # noqa: E402
+from clipclust.methods.esmc.features import (DEFAULT_TEXT_TEMPLATE, ask_keywords, explain,  # noqa: E402
                                     hellinger_features, hidden_features, lens_features)
-from clipclust.methods.head import esmc_head  # noqa: E402
-from clipclust.metrics import cluster_accuracy  # noqa: E402
+from clipclust.methods.head.training import esmc_head  # noqa: E402
+from clipclust.core.metrics import cluster_accuracy  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "ictc" / "cifar10-llava-200.jsonl"
 

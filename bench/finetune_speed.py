@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _workspace(path: Path, folder: Path):
-    from clipclust.cache import ItemRecord, Workspace
+    from clipclust.store import ItemRecord, Workspace
 
     ws = Workspace(path)
     files = sorted(folder.glob("*/*.png"))
@@ -91,8 +91,8 @@ def _plain_rate(model_dir: Path, files: list[Path], batch: int, steps: int, devi
 
 
 def speed(args: argparse.Namespace) -> None:
-    from clipclust.cache import short_hash
-    from clipclust.finetuning import FinetuneOptions, finetune
+    from clipclust.store import short_hash
+    from clipclust.commands.finetune import FinetuneOptions, finetune
     from tests.conftest import write_digits
 
     root = Path(tempfile.mkdtemp(prefix="ft-speed-"))
@@ -125,8 +125,8 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def quality(args: argparse.Namespace) -> None:
-    from clipclust.cache import short_hash
-    from clipclust.finetuning import FinetuneOptions, finetune
+    from clipclust.store import short_hash
+    from clipclust.commands.finetune import FinetuneOptions, finetune
     from tests.digits_clip import (CLASSES, TEMPLATE, build_digits_clip, read_prototypes, vlm_like_descriptions,
                                    zero_shot_accuracy)
 

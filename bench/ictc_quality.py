@@ -88,9 +88,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from clipclust.importing import import_descriptions
+    from clipclust.commands.describe.importing import import_descriptions
     from clipclust.methods.ictc import default_prompts, fill, run_ictc
-    from clipclust.metrics import clustering_report
+    from clipclust.core.metrics import clustering_report
     from clipclust.models.llm import LlamaCppGenerator
     from clipclust.models.text_encoder import TextEncoder
 

@@ -85,11 +85,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from clipclust.methods.ictc import assign, run_ictc
-    from clipclust.metrics import clustering_report
+    from clipclust.core.metrics import clustering_report
     from clipclust.models.llm import CachedGenerator, DecodeParams, LlamaCppGenerator, MemoryCallStore
 
     if args.descriptions is not None:
-        from clipclust.importing import import_descriptions
+        from clipclust.commands.describe.importing import import_descriptions
 
         recs = import_descriptions(args.descriptions, args.text_field, None, args.label_field)
         texts = [r.text for r in recs]

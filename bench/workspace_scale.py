@@ -115,7 +115,7 @@ def case_calls(ws_path: Path, n: int, ops: int = 300) -> dict:
 
 
 def case_embed(ws_path: Path, n: int, files: Path) -> dict:
-    from clipclust.embedding import EmbedOptions, embed
+    from clipclust.commands.embed.embedding import EmbedOptions, embed
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()
@@ -138,7 +138,7 @@ def case_prompt(ws_path: Path, n: int, dim: int) -> dict:
     """The derived rows of a new prompt for N cached items (what embed's _derive_from_store does)."""
     import h5py
 
-    from clipclust import embedding
+    from clipclust.commands.embed import embedding
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def case_size(ws_path: Path, n: int, dim: int) -> dict:
     fused sets stored (--store-fused) or computed on read (the default)."""
     import shutil
 
-    from clipclust import embedding
+    from clipclust.commands.embed import embedding
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()

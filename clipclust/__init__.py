@@ -1,3 +1,3 @@
 """clipclust: cluster and classify images by what a person asks for."""
 
-__version__ = "0.1.0"
+from clipclust.version import __version__

@@ -1,5 +1,5 @@
 """`python -m clipclust` runs the CLI."""
 
-from .cli.app import entry
+from clipclust.cli.app import entry
 
 entry()

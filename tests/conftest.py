@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import make_blobs
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -167,3 +168,21 @@ def digits_clip(tmp_path_factory: pytest.TempPathFactory):
 
     with one_thread():
         return build_digits_clip(tmp_path_factory.mktemp("digits-clip"))
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """240 points in 16 dimensions around 4 well-separated centres (ids 0-3)."""
+    X, y = make_blobs(n_samples=240, n_features=16, centers=4, cluster_std=1.0, random_state=7)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def clip_like_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """600 unit vectors in 64 dimensions, 5 groups: the geometry of CLIP image embeddings."""
+    X, y = make_blobs(n_samples=600, n_features=64, centers=5, cluster_std=3.0, center_box=(-10, 10), random_state=3)
+    return unit_rows(X), y

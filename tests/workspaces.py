@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from clipclust.cache import ItemRecord, Workspace
+from clipclust.store import ItemRecord, Workspace
 
 MODEL = "synthetic:test@sha256:0000"
 TEMPLATE = "a photo of <>"

@@ -15,8 +15,8 @@ try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exc
 
-from .. import __version__
-from . import common
+from clipclust.version import __version__
+from clipclust.cli import common
 
 app = typer.Typer(
     name="clipclust",
@@ -100,7 +100,7 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _register() -> None:
-    from . import check, cluster, describe, embed, evaluate, export, finetune, info, merge, visualize
+    from clipclust.cli import check, cluster, describe, embed, evaluate, export, finetune, info, merge, visualize
 
     for module in (embed, describe, info, check, cluster, finetune, evaluate, visualize, export, merge):
         module.register(app)

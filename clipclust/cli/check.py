@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import common
+from clipclust.cli import common
 
 HELP = """Verify the workspace: every dataset reads, keys are unique, sets are aligned with the items,
 clusterings are complete.  Prints a one-line verdict; exit 0 when sound, 1 when not.
@@ -24,7 +24,7 @@ def check_command(
     repair: bool = typer.Option(False, "--repair", help="Salvage what reads into NAME.repaired.h5 beside it."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    from ..store.check import check_workspace, repair_workspace
+    from clipclust.store.check import check_workspace, repair_workspace
 
     ws = common.STATE.cache
     with common.errors():

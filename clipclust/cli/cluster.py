@@ -1,4 +1,4 @@
-"""`clipclust cluster`: parse options, call clipclust.clusterings.run_clustering, print the summary."""
+"""`clipclust cluster`: parse options, call clipclust.commands.cluster.run_clustering, print the summary."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..clusterings import METHODS, ClusterRequest, ClusteringSummary, run_clustering
-from ..errors import InputError
-from . import common
+from clipclust.commands.cluster import ClusteringSummary, run_clustering
+from clipclust.methods import METHODS, ClusterRequest
+from clipclust.errors import InputError
+from clipclust.cli import common
 
 HELP = """Cluster a stored set and keep the result under a name (re-running the same request reuses it).
 

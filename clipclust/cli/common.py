@@ -29,8 +29,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ..cache import Workspace
-from ..errors import ClipclustError, InputError
+from clipclust.store import Workspace
+from clipclust.errors import ClipclustError, InputError
 
 DEFAULT_CACHE = "clipclust.h5"
 
@@ -113,12 +113,14 @@ def flag_for(option: str, flags: dict[str, str] | None = None) -> str:
     return (flags or {}).get(option) or "--" + option.replace("_", "-")
 
 
+def command_line(command: str, args: str = "") -> str:
+    """How a library step reference reads on the command line: 'clipclust embed IMAGES'."""
+    return f"'clipclust {command}{' ' + args if args else ''}'"
+
+
 def describe_error(exc: ClipclustError, flags: dict[str, str] | None = None) -> str:
-    """A library error as one CLI line: an error about one option is prefixed with that option's flag."""
-    option = getattr(exc, "option", None)
-    if option:
-        return f"{flag_for(option, flags)}: {exc.message}"
-    return str(exc)
+    """A library error as one CLI line: settings spelled as flags, steps as command lines."""
+    return exc.render(lambda name: flag_for(name, flags), command_line)
 
 
 def internal_error(exc: BaseException) -> "typer.Exit":

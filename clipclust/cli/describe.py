@@ -1,4 +1,4 @@
-"""`clipclust describe`: parse options, call clipclust.describing, print one summary line."""
+"""`clipclust describe`: parse options, call clipclust.commands.describe.describing, print one summary line."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from ..describing import describe_items, import_into_workspace
-from ..errors import InputError
-from ..models.llm import DecodeParams
-from ..models.vlm import DESCRIBE_PARAMS
-from ..sharding import parse_shard
-from . import common, stdin
+from clipclust.commands.describe.describing import describe_items, import_into_workspace
+from clipclust.errors import InputError
+from clipclust.models.llm import DecodeParams
+from clipclust.models.vlm import DESCRIBE_PARAMS
+from clipclust.core.sharding import parse_shard
+from clipclust.cli import common, stdin
 
 HELP = """VLM descriptions of images conditioned on a criterion (IC|TC step 1), kept in the workspace.
 

@@ -1,4 +1,4 @@
-"""`clipclust embed`: parse options, call clipclust.embedding.embed, print the summary."""
+"""`clipclust embed`: parse options, call clipclust.commands.embed.embedding.embed, print the summary."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from ..embedding import EmbedOptions, default_workers, embed
-from ..models.clip import DEFAULT_MODEL
-from ..prompts import parse_classes, read_class_map
-from ..sharding import parse_shard
-from . import common, stdin
+from clipclust.commands.embed.embedding import EmbedOptions, default_workers, embed
+from clipclust.models.clip import DEFAULT_MODEL
+from clipclust.core.templates import parse_classes, read_class_map
+from clipclust.core.sharding import parse_shard
+from clipclust.cli import common, stdin
 
 HELP = """CLIP image embeddings of files and folders (recursive), kept in the workspace.
 

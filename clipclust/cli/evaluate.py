@@ -1,4 +1,4 @@
-"""`clipclust evaluate`: parse options, call clipclust.evaluation.evaluate, print a table or JSON."""
+"""`clipclust evaluate`: parse options, call clipclust.commands.evaluate.evaluate, print a table or JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from ..errors import InputError
-from . import common
+from clipclust.errors import InputError
+from clipclust.cli import common
 
 HELP = """Measure clusterings against the labels: ACC (Hungarian matching, also when K differs from the number
 of classes), NMI, AMI, ARI, Rand index, purity, silhouette on the clustered vectors, cluster sizes, classes
@@ -58,7 +58,7 @@ def evaluate_command(
     json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON, keyed by name."),
 ) -> None:
     with common.errors():
-        from ..evaluation import evaluate  # sklearn/scipy: loaded only when evaluating, not for --help
+        from clipclust.commands.evaluate import evaluate  # sklearn/scipy: loaded only when evaluating, not for --help
 
         result = evaluate(
             common.workspace(), common.clustering_names(names, clusterings), zero_shot=zero_shot, probe=probe, on=on, model=model,

@@ -10,9 +10,9 @@ from typing import Iterator, Optional, TextIO
 
 import typer
 
-from ..errors import InputError
-from ..export import COLUMNS, FORMATS, SET_COLUMNS, SET_FORMATS, clustering_rows, export_set, write_rows
-from . import common
+from clipclust.errors import InputError
+from clipclust.commands.export import COLUMNS, FORMATS, SET_COLUMNS, SET_FORMATS, clustering_rows, export_set, write_rows
+from clipclust.cli import common
 
 HELP = f"""Write a clustering, or with --set a stored set, one row per item (stdout unless -o FILE).
 

@@ -1,4 +1,4 @@
-"""`clipclust finetune`: parse options, call clipclust.finetuning.finetune, show progress, print a summary."""
+"""`clipclust finetune`: parse options, call clipclust.commands.finetune.finetune, show progress, print a summary."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
-from ..errors import InputError
-from ..models.clip import DEFAULT_MODEL
-from ..prompts import parse_classes
-from . import common
+from clipclust.errors import InputError
+from clipclust.models.clip import DEFAULT_MODEL
+from clipclust.core.templates import parse_classes
+from clipclust.cli import common
 
 HELP = """Fine-tune CLIP on the workspace's images without labels: LatteCLIP (class, image and group descriptions
 mixed into class prototypes, dual pseudo-labels) or FLYP + pseudo-labels (contrastive on "a photo of a {c}.").
@@ -62,8 +62,8 @@ def finetune_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    from ..finetuning import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
-    from ..finetuning.data import DescriptionsError
+    from clipclust.commands.finetune import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
+    from clipclust.commands.finetune.batches import DescriptionsError
 
     with common.errors():
         names = parse_classes(classes, str(classes_file) if classes_file else None)
@@ -85,7 +85,7 @@ def finetune_command(
             option = "--texts class" if exc.reason == "missing" else f"--{exc.kind}-descriptions NAME"
             raise InputError(f"{exc} ({option})") from None
         except KeyboardInterrupt:
-            from ..finetuning.checkpoint import has_checkpoint
+            from clipclust.models.checkpoint import has_checkpoint
 
             if has_checkpoint(out):
                 raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from . import common
-from .evaluate import print_table
+from clipclust.cli import common
+from clipclust.cli.evaluate import print_table
 
 HELP = """What the workspace holds: its size on disk, items by split and label, each stored set with its
 shape, bytes, model, prompt and date, clusterings and cached model calls.

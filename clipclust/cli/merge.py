@@ -1,4 +1,4 @@
-"""`clipclust merge`: parse options, call clipclust.merging.merge_workspaces, print what was joined."""
+"""`clipclust merge`: parse options, call clipclust.commands.merge.merge_workspaces, print what was joined."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from . import common
+from clipclust.cli import common
 
 HELP = """Join workspaces (the shards of `embed --shard i/n` or `describe --shard i/n`, or runs made on other
 machines) into -o OUT: items, every stored set, descriptions, cached model calls and clusterings.
@@ -30,7 +30,7 @@ def merge_command(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     with common.errors():
-        from ..merging import merge_workspaces
+        from clipclust.commands.merge import merge_workspaces
 
         report = merge_workspaces(inputs, output, reporter=common.RichReporter(quiet=common.STATE.quiet))
     if common.want_json(json_out):

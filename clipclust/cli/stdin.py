@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import InputError
+from clipclust.errors import InputError
 
 NULL_HELP = "Paths read from stdin ('-') are NUL-separated, as find -print0 writes them."
 DESCRIPTION_FORMATS = ("jsonl", "json", "csv", "tsv")

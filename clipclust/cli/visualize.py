@@ -1,4 +1,4 @@
-"""`clipclust visualize`: parse options, call clipclust.visualization.visualize, print where the PNG went."""
+"""`clipclust visualize`: parse options, call clipclust.commands.visualize.visualize, print where the PNG went."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..visualization import KINDS, visualize
-from . import common
+from clipclust.commands.visualize import KINDS, visualize
+from clipclust.cli import common
 
 HELP = """Draw a stored clustering as a PNG (matplotlib Agg; no display needed).
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ClipclustError, InputError
-from .hub import hub_offline, hub_offline_reason, is_cached
+from clipclust.errors import ClipclustError, InputError
+from clipclust.models.hub import hub_offline, hub_offline_reason, is_cached
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

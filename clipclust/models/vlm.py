@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from clipclust.collage import CANVAS, GAP, collage, collage_id
+from clipclust.methods.latteclip.collage import CANVAS, GAP, collage, collage_id
 from clipclust.errors import ClipclustError, InputError
 from clipclust.models.llm import (
     KEY_VERSION,

@@ -9,12 +9,13 @@ documented in docs/cache-format.md and is plain h5py.
 
 from __future__ import annotations
 
-from .files import FORMAT_NAME, FORMAT_VERSION, default_lock_timeout
-from .items import ItemRecord, ItemTable
-from .memo import MemoStore
-from .rows import now_iso, short_hash
-from .sets import SetInfo
-from .versions import library_versions
+from clipclust.store.files import FORMAT_NAME, FORMAT_VERSION, default_lock_timeout
+from clipclust.store.items import ItemRecord, ItemTable
+from clipclust.store.memo import MemoStore
+from clipclust.store.rows import now_iso, short_hash
+from clipclust.store.sets import SetInfo
+from clipclust.store.specs import SetSpec
+from clipclust.store.versions import library_versions
 
 
 class Workspace(MemoStore):
@@ -25,6 +26,6 @@ class Workspace(MemoStore):
 
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "SetInfo", "Workspace", "default_lock_timeout",
+    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "SetInfo", "SetSpec", "Workspace", "default_lock_timeout",
     "library_versions", "now_iso", "short_hash",
 ]

@@ -20,11 +20,11 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from ..errors import ClipclustError, InputError
-from . import journal
-from .derived import is_derived
-from .files import FORMAT_NAME
-from .rows import decode
+from clipclust.errors import ClipclustError, InputError
+from clipclust.store import journal
+from clipclust.store.derived import is_derived
+from clipclust.store.files import FORMAT_NAME
+from clipclust.store.rows import decode
 
 BLOCK = 1 << 16
 
@@ -77,7 +77,7 @@ def _duplicates(keys: np.ndarray) -> int:
 
 def check_workspace(path: str | os.PathLike[str]) -> CheckReport:
     """Read everything and test the invariants; the caller holds no lock (this takes the workspace's)."""
-    from . import Workspace
+    from clipclust.store import Workspace
 
     ws = Workspace(path)
     report = CheckReport(str(path))

@@ -8,10 +8,10 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from ..errors import InputError
-from .rows import SHA, STR, decode, now_iso
-from .sets import SetsStore
-from .versions import library_versions
+from clipclust.errors import InputError
+from clipclust.store.rows import SHA, STR, decode, now_iso
+from clipclust.store.sets import SetsStore
+from clipclust.store.versions import library_versions
 
 
 class ClusteringsStore(SetsStore):

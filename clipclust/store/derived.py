@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from ..errors import ClipclustError
-from .rows import decode, read_rows
+from clipclust.errors import ClipclustError
+from clipclust.store.rows import decode, read_rows
 
 RECIPE = "fuse-mean"  # the value of the `derived` attribute: (image + text) / 2
 FUSE_KINDS = ("label", "zeroshot", "all")

@@ -10,10 +10,10 @@ from typing import Iterator
 import h5py
 from filelock import FileLock, Timeout
 
-from .. import __version__
-from ..errors import ClipclustError, InputError
-from . import journal
-from .rows import KeyIndexes, now_iso
+from clipclust.version import __version__
+from clipclust.errors import ClipclustError, InputError
+from clipclust.store import journal
+from clipclust.store.rows import KeyIndexes, now_iso
 
 FORMAT_NAME = "clipclust-workspace"
 FORMAT_VERSION = 2  # 2: call answers in one byte column (see docs/cache-format.md); 1 is read and upgraded

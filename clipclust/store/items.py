@@ -10,8 +10,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from .files import WorkspaceFile
-from .rows import SHA, STR, append, create_rows, decode, read_rows, write_rows
+from clipclust.store.files import WorkspaceFile
+from clipclust.store.rows import SHA, STR, append, create_rows, decode, read_rows, write_rows
 
 ITEM_FIELDS = ("path", "label", "split", "width", "height", "size", "mtime_ns")
 

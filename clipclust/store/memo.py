@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .calls import CallsStore
+from clipclust.store.call_store import CallsStore
 
 
 class MemoStore(CallsStore):

@@ -11,11 +11,12 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
-from ..errors import InputError
-from . import derived as _derived
-from .items import ItemRecord, ItemsStore
-from .rows import SHA, STR, append, create_rows, decode, now_iso, write_rows
-from .versions import library_versions
+from clipclust.errors import InputError
+from clipclust.store import derived as _derived
+from clipclust.store.items import ItemRecord, ItemsStore
+from clipclust.store.specs import SetSpec, as_spec
+from clipclust.store.rows import SHA, STR, append, create_rows, decode, now_iso, write_rows
+from clipclust.store.versions import library_versions
 
 RUN_FIELDS = ("precision", "device", "loader", "versions")
 # vectors may be stored at half size (a set keeps the dtype it was created with); reads give float32
@@ -101,13 +102,13 @@ class SetsStore(ItemsStore):
         self,
         *,
         items: Sequence[ItemRecord] = (),
-        rows: Sequence[tuple[dict[str, Any], Sequence[str], np.ndarray | Sequence[Any]]] = (),
+        rows: Sequence[tuple[SetSpec | dict[str, Any], Sequence[str], np.ndarray | Sequence[Any]]] = (),
     ) -> int:
         """Write one batch in one transaction: item records and rows for any number of sets.
 
-        Each entry of ``rows`` is ``(spec, keys, data)`` where ``spec`` has id, name, kind, model,
-        prompt, keyed_by and provenance.  Keys the set already holds are skipped, so two processes
-        computing the same batch never duplicate rows, unless ``spec["replace"]`` is true: then their
+        Each entry of ``rows`` is ``(spec, keys, data)`` where ``spec`` is a :class:`SetSpec` (or its dict
+        form).  Keys the set already holds are skipped, so two processes
+        computing the same batch never duplicate rows, unless ``spec.replace`` is true: then their
         rows are overwritten (a row that depends on an item's label after relabelling).  Returns the
         number of rows added or replaced.
         """
@@ -116,7 +117,7 @@ class SetsStore(ItemsStore):
             if items:
                 self._upsert_items(f, items)
             for spec, keys, data in rows:
-                added += self._write_rows(f, spec, list(keys), data)
+                added += self._write_rows(f, as_spec(spec).to_dict(), list(keys), data)
         return added
 
     def _write_rows(self, f: h5py.File, spec: dict[str, Any], keys: list[str], data: Any) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from .. import __version__
+from clipclust.version import __version__
 
 
 @functools.lru_cache(maxsize=1)

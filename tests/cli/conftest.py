@@ -20,8 +20,8 @@ PROMPT = "This is digit <>"
 
 @pytest.fixture(scope="session")
 def digits_template(tmp_path_factory: pytest.TempPathFactory, open_clip_encoder) -> Path:
-    from clipclust.cache import Workspace
-    from clipclust.embedding import EmbedOptions, embed
+    from clipclust.store import Workspace
+    from clipclust.commands.embed.embedding import EmbedOptions, embed
 
     root = tmp_path_factory.mktemp("digits-ws")
     train = write_digits(root / "train", 40)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipclust.cache import ItemRecord, Workspace
+from clipclust.store import ItemRecord, Workspace
 
 from ..models.conftest import tiny_causal_lm_dir, tiny_vlm_dir  # noqa: F401 (fixtures)
 from .conftest import one_error_line
@@ -98,7 +98,7 @@ def test_keywords_localise_the_layer_and_the_evidence_is_printed(cli, described:
 
 def test_a_failure_mid_run_keeps_the_finished_batches_and_the_rerun_resumes(
         cli, described: Path, tiny_causal_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import clipclust.criterion_states as states_module
+    import clipclust.methods.esmc.states as states_module
     from clipclust.models.hidden import HiddenModel
 
     monkeypatch.setattr(states_module, "WRITE_BATCH", 2)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipclust.cache import Workspace
+from clipclust.store import Workspace
 
 from ..models.conftest import smollm2_path
 from .conftest import one_error_line
@@ -173,8 +173,7 @@ def test_ictc_without_descriptions(cli, digits_ws: Path) -> None:
 def test_montage_titles_are_the_cluster_names(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
-    from clipclust import plots
-
+    from clipclust.core import plots
     lines = []
     for i, (text, mood) in enumerate(MOODS):
         image = tmp_path / "imgs" / f"{i:02d}.png"
@@ -211,7 +210,7 @@ def test_montage_of_text_only_items_says_what_to_do(cli, imported: Path) -> None
 def test_ictc_clip_assignment_scores_names_against_stored_image_vectors(
     cli, digits_ws: Path, tmp_path: Path, open_clip_encoder
 ) -> None:
-    from clipclust.clusterings import run_clustering
+    from clipclust.commands.cluster import run_clustering
     from clipclust.models.llm import TextGenerator
 
     ws = Workspace(digits_ws)
@@ -246,9 +245,9 @@ def test_ictc_clip_assignment_scores_names_against_stored_image_vectors(
 
 
 def test_a_degenerate_ictc_result_is_warned_about_and_stored(imported: Path) -> None:
-    from clipclust.clusterings import run_clustering
+    from clipclust.commands.cluster import run_clustering
     from clipclust.models.llm import TextGenerator
-    from clipclust.progress import SilentReporter
+    from clipclust.core.progress import SilentReporter
 
     class EchoingTemplate(TextGenerator):  # issue 8's failure: names echo the template, step 3 says "1"
         identity = "scripted-degenerate"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipclust.cache import Workspace
-from clipclust.describing import text_item_sha256
+from clipclust.store import Workspace
+from clipclust.commands.describe.describing import text_item_sha256
 
 from ..models.conftest import smollm2_path, tiny_vlm_dir  # noqa: F401  (fixture re-exported)
 from .conftest import one_error_line

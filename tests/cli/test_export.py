@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from clipclust.cache import Workspace
-from clipclust.export import COLUMNS
+from clipclust.store import Workspace
+from clipclust.commands.export import COLUMNS
 
 from ..workspaces import blob_workspace, fused_workspace
 from .conftest import one_error_line

@@ -43,8 +43,7 @@ def test_finetune_then_embed_and_evaluate_with_the_prototypes(cli, tiny_open_cli
 
 
 def test_interrupted_run_keeps_its_checkpoint_and_resumes(cli, tiny_open_clip, tmp_path, monkeypatch):
-    from clipclust.finetuning import trainer
-
+    from clipclust.commands.finetune import trainer
     digits = write_digits(tmp_path / "digits", 16)
     assert cli("embed", str(digits), "--model", str(tiny_open_clip), "--device", "cpu").code == 0
     out = tmp_path / "tuned"
@@ -83,8 +82,7 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
 
 
 def test_interrupted_before_the_first_checkpoint_says_to_run_again(cli, tiny_open_clip, tmp_path, monkeypatch):
-    from clipclust.finetuning import trainer
-
+    from clipclust.commands.finetune import trainer
     def interrupted(self, *args):
         raise KeyboardInterrupt
 

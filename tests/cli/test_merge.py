@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipclust.cache import ItemRecord, Workspace
+from clipclust.store import ItemRecord, Workspace
 
 from ..conftest import write_digits
 from ..models.conftest import tiny_vlm_dir  # noqa: F401  (fixture re-exported)
@@ -163,7 +163,7 @@ def test_merge_into_an_existing_workspace_extends_it(cli, tmp_path):
 
 
 def test_a_merge_stopped_midway_resumes_to_the_same_result(cli, tmp_path, monkeypatch):
-    from clipclust.embedding import UNREADABLE_MEMO
+    from clipclust.commands.embed.embedding import UNREADABLE_MEMO
     from clipclust.errors import ClipclustError
 
     for n, seed in (("a", 0), ("b", 1)):

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipclust.cache import Workspace
-from clipclust.describing import text_item_sha256
+from clipclust.store import Workspace
+from clipclust.commands.describe.describing import text_item_sha256
 
 from ..conftest import png_bytes, write_digits
 from ..models.conftest import tiny_vlm_dir  # noqa: F401  (fixture re-exported)
@@ -150,7 +150,7 @@ def test_export_descriptions_and_vector_sets(cli, tmp_path, stdin):
     with open(tmp_path / "image.keys.csv", newline="") as fh:
         assert [r["key"] for r in csv.DictReader(fh)] == keys
 
-    from clipclust.export import export_set  # blocks smaller than the set: the same files, read piece by piece
+    from clipclust.commands.export import export_set  # blocks smaller than the set: the same files, read piece by piece
 
     streamed = io.StringIO()
     assert export_set(ws, "image", "csv", stream=streamed, chunk=4).rows == 6

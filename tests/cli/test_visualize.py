@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from clipclust.cache import Workspace
-from clipclust.plots import montage_size
+from clipclust.store import Workspace
+from clipclust.core.plots import montage_size
 
 from ..workspaces import blob_workspace
 from .conftest import one_error_line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipclust.methods.esmc import (DEFAULT_TEXT_TEMPLATE, ask_keywords, criterion_prompt, explain,
+from clipclust.methods.esmc.features import (DEFAULT_TEXT_TEMPLATE, ask_keywords, criterion_prompt, explain,
                                     hellinger_features, hidden_features, lens_features, localise, parse_keywords)
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipclust.methods.fused import (
+from clipclust.methods.fused.workflow import (
     classify_fused,
     classify_image_only,
     classify_with_centroids,
     fuse,
     majority_labels,
 )
-from clipclust.metrics import classification_accuracy
+from clipclust.core.metrics import classification_accuracy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Graph is not fully connected")
 

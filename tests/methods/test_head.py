@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipclust.methods.clustering import cluster
-from clipclust.methods.head import esmc_head, select_pseudo_labels
-from clipclust.metrics import cluster_accuracy
+from clipclust.core.clustering import cluster
+from clipclust.methods.head.training import esmc_head, select_pseudo_labels
+from clipclust.core.metrics import cluster_accuracy
 
 
 def test_no_function_of_the_module_takes_labels():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipclust.errors import InputError
-from clipclust.importing import import_descriptions
+from clipclust.commands.describe.importing import import_descriptions
 from clipclust.methods.ictc import (
     IctcPrompts,
     IctcResult,

@@ -257,7 +257,7 @@ FLOOR_SET = {  # clearly separable classes; step 2a's labels carry a small model
 
 
 def test_defaults_reach_an_accuracy_floor_on_a_separable_set() -> None:
-    from clipclust.metrics import clustering_report
+    from clipclust.core.metrics import clustering_report
     from clipclust.models.text_encoder import TextEncoder
 
     items = [(text, label, truth) for truth, rows in FLOOR_SET.items() for text, label in rows]

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipclust.methods import latteclip as lc
-
-
+from clipclust.methods.latteclip import objective as lc
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipclust.cache import Workspace
+from clipclust.store import Workspace
 from clipclust.errors import InputError
 from clipclust.models.clip import load_clip, model_identity, parse_model_spec
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from clipclust.collage import collage_id
+from clipclust.methods.latteclip.collage import collage_id
 from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams, MemoryCallStore
 from clipclust.models.vlm import (

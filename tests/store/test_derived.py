@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from clipclust.clusterings.runner import run_clustering
-from clipclust.embedding import EmbedOptions, embed
+from clipclust.commands.cluster import run_clustering
+from clipclust.commands.embed.embedding import EmbedOptions, embed
 from clipclust.store import Workspace
 from clipclust.store import derived as derived_module
 from clipclust.store.check import check_workspace

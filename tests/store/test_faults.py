@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipclust.describing import describe_items
-from clipclust.embedding import EmbedOptions, embed
+from clipclust.commands.describe.describing import describe_items
+from clipclust.commands.embed.embedding import EmbedOptions, embed
 from clipclust.methods.ictc import run_ictc
 from clipclust.models.llm import CachedGenerator
 from clipclust.store import Workspace, journal
@@ -26,7 +26,7 @@ from clipclust.store.check import check_workspace
 
 from ..conftest import write_digits
 from ..methods.test_ictc import Scripted
-from ..test_describing import SizeDescriber
+from ..commands.test_describe import SizeDescriber
 
 Job = Callable[[Path], None]
 

@@ -69,7 +69,7 @@ def test_not_a_workspace_and_garbage_files(tmp_path):
 
 
 def test_readable_with_plain_h5py_without_clipclust(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip):
-    from clipclust.embedding import EmbedOptions, embed
+    from clipclust.commands.embed.embedding import EmbedOptions, embed
 
     ws_path = tmp_path / "ws.h5"
     embed(Workspace(ws_path), [str(digits_dir)], EmbedOptions(model=str(tiny_open_clip), prompts=["digit <>"]),

@@ -20,12 +20,12 @@ One module per concern: :mod:`.prompts` (templates, requests), :mod:`.parsing` (
 and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b, 3), :mod:`.grouping` (raw
 labels -> concepts, names from them, coverage), :mod:`.assigning` (step 3 by label, embedding or
 CLIP scores; degenerate warnings) and :mod:`.run` (the whole method). Importing descriptions made
-elsewhere is :mod:`clipclust.importing`.
+elsewhere is :mod:`clipclust.commands.describe.importing`.
 """
 
 from __future__ import annotations
 
-from .prompts import (
+from clipclust.methods.ictc.prompts import (
     NAMES_MODES,
     IctcPrompts,
     MODES,
@@ -44,7 +44,7 @@ from .prompts import (
     preset_for,
     repair_message,
 )
-from .parsing import (
+from clipclust.methods.ictc.parsing import (
     short_label,
     is_junk_name,
     name_key,
@@ -52,13 +52,13 @@ from .parsing import (
     parse_answer,
     parse_names,
 )
-from .matching import (
+from clipclust.methods.ictc.matching import (
     Match,
     match_answer,
     ngram_embedder,
     similarity,
 )
-from .steps import (
+from clipclust.methods.ictc.steps import (
     Assignment,
     MIN_COUNT_FRACTION,
     NamesResult,
@@ -70,7 +70,7 @@ from .steps import (
     fix_name_count,
     raw_labels,
 )
-from .assigning import (
+from clipclust.methods.ictc.assigning import (
     DOMINANT_SHARE,
     assign_by_embedding,
     assign_by_label,
@@ -78,7 +78,7 @@ from .assigning import (
     degenerate_warnings,
     evidence_matched,
 )
-from .grouping import (
+from clipclust.methods.ictc.grouping import (
     LabelGroup,
     LabelMatcher,
     coverage,
@@ -87,7 +87,7 @@ from .grouping import (
     hybrid_names,
     match_label,
 )
-from .run import (
+from clipclust.methods.ictc.run import (
     names_budget,
     IctcResult,
     run_ictc,

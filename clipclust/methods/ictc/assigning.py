@@ -18,11 +18,11 @@ import numpy as np
 from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams, TextGenerator
 
-from .grouping import LabelMatcher, _unit
-from .matching import _phrase_position
-from .parsing import name_key
-from .prompts import IctcPrompts, Layout
-from .steps import Assignment, StepProgress, assign
+from clipclust.methods.ictc.grouping import LabelMatcher, _unit
+from clipclust.methods.ictc.matching import _phrase_position
+from clipclust.methods.ictc.parsing import name_key
+from clipclust.methods.ictc.prompts import IctcPrompts, Layout
+from clipclust.methods.ictc.steps import Assignment, StepProgress, assign
 
 DOMINANT_SHARE = 0.9
 """A cluster holding more than this share of the items makes the result degenerate."""

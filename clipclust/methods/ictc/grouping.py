@@ -24,8 +24,8 @@ import numpy as np
 
 from clipclust.errors import InputError
 
-from .matching import _phrase_position
-from .parsing import _singular, is_junk_name, name_key
+from clipclust.methods.ictc.matching import _phrase_position
+from clipclust.methods.ictc.parsing import _singular, is_junk_name, name_key
 
 Embedder = Callable[[Sequence[str]], Any]
 

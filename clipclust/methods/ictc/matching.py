@@ -14,7 +14,7 @@ import numpy as np
 
 from clipclust.errors import InputError
 
-from .parsing import name_key, normalise, parse_answer
+from clipclust.methods.ictc.parsing import name_key, normalise, parse_answer
 
 def _ngrams(text: str, n: int = 3) -> Counter[str]:
     t = f"  {name_key(text)}  "

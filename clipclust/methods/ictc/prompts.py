@@ -49,7 +49,7 @@ def fill(template: str, **values: Any) -> str:
 
 @dataclass(frozen=True)
 class IctcPrompts:
-    """The four step templates (see ``clipclust/data/ictc/README.md`` for the placeholders)."""
+    """The four step templates (see ``clipclust/methods/ictc/prompt_files/README.md`` for the placeholders)."""
 
     step1: str
     step2a: str
@@ -62,7 +62,7 @@ class IctcPrompts:
         """A built-in preset: ``generic`` or one of the paper's criteria (action, mood, ...)."""
         if preset not in PRESETS:
             raise InputError(f"unknown IC|TC prompt preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        folder = resources.files("clipclust").joinpath("data", "ictc", preset)
+        folder = resources.files("clipclust.methods.ictc").joinpath("prompt_files", preset)
         texts = {s: folder.joinpath(f"{s}.txt").read_text(encoding="utf-8").strip() for s in STEPS}
         return cls(**texts, source=f"builtin:{preset}")
 

@@ -13,9 +13,9 @@ import numpy as np
 from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, CachedGenerator, DecodeParams, GenerationRequest, TextGenerator
 
-from .matching import match_answer
-from .parsing import _dedupe, name_key, parse_answer, parse_names, short_label
-from .prompts import (
+from clipclust.methods.ictc.matching import match_answer
+from clipclust.methods.ictc.parsing import _dedupe, name_key, parse_answer, parse_names, short_label
+from clipclust.methods.ictc.prompts import (
     MODES,
     IctcPrompts,
     Layout,
@@ -260,7 +260,7 @@ def assign(
     if mode == "embed":
         if embed is None:
             raise InputError("embed mode needs an embedding function (texts -> vectors)")
-        from .assigning import assign_by_embedding
+        from clipclust.methods.ictc.assigning import assign_by_embedding
 
         result = assign_by_embedding(embed, descriptions, names)
         if progress is not None:

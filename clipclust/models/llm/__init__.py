@@ -18,7 +18,7 @@ identities), :mod:`.generator` (the interface), :mod:`.calls` (the call cache), 
 
 from __future__ import annotations
 
-from .requests import (  # noqa: F401
+from clipclust.models.llm.requests import (  # noqa: F401
     DecodeParams,
     GenerationRequest,
     KEY_VERSION,
@@ -27,14 +27,14 @@ from .requests import (  # noqa: F401
     chat,
     generation_key,
 )
-from .hashing import (  # noqa: F401
+from clipclust.models.llm.hashing import (  # noqa: F401
     directory_sha256,
     file_sha256,
 )
-from .generator import (  # noqa: F401
+from clipclust.models.llm.generator import (  # noqa: F401
     TextGenerator,
 )
-from .calls import (  # noqa: F401
+from clipclust.models.llm.caching import (  # noqa: F401
     CacheStats,
     CachedGenerator,
     CallStore,
@@ -42,7 +42,7 @@ from .calls import (  # noqa: F401
     ProgressFn,
     run_cached,
 )
-from .llama import (  # noqa: F401
+from clipclust.models.llm.llama import (  # noqa: F401
     LlamaCppGenerator,
     _CTX_RE,
     check_gguf_path,
@@ -51,7 +51,7 @@ from .llama import (  # noqa: F401
     import_llama_cpp,
     load_llama,
 )
-from .server import (  # noqa: F401
+from clipclust.models.llm.server import (  # noqa: F401
     CONSTRAINT_STRATEGIES,
     HTTPStatusError,
     OpenAIClient,
@@ -59,7 +59,7 @@ from .server import (  # noqa: F401
     normalise_base_url,
     pool_iter,
 )
-from .hf import (  # noqa: F401
+from clipclust.models.llm.hf import (  # noqa: F401
     has_chat_template,
     TransformersGenerator,
     _PLAIN_TEMPLATE_NOTE,
@@ -71,7 +71,7 @@ from .hf import (  # noqa: F401
     resolve_dtype,
     transformers_source,
 )
-from .factory import (  # noqa: F401
+from clipclust.models.llm.factory import (  # noqa: F401
     LazyGenerator,
     _GGUF_OPTS,
     _HF_OPTS,

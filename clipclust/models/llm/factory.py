@@ -12,12 +12,12 @@ from typing import Any
 
 from clipclust.errors import ClipclustError, InputError
 
-from .generator import TextGenerator
-from .hashing import file_sha256
-from .hf import TransformersGenerator, _PLAIN_TEMPLATE_NOTE, has_chat_template, transformers_source
-from .llama import LlamaCppGenerator, check_gguf_path
-from .requests import DecodeParams, GenerationRequest
-from .server import OpenAIGenerator
+from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.hashing import file_sha256
+from clipclust.models.llm.hf import TransformersGenerator, _PLAIN_TEMPLATE_NOTE, has_chat_template, transformers_source
+from clipclust.models.llm.llama import LlamaCppGenerator, check_gguf_path
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest
+from clipclust.models.llm.server import OpenAIGenerator
 
 
 def spec_kind(spec: str | os.PathLike[str]) -> str:

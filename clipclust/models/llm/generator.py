@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
-from .requests import DecodeParams, GenerationRequest
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest
 
 
 class TextGenerator(ABC):

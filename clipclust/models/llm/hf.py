@@ -12,9 +12,9 @@ from typing import Any
 
 from clipclust.errors import InputError
 
-from .generator import TextGenerator
-from .hashing import directory_sha256
-from .requests import DecodeParams, GenerationRequest, Message
+from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.hashing import directory_sha256
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest, Message
 
 
 def import_transformers() -> tuple[Any, Any]:

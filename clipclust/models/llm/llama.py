@@ -11,9 +11,9 @@ from typing import Any
 
 from clipclust.errors import ClipclustError, InputError
 
-from .generator import TextGenerator
-from .hashing import file_sha256
-from .requests import DecodeParams, GenerationRequest
+from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.hashing import file_sha256
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest
 
 
 def import_llama_cpp() -> Any:

@@ -17,9 +17,9 @@ from typing import Any
 
 from clipclust.errors import ClipclustError, InputError
 
-from .generator import TextGenerator
-from .llama import choice_grammar
-from .requests import DecodeParams, GenerationRequest
+from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.llama import choice_grammar
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest
 
 log = logging.getLogger(__name__)
 

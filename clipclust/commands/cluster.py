@@ -1,0 +1,137 @@
+"""Running a clustering request: check it, reuse an identical stored result, else compute and store it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipclust.store import Workspace
+from clipclust.errors import InputError
+from clipclust.core.progress import Reporter, SilentReporter
+from clipclust.methods.inputs import jsonable, set_ref
+from clipclust.methods.registry import REFINEMENTS, ClusterRequest, MethodSpec, PreparedInput, get_method, resolve_options
+
+__all__ = ["ClusteringSummary", "run_clustering"]
+
+
+@dataclass
+class ClusteringSummary:
+    """What a `cluster` run did; the CLI prints it, tests assert on it."""
+
+    name: str
+    method: str
+    on: str
+    n_items: int
+    n_clusters: int
+    n_noise: int
+    sizes: dict[str, int]
+    seed: int | None
+    k: int | None
+    reused: bool = False
+    replaced: bool = False
+    k_table: list[dict[str, Any]] | None = None
+    n_test: int | None = None
+    test_on: str | None = None
+    seconds: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+    names: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"names": self.names,
+            "name": self.name, "method": self.method, "on": self.on, "n_items": self.n_items,
+            "n_clusters": self.n_clusters, "n_noise": self.n_noise, "sizes": self.sizes, "seed": self.seed,
+            "k": self.k, "reused": self.reused, "replaced": self.replaced, "k_table": self.k_table,
+            "n_test": self.n_test, "test_on": self.test_on, "seconds": round(self.seconds, 3), "params": self.params,
+        }
+
+
+def _check_name(name: str) -> str:
+    if not name or name.strip() != name or "/" in name or name in (".", ".."):
+        raise InputError(f"'{name}': use a non-empty name without '/' or surrounding spaces, e.g. kmeans-image",
+                         option="name")
+    return name
+
+
+def _summary(name: str, stored: dict[str, Any], reused: bool, replaced: bool, seconds: float) -> ClusteringSummary:
+    params = stored["params"]
+    ids = np.asarray(stored["ids"])
+    sizes = {str(i): int(c) for i, c in zip(*np.unique(ids, return_counts=True))}
+    test_set = params.get("sets", {}).get("test")
+    return ClusteringSummary(
+        name=name, method=params.get("method", ""), on=params.get("sets", {}).get("input", {}).get("name", ""),
+        n_items=int(ids.shape[0]), n_clusters=int(np.unique(ids[ids >= 0]).shape[0]), n_noise=int((ids < 0).sum()),
+        sizes=sizes, seed=params.get("seed"), k=params.get("k"), reused=reused, replaced=replaced,
+        k_table=params.get("k_table"), n_test=params.get("n_test"), test_on=None if test_set is None else test_set["name"],
+        seconds=seconds, params=params, names=list(stored["names"]) if "names" in stored else None,
+    )
+
+
+def _check_common(req: ClusterRequest, spec: MethodSpec) -> None:
+    if req.refine is not None:
+        if req.refine not in REFINEMENTS:
+            raise InputError(f"'{req.refine}': expected one of {', '.join(REFINEMENTS)}", option="refine")
+        if not spec.refinable:
+            raise InputError(f"the head starts from k-means: use the kmeans method with it, not {spec.name}",
+                             option="refine")
+        if not 0.0 < req.ratio <= 1.0:
+            raise InputError(f"{req.ratio}: expected a fraction in (0, 1], e.g. 0.3", option="ratio")
+        if req.lr <= 0 or req.batch_size < 1 or req.epochs < 1:
+            raise InputError("the head needs lr > 0, batch_size >= 1 and epochs >= 1", option="lr")
+
+
+def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, *,
+                   reporter: Reporter | None = None, **fields: Any) -> ClusteringSummary:
+    """Cluster a stored set and store the result under a name; an identical earlier request is reused.
+
+    Pass a :class:`ClusterRequest` or its fields as keywords (``on="image", method="kmeans", k=10``); keywords
+    that are not common fields are the method's options (``criterion="mood"`` for ictc).
+    """
+    req = request or ClusterRequest.of(**fields)
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    spec = get_method(req.method)
+    _check_common(req, spec)
+    req = dataclasses.replace(req, options=resolve_options(spec, req.options))
+    prepared = spec.prepare(workspace, req)
+    try:
+        return _run_prepared(workspace, req, spec, prepared, reporter, started)
+    finally:
+        if prepared.cleanup is not None:
+            prepared.cleanup()
+
+
+def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, prepared: PreparedInput,
+                  reporter: Reporter, started: float) -> ClusteringSummary:
+    name = _check_name(req.name if req.name is not None else prepared.default_name)
+    identity = jsonable(prepared.identity)
+
+    replaced = False
+    if name in workspace.list_clusterings():
+        stored = workspace.read_clustering(name)
+        if not req.force and stored["params"].get("request") == identity:
+            return _summary(name, stored, True, False, time.perf_counter() - started)
+        replaced = True
+        if stored["params"].get("request") != identity:
+            reporter.warn(f"clustering '{name}' exists with other inputs or parameters; replacing it")
+
+    label = prepared.sets["input"].name
+    with warnings.catch_warnings(record=True) as caught, \
+            reporter.task(f"{req.method} on {label} ({prepared.identity.get('n_items', len(prepared.keys))} items)",
+                          None):
+        warnings.simplefilter("always")
+        output = spec.compute(prepared, req, reporter)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # e.g. sklearn's "Graph is not fully connected"
+        reporter.warn(f"{req.method} on '{label}': {message}")
+    params = {
+        "method": req.method, "refine": req.refine or "", "request": identity,
+        "sets": {role: set_ref(info) for role, info in prepared.sets.items()},
+        "n_items": len(output.keys), **output.details,
+    }
+    workspace.save_clustering(name, keys=output.keys, ids=output.ids, params=params, centroids=output.centroids,
+                              cluster_names=output.cluster_names, extra=output.extra)
+    return _summary(name, workspace.read_clustering(name), False, replaced, time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""`describe`: VLM descriptions per criterion, group (collage) descriptions and imported description files."""

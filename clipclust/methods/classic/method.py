@@ -1,0 +1,117 @@
+"""k-means, spectral, agglomerative and HDBSCAN on any stored item set (k-means optionally + the ESMC head)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clipclust.store import Workspace
+from clipclust.errors import InputError
+from clipclust.core.clustering import choose_k, cluster
+from clipclust.core.progress import Reporter
+from clipclust.methods.inputs import (check_k, default_name, full_centroids, keys_digest, parse_k, read_clusterable,
+                     resolve_item_set, slugify, split_keys)
+from clipclust.methods.registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, register_method
+
+
+def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
+    info = resolve_item_set(workspace, req.on or "image", req.model)
+    if len(info.shape) != 2:
+        read_clusterable(workspace, info, req.split)  # raises the explanation
+    # The reuse identity never reads the set's vectors: the whole set is named by its digest (one attribute,
+    # changed by every write to the set); one split by the digest of its keys.  Vectors are read only when the
+    # clustering is really computed.
+    if req.split is None:
+        keys: list[str] = []
+        n_items, keys_id = int(info.shape[0]), "set:" + workspace.set_digest(info.id)
+    else:
+        all_keys = sorted(workspace.set_keys(info.id))
+        keys = [all_keys[i] for i in split_keys(workspace, info, all_keys, req.split)]
+        n_items, keys_id = len(keys), keys_digest(keys)
+    if not n_items:
+        raise InputError(f"set '{info.name}' is empty; run 'clipclust embed' first", option="on")
+    k = parse_k(req.k)
+    if req.method == "hdbscan":
+        if k is not None:
+            raise InputError("hdbscan decides the number of clusters itself; leave k out (tune min_cluster_size "
+                             "instead)", option="k")
+    elif k is None:
+        raise InputError(f"the {req.method} method needs the number of clusters (a whole number, or 'auto')",
+                         option="k")
+    elif k != "auto":
+        check_k(int(k), n_items, info, req.split)
+    seed = 0 if req.seed is None else req.seed
+    options = {key: value for key, value in req.options.items() if value is not None}
+    identity: dict[str, Any] = {
+        "method": req.method, "set_id": info.id, "split": req.split or "", "n_items": n_items,
+        "keys_sha256": keys_id, "k": k, "seed": seed, "options": options, "refine": req.refine or "",
+    }
+    if k == "auto":
+        identity["k_range"] = list(req.k_range)
+    if req.refine == "head":
+        identity.update(ratio=req.ratio, epochs=req.epochs, lr=req.lr, batch_size=req.batch_size)
+    base = f"{req.method}{'-' + req.refine if req.refine else ''}-{slugify(info.name)}"
+    if req.split:
+        base += f"-{slugify(req.split)}"
+
+    prepared = PreparedInput(identity, default_name(workspace, base, info), {"input": info}, keys, lambda: load(),
+                             {"seed": seed, "k": k, "options": options})
+
+    def load() -> np.ndarray:  # the set's own row order, so results do not depend on how keys sort
+        prepared.keys, vectors = read_clusterable(workspace, info, req.split)
+        return vectors
+
+    return prepared
+
+
+def compute_classic(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
+    X = prepared.vectors
+    seed, k, options = prepared.context["seed"], prepared.context["k"], prepared.context["options"]
+    details: dict[str, Any] = {"seed": seed, "options": options}
+    if k == "auto":
+        low, high = req.k_range
+        high = min(high, X.shape[0] - 1)
+        if low < 2 or low > high:
+            raise InputError(f"auto: the range {req.k_range[0]}:{req.k_range[1]} leaves no k between 2 and "
+                             f"{X.shape[0] - 1} (the items minus one); pass a range with smaller numbers",
+                             option="k_range")
+        with reporter.task(f"choosing k in {low}..{high} by silhouette", None):
+            k, table = choose_k(X, req.method, range(low, high + 1), seed, metric="euclidean", **options)
+        details["k_table"] = table
+    if req.refine == "head":
+        from clipclust.methods.head.training import esmc_head
+
+        result = esmc_head(X, int(k), ratio=req.ratio, seed=seed, epochs=req.epochs, lr=req.lr,
+                           batch_size=req.batch_size, device=req.device)
+        details.update(k=int(k), head=result.params, final_loss=result.loss_curve[-1])
+        return MethodOutput(
+            keys=prepared.keys, ids=result.ids, centroids=full_centroids(np.asarray(X, np.float64), result.ids, int(k)),
+            extra={"kmeans_ids": result.kmeans_ids, "pseudo_indices": result.pseudo_indices}, details=details,
+        )
+    try:
+        result = cluster(X, req.method, None if k is None else int(k), seed, **options)  # type: ignore[arg-type]
+    except ValueError as exc:  # scikit-learn's word on a setting that does not fit these data
+        raise InputError(f"the {req.method} method on '{prepared.sets['input'].name}': "
+                         f"{str(exc).rstrip('.')}") from None
+    details.update(k=result.params["k"], method_params={key: v for key, v in result.params.items()
+                                                        if key not in ("method", "k", "seed")})
+    centroids = result.centroids
+    if k is not None and centroids.shape[0] < int(k):  # keep row i = cluster i even if top ids are empty
+        centroids = full_centroids(np.asarray(X, np.float64), result.ids, int(k))
+    return MethodOutput(keys=prepared.keys, ids=result.ids, centroids=centroids, details=details)
+
+
+_N_NEIGHBORS = Option("n_neighbors", help="neighbours of the affinity graph (10)", check=at_least_one)
+for _method, _summary, _options in (
+    ("kmeans", "k-means (n_init=10), or the ESMC head with refine='head'",
+     (Option("n_init", help="k-means restarts (10)", check=at_least_one),)),
+    ("spectral", "spectral clustering on a 10-nearest-neighbour graph", (_N_NEIGHBORS,)),
+    ("agglomerative", "agglomerative clustering, Ward linkage by default",
+     (Option("linkage", help="ward, average, complete or single"), Option("metric", help="distance metric"))),
+    ("hdbscan", "HDBSCAN: density decides the number of clusters, noise gets -1",
+     (Option("min_cluster_size", help="smallest cluster (5)", check=at_least_one),
+      Option("min_samples", help="neighbourhood size for density", check=at_least_one))),
+):
+    register_method(MethodSpec(_method, _summary, prepare_classic, compute_classic, _options,
+                               refinable=_method == "kmeans"))

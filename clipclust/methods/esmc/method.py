@@ -1,0 +1,221 @@
+"""ESMC (seed 001): criterion embeddings from an LLM's hidden states, k-means, optionally the head.
+
+Images go through an image-text-to-text model (``mllm``), descriptions through a text LLM (``llm``):
+each item's prompt ends with the criterion prompt and the hidden state at one (layer, position), or its
+logit lens (``feature="lens"``), is clustered.  The states are stored in the workspace
+(:mod:`clipclust.methods.esmc.states`), so another K, the head or names cost no forward pass.  With
+``refine="head"`` the ESMC head refines k-means as in the paper.  ``explain`` names each cluster by its
+over-represented lens tokens.  No label is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipclust.store import SetInfo, Workspace
+from clipclust.errors import InputError
+from clipclust.core.progress import Reporter
+from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
+from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
+                       register_method)
+
+FEATURES = ("hidden", "lens", "lens-raw")
+
+
+class _ImageItems:
+    """Stands in for a stored set when the model reads the workspace's image files."""
+
+    id, name, kind, model, prompt = "items", "images", "items", "", ""
+
+
+def _descriptions(workspace: Workspace, req: ClusterRequest) -> tuple[SetInfo, list[str], list[str]]:
+    info = description_set(workspace, req.on, req.model, reader="a text LLM",
+                           hint=", or read the images with an image-text model", missing_option="llm")
+    keys, texts = workspace.read_set(info.id)
+    keep = split_keys(workspace, info, keys, req.split)
+    return info, [keys[i] for i in keep], [str(texts[i]) for i in keep]
+
+
+def _images(workspace: Workspace, req: ClusterRequest) -> tuple[list[str], list[str]]:
+    if req.on is not None:
+        raise InputError("an image-text model reads the workspace's image files; leave the set out", option="on")
+    items = workspace.items()
+    keep = [i for i, path in enumerate(items.path) if path and Path(path).is_file()]
+    if req.split is not None:
+        keep = [i for i in keep if items.split[i] == req.split]
+    if not keep:
+        where = f" in split '{req.split}'" if req.split else ""
+        raise InputError(f"no item{where} has an image file on disk; run 'clipclust embed IMAGES' first", option="mllm")
+    return [items.sha256[i] for i in keep], [items.path[i] for i in keep]
+
+
+def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
+    from clipclust.methods.esmc.states import StateRequest, StateSource
+    from clipclust.methods.esmc.features import DEFAULT_IMAGE_TEMPLATE, DEFAULT_TEXT_TEMPLATE
+    from clipclust.models.hidden import model_source
+
+    criterion = str(req.option("criterion") or "").strip()
+    if not criterion:
+        raise InputError("the esmc method needs a criterion (what to cluster by, e.g. color)", option="criterion")
+    llm, mllm = req.option("llm"), req.option("mllm")
+    if (llm is None) == (mllm is None):
+        raise InputError("the esmc method reads descriptions with a text LLM or images with an image-text model: "
+                         "give exactly one of them", option="llm" if llm is None else "mllm")
+    if not workspace.exists():
+        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed' or 'clipclust describe' first")
+    k = parse_k(req.k)
+    if k is None or k == "auto":
+        raise InputError("the esmc method needs the number of clusters (a whole number)", option="k")
+    if llm is not None:
+        info, keys, texts = _descriptions(workspace, req)
+        source = StateSource(set_id=info.id, keys=keys, texts=texts)
+        template = req.option("prompt") or DEFAULT_TEXT_TEMPLATE
+    else:
+        info = _ImageItems()  # type: ignore[assignment]
+        keys, paths = _images(workspace, req)
+        source = StateSource(set_id="items", keys=keys, paths=paths)
+        template = req.option("prompt") or DEFAULT_IMAGE_TEMPLATE
+    if not keys:
+        raise InputError(f"no item to cluster in '{info.name}'" + (f" (split '{req.split}')" if req.split else ""),
+                         option="split" if req.split else "on")
+    check_k(int(k), len(keys), info, req.split)  # type: ignore[arg-type]
+    model_spec = llm if llm is not None else mllm
+    try:
+        _, _, model_identity = model_source(model_spec)
+    except InputError as exc:
+        raise InputError(str(exc), option="llm" if llm is not None else "mllm") from None
+    seed = 0 if req.seed is None else req.seed
+    keywords = req.option("keywords")
+    state_req = StateRequest(
+        model=model_spec, criterion=criterion, template=template, layer=req.option("layer"),
+        position=req.option("position"), keywords=None if keywords in (None, "auto") else list(keywords),
+        locate_samples=req.option("locate_samples"), seed=seed, device=req.device, dtype=req.option("dtype"),
+        batch_size=req.option("forward_batch"),
+    )
+    try:  # the template is checked before anything is computed
+        from clipclust.methods.esmc.features import criterion_prompt
+
+        criterion_prompt(template, criterion, "" if llm is not None else None)
+    except ValueError as exc:
+        raise InputError(str(exc), option="prompt") from None
+    identity = {
+        "method": "esmc", "set_id": source.set_id, "split": req.split or "", "n_items": len(keys),
+        "keys_sha256": keys_digest(keys), "texts_sha256": keys_digest(texts) if llm is not None else "",
+        "model": model_identity, "reads": "descriptions" if llm is not None else "images", "criterion": criterion,
+        "template": template, "feature": req.option("feature"), "layer": state_req.layer,
+        "position": state_req.position, "keywords": keywords, "keywords_llm": req.option("keywords_llm"),
+        "locate_samples": state_req.locate_samples, "k": int(k), "seed": seed, "refine": req.refine or "",
+        "explain": bool(req.option("explain")), "dtype": req.option("dtype"),
+    }
+    if req.refine == "head":
+        identity.update(ratio=req.ratio, epochs=req.epochs, lr=req.lr, batch_size=req.batch_size)
+    base = f"esmc{'-head' if req.refine else ''}-{slugify(criterion, 40)}"
+    return PreparedInput(identity, base if llm is None else default_name(workspace, base, info), {"input": info},
+                         keys, np.zeros((len(keys), 0)),
+                         {"workspace": workspace, "source": source, "state_req": state_req, "k": int(k), "seed": seed})
+
+
+def _keywords(workspace: Workspace, req: ClusterRequest, reporter: Reporter) -> list[str]:
+    """Criterion keywords asked from an LLM through the runtime (cached in the workspace)."""
+    from clipclust.methods.esmc.features import ask_keywords
+    from clipclust.models.llm import CachedGenerator, load_generator
+
+    spec = req.option("keywords_llm") or req.option("llm")
+    if spec is None:
+        raise InputError("asking for keywords needs an LLM; name one, or give the keywords", option="keywords_llm")
+    with reporter.task("asking the LLM for criterion keywords", None), load_generator(spec, seed=0, lazy=True) as generator:
+        try:
+            return ask_keywords(CachedGenerator(generator, workspace), req.option("criterion"))
+        except ValueError as exc:
+            raise InputError(str(exc), option="keywords") from None
+
+
+def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
+    from clipclust.methods.esmc.states import criterion_states
+    from clipclust.core.clustering import cluster
+    from clipclust.methods.esmc.features import explain, hellinger_features, hidden_features, lens_features
+
+    ctx = prepared.context
+    state_req = ctx["state_req"]
+    if req.option("keywords") == "auto" and (state_req.layer is None or state_req.position is None):
+        state_req.keywords = _keywords(ctx["workspace"], req, reporter)
+    states = criterion_states(ctx["workspace"], ctx["source"], state_req, reporter)
+    if req.option("feature") == "lens":
+        X = hellinger_features(lens_features(states.top_ids, states.top_probs)[0])
+    elif req.option("feature") == "lens-raw":  # the demo's vocabulary probabilities as they are
+        X = lens_features(states.top_ids, states.top_probs)[0]
+    else:
+        X = hidden_features(states.hidden)
+    k, seed = ctx["k"], ctx["seed"]
+    details: dict[str, Any] = {
+        "seed": seed, "k": k, "criterion": state_req.criterion, "feature": req.option("feature"),
+        "layer": states.layer, "position": states.position, "model": states.model_identity,
+        "prompt": states.details["prompt"], "dtype": states.details["dtype"], "keywords": state_req.keywords,
+        "localisation": states.localisation, "state_sets": states.set_ids, "n_forward": states.n_computed,
+        "forward_seconds": round(states.forward_seconds, 3),
+    }
+    extra: dict[str, Any] = {}
+    if req.refine == "head":
+        from clipclust.methods.head.training import esmc_head
+
+        result = esmc_head(X, k, ratio=req.ratio, seed=seed, epochs=req.epochs, lr=req.lr,
+                           batch_size=req.batch_size, device=req.device)
+        ids = result.ids
+        details.update(head=result.params, final_loss=result.loss_curve[-1])
+        extra = {"kmeans_ids": result.kmeans_ids, "pseudo_indices": result.pseudo_indices}
+    else:
+        ids = cluster(X, "kmeans", k, seed).ids
+    names = explain(ids, states.top_ids, states.top_probs, states.token_text, k) if req.option("explain") else None
+    if names is not None:
+        details["names"] = names
+    return MethodOutput(keys=prepared.keys, ids=np.asarray(ids, dtype=np.int64),
+                        centroids=full_centroids(np.asarray(X, np.float64), ids, k), cluster_names=names,
+                        extra=extra, details=details)
+
+
+def _layer(value: Any) -> int:
+    if int(value) < 0:
+        raise ValueError(f"{value}: layers are numbered from 0 (the token embeddings)")
+    return int(value)
+
+
+def _position(value: Any) -> int:
+    if int(value) >= 0:
+        raise ValueError(f"{value}: positions count back from the end of the prompt (-1 = its last token)")
+    return int(value)
+
+
+def _keyword_list(value: Any) -> Any:
+    from clipclust.methods.esmc.features import parse_keywords
+
+    if value == "auto":
+        return value
+    words = parse_keywords(value) if isinstance(value, str) else [str(w).strip() for w in value if str(w).strip()]
+    if not words:
+        raise ValueError("expected a comma-separated list of words, or 'auto' to ask the LLM")
+    return words
+
+
+register_method(MethodSpec(
+    "esmc", "ESMC: an LLM's hidden state after a criterion prompt, per image (mllm) or description (llm); "
+    "k-means, refine='head' for the paper's head, explain names clusters", prepare_esmc, compute_esmc,
+    options=(
+        Option("criterion", help="what to cluster by, e.g. color"),
+        Option("llm", help="text LLM reading descriptions: hf:ORG/NAME, a folder or a .gguf file"),
+        Option("mllm", help="image-text-to-text model reading images: hf:ORG/NAME or a folder"),
+        Option("feature", "hidden", "hidden (the state), lens (its logit lens, Hellinger-embedded) or lens-raw "
+               "(the lens probabilities as the paper's demo feeds them)", check=one_of(*FEATURES)),
+        Option("layer", help="layer to read (default: localised, else the last)", check=_layer),
+        Option("position", help="token position from the end (default: localised, else -1)", check=_position),
+        Option("keywords", help="criterion keywords for localisation, or 'auto' to ask an LLM", check=_keyword_list),
+        Option("keywords_llm", help="the LLM asked for keywords (default: llm)"),
+        Option("locate_samples", 10, "items sampled for localisation", check=at_least_one),
+        Option("prompt", help="prompt template with {criterion} (and {description} for descriptions)"),
+        Option("explain", False, "name each cluster by its over-represented lens tokens"),
+        Option("dtype", "auto", "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16",
+               check=one_of("auto", "fp32", "fp16", "bf16")),
+        Option("forward_batch", 8, "prompts per forward pass", check=at_least_one, identity=False),
+    ), refinable=True))

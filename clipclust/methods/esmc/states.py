@@ -1,0 +1,263 @@
+"""ESMC criterion states in the workspace: one forward pass per item, then any K, head or name is free.
+
+For a model, a criterion prompt and a (layer, position), three sets are kept:
+
+* ``esmc-hidden`` (item -> D floats): the hidden state the clustering reads;
+* ``esmc-lens`` (item -> LENS_TOP x 2): the ids and probabilities of its top logit-lens tokens, for
+  ``--feature lens`` and for cluster names;
+* ``esmc-vocab`` (token id -> text): the text of every token that appears in a lens set.
+
+Items are processed in batches and each batch is written at once, so an interrupted run keeps what it
+computed and a re-run continues; the model is opened only when an item is missing (or when the
+localisation has not been done before; its result is remembered in the workspace).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from clipclust.store import Workspace, short_hash
+from clipclust.errors import InputError
+from clipclust.methods.esmc.features import LENS_TOP, Localisation, criterion_prompt, localise
+from clipclust.core.progress import Reporter, SilentReporter
+
+__all__ = ["CriterionStates", "StateRequest", "StateSource", "criterion_states"]
+
+WRITE_BATCH = 32  # items per forward-and-store round
+
+
+@dataclass
+class StateSource:
+    """What the LLM reads for each item: its description (``texts``) or its image file (``paths``)."""
+
+    set_id: str
+    keys: list[str]
+    texts: list[str] | None = None
+    paths: list[str] | None = None
+
+    @property
+    def images(self) -> bool:
+        return self.paths is not None
+
+
+@dataclass
+class StateRequest:
+    """The model and where to read it.  ``layer``/``position`` None: localise with ``keywords``, or
+    (without keywords) the final layer's last token."""
+
+    model: str
+    criterion: str
+    template: str
+    layer: int | None = None
+    position: int | None = None
+    keywords: list[str] | None = None
+    locate_samples: int = 10
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+
+
+@dataclass
+class CriterionStates:
+    """The states of the asked items (in the source's order) and where they came from."""
+
+    keys: list[str]
+    hidden: np.ndarray
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    token_text: dict[int, str]
+    layer: int
+    position: int
+    model_identity: str
+    set_ids: dict[str, str]
+    localisation: dict[str, Any] | None = None
+    n_computed: int = 0
+    forward_seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _LazyModel:
+    """Opens the model on first use, once."""
+
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._opener, self.model = opener, None
+
+    def get(self) -> Any:
+        if self.model is None:
+            self.model = self._opener()
+        return self.model
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+
+def _n_layers_from_config(source: str, extra: dict[str, Any]) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, **extra)
+    text_config = getattr(config, "text_config", None) or config
+    return int(text_config.num_hidden_layers)
+
+
+def _final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_from: str, extra: dict[str, Any]) -> int:
+    """The model's last layer, remembered in the workspace (reading a GGUF file's config takes seconds)."""
+    key = "esmc-layers:" + identity
+    remembered = workspace.memo_get(key)
+    if remembered is not None:
+        return int(remembered)
+    n_layers = lazy.model.n_layers if lazy.model is not None else _n_layers_from_config(load_from, extra)
+    workspace.memo_put(key, int(n_layers))
+    return n_layers
+
+
+def _dtype_name(device: str, dtype: str) -> str:
+    """The dtype a run computes in (part of the sets' identity: bf16 states differ from fp32 ones)."""
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return "fp32"
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _prompts(source: StateSource, req: StateRequest, rows: Sequence[int]) -> tuple[list[str], list[Any] | None]:
+    from clipclust.core.images import decode_image
+
+    if source.texts is not None:
+        return [criterion_prompt(req.template, req.criterion, source.texts[i]) for i in rows], None
+    prompt = criterion_prompt(req.template, req.criterion)
+    images = []
+    for i in rows:
+        path = Path(source.paths[i])  # type: ignore[index]
+        try:
+            images.append(decode_image(path.read_bytes()))
+        except OSError as exc:
+            raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return [prompt] * len(rows), images
+
+
+def _locate(workspace: Workspace, lazy: _LazyModel, source: StateSource, req: StateRequest, identity: str,
+            reporter: Reporter) -> Localisation:
+    memo_key = "esmc-locate:" + short_hash(identity, source.set_id, req.template, req.criterion,
+                                           req.keywords, req.locate_samples, req.seed)
+    stored = workspace.memo_get(memo_key)
+    if stored is not None:
+        return Localisation(**stored)
+    rng = np.random.default_rng(req.seed)
+    n = len(source.keys)
+    rows = sorted(rng.choice(n, size=min(req.locate_samples, n), replace=False).tolist())
+    with reporter.task(f"localising the criterion on {len(rows)} sampled items", None):
+        model = lazy.get()
+        prompts, images = _prompts(source, req, rows)
+        found = localise(model, prompts, req.keywords or [], images=images)
+    workspace.memo_put(memo_key, found.to_dict())
+    return found
+
+
+def criterion_states(workspace: Workspace, source: StateSource, req: StateRequest,
+                     reporter: Reporter | None = None, opener: Callable[[], Any] | None = None) -> CriterionStates:
+    """The hidden state and lens tokens of every item of ``source``, computing only the missing ones.
+
+    ``opener`` opens the model (default: :func:`clipclust.models.hidden.load_hidden_model` on
+    ``req.model``); it is called at most once and only when something must be computed.
+    """
+    from clipclust.models.hidden import load_hidden_model, model_source
+
+    reporter = reporter or SilentReporter()
+    if not source.keys:
+        raise InputError("there is nothing to cluster: the chosen set holds no item")
+    if req.locate_samples < 1:
+        raise InputError(f"locate_samples {req.locate_samples}: expected 1 or more")
+    criterion_prompt(req.template, req.criterion, "" if source.texts is not None else None)  # checks the template
+    load_from, extra, identity = model_source(req.model)
+    lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, images=source.images, device=req.device,
+                                                              dtype=req.dtype, batch_size=req.batch_size)))
+    try:
+        return _states(workspace, source, req, reporter, lazy, identity, load_from, extra)
+    finally:
+        lazy.close()
+
+
+def _states(workspace: Workspace, source: StateSource, req: StateRequest, reporter: Reporter, lazy: _LazyModel,
+            identity: str, load_from: str, extra: dict[str, Any]) -> CriterionStates:
+    localisation = None
+    layer, position = req.layer, req.position
+    if layer is None or position is None:
+        if req.keywords:
+            localisation = _locate(workspace, lazy, source, req, identity, reporter)
+            layer = localisation.layer if layer is None else layer
+            position = localisation.position if position is None else position
+        else:
+            position = -1 if position is None else position
+            if layer is None:
+                layer = _final_layer(workspace, lazy, identity, load_from, extra)
+    if position >= 0:
+        raise InputError(f"position {position}: positions count from the end of the prompt (-1 = last token)")
+    dtype = _dtype_name(req.device, req.dtype)
+    base = (identity, dtype, source.set_id, req.template, req.criterion, int(layer), int(position))
+    prompt = criterion_prompt(req.template, req.criterion)
+    ids = {"hidden": short_hash("esmc-hidden", *base), "lens": short_hash("esmc-lens", LENS_TOP, *base),
+           "vocab": short_hash("esmc-vocab", identity)}
+    provenance = {"model": identity, "dtype": dtype, "source_set": source.set_id, "template": req.template,
+                  "criterion": req.criterion, "layer": int(layer), "position": int(position)}
+    label = f"{req.criterion} L{layer}@{position}"
+    specs = {
+        "hidden": {"id": ids["hidden"], "name": f"esmc-hidden:{label}", "kind": "esmc-hidden", "model": identity,
+                   "prompt": prompt, "keyed_by": "item", "provenance": provenance},
+        "lens": {"id": ids["lens"], "name": f"esmc-lens:{label}", "kind": "esmc-lens", "model": identity,
+                 "prompt": prompt, "keyed_by": "item", "provenance": provenance},
+        "vocab": {"id": ids["vocab"], "name": f"esmc-vocab:{identity[:24]}", "kind": "esmc-vocab", "model": identity,
+                  "prompt": "", "keyed_by": "token", "dtype": "str", "provenance": {"model": identity}},
+    }
+    if localisation is not None:  # the choice and its evidence travel with the set ('clipclust info' shows attrs)
+        specs["hidden"]["attrs"] = {"localisation": json.dumps(localisation.to_dict())}
+    have = workspace.set_keys(ids["hidden"]) & workspace.set_keys(ids["lens"])
+    missing = [i for i, key in enumerate(source.keys) if key not in have]
+    forward_seconds = 0.0
+    if missing:
+        with reporter.task(f"criterion states ({len(missing)} items, layer {layer}, position {position})",
+                           len(missing)) as advance:
+            model = lazy.get()
+            known_tokens = workspace.set_keys(ids["vocab"])
+            for start in range(0, len(missing), WRITE_BATCH):
+                rows = missing[start:start + WRITE_BATCH]
+                prompts, images = _prompts(source, req, rows)
+                began = time.perf_counter()
+                states = model.states(prompts, [int(layer)], [int(position)], images=images)[:, 0, 0, :]
+                top_ids, top_probs = model.lens_top(states, int(layer), LENS_TOP)
+                forward_seconds += time.perf_counter() - began
+                new_tokens = sorted({int(t) for t in top_ids.reshape(-1)} - {int(t) for t in known_tokens})
+                known_tokens |= {str(t) for t in new_tokens}
+                keys = [source.keys[i] for i in rows]
+                workspace.write_batch(rows=[
+                    (specs["hidden"], keys, states),
+                    (specs["lens"], keys, np.stack([top_ids.astype(np.float32), top_probs], axis=-1)),
+                    (specs["vocab"], [str(t) for t in new_tokens], model.token_texts(new_tokens)),
+                ])
+                advance(len(rows))
+    hidden = _rows(workspace, ids["hidden"], source.keys)
+    lens = _rows(workspace, ids["lens"], source.keys)
+    vocab_keys, vocab_texts = workspace.read_set(ids["vocab"])
+    return CriterionStates(
+        keys=list(source.keys), hidden=hidden, top_ids=lens[..., 0].astype(np.int64), top_probs=lens[..., 1],
+        token_text={int(k): str(t) for k, t in zip(vocab_keys, vocab_texts)}, layer=int(layer),
+        position=int(position), model_identity=identity, set_ids=ids,
+        localisation=None if localisation is None else localisation.to_dict(), n_computed=len(missing),
+        forward_seconds=forward_seconds, details={"dtype": dtype, "prompt": prompt},
+    )
+
+
+def _rows(workspace: Workspace, set_id: str, keys: Sequence[str]) -> np.ndarray:
+    stored_keys, data = workspace.read_set(set_id)
+    row_of = {k: i for i, k in enumerate(stored_keys)}
+    return data[[row_of[k] for k in keys]]

@@ -1,0 +1,209 @@
+"""IC|TC (seed 003): an LLM labels each description for a criterion, names K clusters, assigns every item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clipclust.store import SetInfo, Workspace
+from clipclust.errors import InputError
+from clipclust.core.progress import Reporter
+from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
+from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
+                       register_method)
+
+ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
+CLIP_TEMPLATE = "a photo of a <>."
+ICTC_NAMES = ("frequent", "hybrid", "llm")
+DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
+
+
+def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
+    from clipclust.methods.ictc import default_prompts, STEPS
+    from clipclust.models.llm import DecodeParams, load_generator
+
+    criterion = req.option("criterion")
+    if not criterion or not str(criterion).strip():
+        raise InputError("the ictc method needs a criterion (what to cluster by, e.g. mood)", option="criterion")
+    k = parse_k(req.k)
+    if k is None or k == "auto":
+        raise InputError("the ictc method needs the number of clusters the LLM names; 'auto' is not supported",
+                         option="k")
+    mode = req.option("assign")
+    llm, generator = req.option("llm"), req.option("generator")
+    if llm is None and generator is None:
+        raise InputError("the ictc method needs an LLM (a .gguf file, hf:ORG/NAME or http://HOST:PORT/v1)",
+                         option="llm")
+    info = description_set(workspace, req.on, req.model, reader="the ictc method")
+    keys, texts = workspace.read_set(info.id)
+    keep = split_keys(workspace, info, keys, req.split)
+    if req.split is not None:
+        keys, texts = [keys[i] for i in keep], texts[keep]
+    if not keys:
+        raise InputError(f"set '{info.name}' is empty; run 'clipclust describe' first", option="on")
+    check_k(int(k), len(keys), info, req.split)
+    criterion = str(criterion).strip()
+    prompts = default_prompts(criterion, prompt_dir=req.option("prompts_dir"))
+    seed = 0 if req.seed is None else req.seed
+    backend = {name: req.options.get(name) for name in LLM_BACKEND_OPTIONS if req.options.get(name) is not None}
+    params = DecodeParams(temperature=float(backend.pop("temperature", 0.0)), top_p=float(backend.pop("top_p", 1.0)),
+                          seed=seed)
+    if "model_name" in backend:
+        backend["model"] = backend.pop("model_name")
+    names_mode = req.option("names")
+    if req.option("extra") is not None and names_mode == "frequent":
+        raise InputError("an extra naming instruction is for the LLM's names; choose names llm or hybrid",
+                         option="extra")
+    text_encoder = None
+    if mode in ("embed", "label-embed") or names_mode in ("frequent", "hybrid"):
+        from clipclust.models.text_encoder import TextEncoder  # identity now, weights on the first call
+
+        text_encoder = TextEncoder(req.option("text_model"))
+    clip = _clip_inputs(workspace, req, keys) if mode == "clip" else None
+    owned = generator is None
+    if owned:
+        # Lazy: the identity now, the weights on the first call, so a reused or fully cached run loads nothing.
+        generator = load_generator(llm, lazy=True, seed=seed, **backend)  # type: ignore[arg-type]
+    identity = {
+        "method": "ictc", "set_id": info.id, "split": req.split or "", "n_items": len(keys),
+        "keys_sha256": keys_digest(keys), "texts_sha256": keys_digest([str(t) for t in texts]),
+        "criterion": criterion, "k": int(k), "assign": mode, "names": names_mode, "llm": generator.identity,
+        "params": params.to_dict(), "prompts": {step: getattr(prompts, step) for step in STEPS},
+        "extra": req.option("extra"), "min_count": req.option("min_count"), "max_labels": req.option("max_labels"),
+        "text_model": text_encoder.identity if text_encoder is not None else None,
+        "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
+    }
+    return PreparedInput(
+        identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,
+        np.asarray(texts, dtype=object),
+        {"workspace": workspace, "generator": generator, "criterion": criterion, "k": int(k), "mode": mode,
+         "names_mode": names_mode, "prompts": prompts, "params": params, "seed": seed, "text_encoder": text_encoder,
+         "clip": clip},
+        cleanup=generator.close if owned else None,
+    )
+
+
+def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
+    from clipclust.methods.ictc import run_ictc
+    from clipclust.models.llm import CachedGenerator
+
+    ctx = prepared.context
+    cached = CachedGenerator(ctx["generator"], ctx["workspace"])
+    result = run_ictc(
+        cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
+        names_mode=ctx["names_mode"], prompts=ctx["prompts"], params=ctx["params"],
+        min_count=req.option("min_count"), max_labels=req.option("max_labels"), extra=req.option("extra"),
+        embed=ctx["text_encoder"], clip_scores=_clip_scorer(ctx["clip"], prepared.keys) if ctx["clip"] else None,
+    )
+    for warning in result.warnings:
+        reporter.warn(warning)
+    n = len(prepared.keys)
+    details = {
+        "seed": ctx["seed"], "k": ctx["k"], "criterion": result.criterion, "assign": result.mode,
+        "llm": cached.identity, "llm_name": cached.name, "prompts_source": result.prompts_source,
+        "extra": result.extra, "decode": result.params.to_dict(), "names": result.names,
+        "dictionary": result.dictionary, "kept": result.kept, "min_count": result.min_count,
+        "names_outputs": result.names_outputs, "names_attempts": result.names_attempts,
+        "names_fallback": result.names_fallback, "n_unmatched": result.n_unmatched,
+        "names_mode": result.names_mode, "names_proposed": result.names_proposed,
+        "names_replacements": result.names_replacements, "coverage": result.coverage,
+        "n_llm_assigned": result.n_llm_assigned, "warnings": result.warnings,
+        "text_model": ctx["text_encoder"].identity if ctx["text_encoder"] is not None else None,
+        "clip": None if ctx["clip"] is None else {"image_set": ctx["clip"]["set"].id,
+                                                  "template": ctx["clip"]["template"]},
+        "calls": {step: {"hits": c.hits, "misses": c.misses} for step, c in result.stats.items()},
+        "calls_total": {"hits": cached.stats.hits, "misses": cached.stats.misses},
+    }
+    extra: dict[str, Any] = {"answers": [str(a) for a in result.answers],
+                             "matched": np.asarray(result.matched, dtype=np.int8)}
+    if len(result.raw_labels) == n:
+        extra["raw_labels"] = [str(lab) for lab in result.raw_labels]
+        extra["raw_outputs"] = [str(o) for o in result.raw_outputs]
+    return MethodOutput(keys=prepared.keys, ids=np.asarray(result.cluster_ids, dtype=np.int64),
+                        cluster_names=list(result.names), extra=extra, details=details)
+
+
+def _clip_inputs(workspace: Workspace, req: ClusterRequest, keys: list[str]) -> dict[str, Any]:
+    """The stored image set whose vectors clip assignment scores the names against (one vector per
+    item needed), the name template, and the CLIP model to encode the names with (loaded later)."""
+    import json
+
+    image = workspace.resolve_set(req.option("clip_on") or "image", keyed_by="item")
+    if image.kind != "image":
+        raise InputError(f"'{image.name}' is a {image.kind} set; clip assignment needs an image set", option="clip_on")
+    have = workspace.set_keys(image.id)
+    missing = [key for key in keys if key not in have]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} described items have no vector in image set '{image.name}' "
+                         "(descriptions imported without their images?); embed the images first or assign "
+                         "another way", option="assign")
+    template = str(req.option("clip_template") or CLIP_TEMPLATE)
+    provenance = json.loads(image.attrs.get("provenance") or "{}")
+    return {"set": image, "template": template, "workspace": workspace, "encoder": req.option("clip_encoder"),
+            "model_spec": provenance.get("model_spec") or image.model, "device": req.device}
+
+
+def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
+    """names -> items x names cosine scores: the names through the template, encoded by the image
+    set's CLIP model (loaded on the call, once) against the stored image vectors."""
+
+    def scores(names: list[str]) -> np.ndarray:
+        from clipclust.models.clip import load_clip
+        from clipclust.core.templates import fill
+
+        encoder = clip["encoder"] or load_clip(clip["model_spec"], device=clip["device"], identity=clip["set"].model)
+        texts = np.asarray(encoder.encode_texts([fill(clip["template"], n) for n in names]), dtype=np.float64)
+        set_keys, vectors = clip["workspace"].read_set(clip["set"].id)
+        row = {k: i for i, k in enumerate(set_keys)}
+        images = np.asarray(vectors[[row[k] for k in keys]], dtype=np.float64)
+        images /= np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-12)
+        texts /= np.maximum(np.linalg.norm(texts, axis=1, keepdims=True), 1e-12)
+        return images @ texts.T
+
+    return scores
+
+
+def _fraction(value: Any) -> float:
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{value}: expected a number in (0, 1]")
+    return float(value)
+
+
+# Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
+LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency")
+
+register_method(MethodSpec(
+    "ictc", "IC|TC: an LLM labels each description for a criterion, names K clusters and assigns every item "
+    "(names frequent|hybrid|llm, assign label-embed|label|embed|clip|constrained|generate)", prepare_ictc, compute_ictc,
+    options=(
+        Option("criterion", help="what to cluster by, e.g. mood"),
+        Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
+        Option("generator", help="an open TextGenerator (library use) instead of llm", identity=False),
+        Option("names", DEFAULT_NAMES, "where the K names come from: frequent (the heaviest groups of raw labels), "
+               "hybrid (the LLM's, barely supported ones replaced) or llm (step 2b, the paper)",
+               check=one_of(*ICTC_NAMES)),
+        Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label-embed (the raw label's name, else the name "
+               "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
+               "name by the text model), constrained or generate (an LLM call per item)",
+               check=one_of(*ICTC_ASSIGN)),
+        Option("clip_on", None, "clip assignment: the image set whose vectors the names are scored against "
+               "(default: the only image set)"),
+        Option("clip_template", CLIP_TEMPLATE, "clip assignment: the template a name is put in ('<>' = the name)"),
+        Option("clip_encoder", help="an open ClipEncoder (library use) instead of the image set's model",
+               identity=False),
+        Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
+               "(default all-MiniLM-L6-v2, offline)"),
+        Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=at_least_one),
+        Option("prompts_dir", help="folder of prompt files overriding steps"),
+        Option("extra", help="an extra instruction for naming the clusters"),
+        Option("min_count", help="drop raw labels seen fewer times", check=at_least_one),
+        Option("n_ctx", help="GGUF: context window", identity=False),
+        Option("n_gpu_layers", help="GGUF: layers on the GPU (-1 = all)", identity=False),
+        Option("n_threads", help="GGUF: CPU threads", identity=False),
+        Option("temperature", help="0 = greedy (default)"),
+        Option("top_p", help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)", check=_fraction),
+        Option("model_name", help="server: the model name"),
+        Option("concurrency", help="server: requests in flight", identity=False),
+    )))
+
