@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt
 
 PLACEHOLDER = "<>"
 
@@ -55,16 +55,17 @@ def fill(template: str, name: str) -> str:
     return template.replace(PLACEHOLDER, name)
 
 
-def check_template(template: str) -> str:
+def check_template(template: str, option: str = "prompts") -> str:
+    """The template itself, or an error naming ``option`` (the setting it came from) if it is empty."""
     if not template.strip():
-        raise InputError("empty --prompt; give a template such as 'This is digit <>'")
+        raise InputError(f"empty {opt(option)}; give a template such as 'This is digit <>'")
     return template
 
 
 def parse_classes(text: str | None = None, file: str | None = None) -> list[str] | None:
-    """Classes from '--classes a,b,c' or '--classes-file' (one per line, '#' comments); None if neither."""
+    """Classes from a comma-separated text or a file (one per line, '#' comments); None if neither."""
     if text and file:
-        raise InputError("pass either --classes or --classes-file, not both")
+        raise InputError(f"pass either {opt('classes')} or {opt('classes_file')}, not both")
     if file:
         path = Path(file)
         if not path.is_file():
