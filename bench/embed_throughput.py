@@ -78,7 +78,7 @@ def main() -> None:
     import torch
 
     from clipclust.store import Workspace
-    from clipclust.commands.embed.embedding import EmbedOptions, default_workers, embed
+    from clipclust.commands.embed import EmbedOptions, default_workers, embed
     from clipclust.models.clip import load_clip
 
     workers = args.workers or default_workers()

@@ -34,10 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-def _image_set() -> dict:
-    from clipclust.store import short_hash
+def _image_set():
+    from clipclust.store import SetSpec
 
-    return {"id": short_hash("bench:fake", "image", ""), "name": "image", "kind": "image", "model": "bench:fake"}
+    return SetSpec.for_model(model="bench:fake", kind="image", prompt="", name="image")
 
 
 IMAGE_SET = _image_set()  # the id embed derives for the fake encoder's image set
@@ -115,7 +115,7 @@ def case_calls(ws_path: Path, n: int, ops: int = 300) -> dict:
 
 
 def case_embed(ws_path: Path, n: int, files: Path) -> dict:
-    from clipclust.commands.embed.embedding import EmbedOptions, embed
+    from clipclust.commands.embed import EmbedOptions, embed
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()
@@ -130,20 +130,22 @@ def case_embed(ws_path: Path, n: int, files: Path) -> dict:
     summary = embed(Workspace(ws_path), [str(files)], EmbedOptions(model="ViT-B-32/openai", folder_labels=False),
                     encoder=encoder)  # type: ignore[arg-type]
     took = time.perf_counter() - t0
-    assert summary.cached == n and summary.new == 0, summary.as_dict()
+    assert summary.cached == n and summary.new == 0, summary.to_dict()
     return {"seconds": took, "plain_s": plain, "ratio": took / plain}
 
 
 def case_prompt(ws_path: Path, n: int, dim: int) -> dict:
-    """The derived rows of a new prompt for N cached items (what embed's _derive_from_store does)."""
+    """The derived rows of a new prompt for N cached items (what embed's derive_from_store does)."""
     import h5py
 
-    from clipclust.commands.embed import embedding
+    from clipclust.commands.embed import EmbedOptions
+    from clipclust.commands.embed.derive import derive_from_store
+    from clipclust.commands.embed.plan import plan_sets, wanted_texts
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()
     with h5py.File(ws_path, "r") as f:
-        ds = f[f"sets/{IMAGE_SET['id']}/data"]
+        ds = f[f"sets/{IMAGE_SET.id}/data"]
         for lo in range(0, ds.shape[0], 65536):
             ds[lo : lo + 65536].sum()
     plain = time.perf_counter() - t0
@@ -152,11 +154,12 @@ def case_prompt(ws_path: Path, n: int, dim: int) -> dict:
     classes = [f"class {c}" for c in range(10)]
     enc = FakeEncoder(dim)
     t0 = time.perf_counter()
-    opts = embedding.EmbedOptions(model="bench:fake", prompts=["a photo of <>"], classes=classes, fuse=())
-    (text,) = embedding._plan_text_sets("bench:fake", opts, {}, {})
+    opts = EmbedOptions(model="bench:fake", prompts=["a photo of <>"], classes=classes, fuse=())
+    plan = plan_sets("bench:fake", opts, wanted_texts(opts, {}), {})  # no labels: no item has a class
+    (text,) = plan.texts
     text.vectors = enc.encode_texts(text.texts)
-    wanted = {d["id"]: set(shas) for d in text.derived}
-    rows = embedding._derive_from_store(ws, IMAGE_SET["id"], shas, [text], wanted, lambda s, t: None)
+    wanted = {d.id: set(shas) for d in text.derived}
+    rows = derive_from_store(ws, plan, shas, wanted)
     took = time.perf_counter() - t0
     assert rows == n
     return {"seconds": took, "plain_s": plain, "ratio": took / plain}
@@ -167,7 +170,9 @@ def case_size(ws_path: Path, n: int, dim: int) -> dict:
     fused sets stored (--store-fused) or computed on read (the default)."""
     import shutil
 
-    from clipclust.commands.embed import embedding
+    from clipclust.commands.embed import EmbedOptions
+    from clipclust.commands.embed.derive import derive_from_store, plan_fused_storage
+    from clipclust.commands.embed.plan import plan_sets, wanted_texts
     from clipclust.store import Workspace
 
     t0 = time.perf_counter()
@@ -179,14 +184,15 @@ def case_size(ws_path: Path, n: int, dim: int) -> dict:
             copy = ws_path.with_name("size.h5")
             shutil.copyfile(ws_path, copy)
             ws = Workspace(copy)
-            opts = embedding.EmbedOptions(model="bench:fake", prompts=["a photo of <>"], classes=classes, fuse=fuse)
-            (text,) = embedding._plan_text_sets("bench:fake", opts, {}, {})
+            opts = EmbedOptions(model="bench:fake", prompts=["a photo of <>"], classes=classes, fuse=fuse)
+            plan = plan_sets("bench:fake", opts, wanted_texts(opts, {}), {})
+            plan.item_class = lambda s, classes=classes: classes[int(s[:8], 16) % len(classes)]
+            (text,) = plan.texts
             text.vectors = FakeEncoder(dim).encode_texts(text.texts)
             ws.write_batch(rows=[(text.spec, classes, text.vectors)])
-            embedding._plan_fused_storage(ws, text, IMAGE_SET["id"], store_fused)
-            wanted = {d["id"]: set(shas) for d in text.derived}
-            embedding._derive_from_store(ws, IMAGE_SET["id"], shas, [text], wanted,
-                                         lambda s, t: t.classes[int(s[:8], 16) % len(t.classes)])
+            plan_fused_storage(ws, text, IMAGE_SET.id, store_fused)
+            wanted = {d.id: set(shas) for d in text.derived}
+            derive_from_store(ws, plan, shas, wanted)
             label = f"{'+'.join(fuse)}{n_classes}_{'stored' if store_fused else 'derived'}_b"
             out[label] = (os.path.getsize(copy) - os.path.getsize(ws_path)) / n
             copy.unlink()
@@ -215,7 +221,7 @@ def case_reuse(ws_path: Path, n: int) -> dict:
     ws = Workspace(ws_path)
     t0 = time.perf_counter()
     for _ in range(20):
-        ws.set_digest(IMAGE_SET["id"])
+        ws.set_digest(IMAGE_SET.id)
     return {"per_op_ms": (time.perf_counter() - t0) / 20 * 1000}
 
 

@@ -1,4 +1,4 @@
-"""`clipclust embed`: parse options, call clipclust.commands.embed.embedding.embed, print the summary."""
+"""`clipclust embed`: parse options, call clipclust.commands.embed.embed, print the summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from clipclust.commands.embed.embedding import EmbedOptions, default_workers, embed
+from clipclust.commands.embed import EmbedOptions, default_workers, embed
 from clipclust.models.clip import DEFAULT_MODEL
 from clipclust.core.templates import parse_classes, read_class_map
 from clipclust.core.sharding import parse_shard
@@ -22,6 +22,8 @@ the class-agnostic similarities to a generic prompt set.  Only what the workspac
 
 Example:  clipclust embed ./digits --prompt 'This is digit <>' --fuse label --fuse all
 """
+# EmbedOptions fields whose flag is not their name spelled with dashes (for library error messages)
+FLAGS = {"prompts": "--prompt", "labels_csv": "--labels"}
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +54,7 @@ def embed_command(
     null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    with common.errors():
+    with common.errors(FLAGS):
         class_map_data = read_class_map(str(class_map)) if class_map else None
         options = EmbedOptions(
             model=model,
@@ -76,7 +78,7 @@ def embed_command(
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         summary = embed(common.workspace(), stdin.input_paths(images, null), options, reporter=reporter)
     if common.want_json(json_out):
-        common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
+        common.emit_json({"cache": common.STATE.cache, **summary.to_dict()})
         return
     usable = summary.new + summary.cached
     line = f"{usable} images: {summary.new} new, {summary.cached} cached"

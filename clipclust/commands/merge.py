@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from clipclust.store import ItemRecord, SetInfo, Workspace
-from clipclust.commands.embed.embedding import UNREADABLE_MEMO
+from clipclust.commands.embed import UNREADABLE_MEMO
 from clipclust.errors import InputError
 from clipclust.core.progress import Reporter, SilentReporter
 

@@ -106,3 +106,19 @@ def test_store_fused_keeps_fused_rows_in_the_file(cli, digits_dir, tiny_open_cli
         fused = [s for s in cli("--json", "info", cache=cache).json()["sets"] if s["kind"].startswith("fused-")]
         assert len(fused) == 2 and all(s["derived"] is derived and s["shape"] == [40, 32] for s in fused)
         assert all((s["bytes_not_stored"] > 0) is derived for s in fused)
+
+
+def test_library_errors_name_this_commands_flags(cli, tmp_path, tiny_open_clip):
+    """Errors the library raises with setting references read as embed's own flags (--prompt, --labels)."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "a.png")
+    res = cli("embed", str(flat), "-m", str(tiny_open_clip), "-p", "x <>")
+    assert res.code == 2
+    assert "--prompt needs class names: pass --classes a,b,c or --classes-file, or use label folders" in res.err
+    labels = tmp_path / "labels.csv"
+    labels.write_text("elsewhere.png,x\n")
+    res = cli("embed", str(flat), "-m", str(tiny_open_clip), "--labels", str(labels))
+    assert res.code == 2 and f"--labels {labels}: none of its paths matches an input image" in res.err
+    res = cli("embed", str(flat), "-m", str(tiny_open_clip), "-p", " ", "--classes", "a,b")
+    assert res.code == 2 and "empty --prompt; give a template such as 'This is digit <>'" in res.err

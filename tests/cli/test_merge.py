@@ -163,7 +163,7 @@ def test_merge_into_an_existing_workspace_extends_it(cli, tmp_path):
 
 
 def test_a_merge_stopped_midway_resumes_to_the_same_result(cli, tmp_path, monkeypatch):
-    from clipclust.commands.embed.embedding import UNREADABLE_MEMO
+    from clipclust.commands.embed import UNREADABLE_MEMO
     from clipclust.errors import ClipclustError
 
     for n, seed in (("a", 0), ("b", 1)):

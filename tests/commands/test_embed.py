@@ -11,7 +11,7 @@ from PIL import Image
 
 from clipclust.store import Workspace
 from clipclust.core.images import decode_image
-from clipclust.commands.embed.embedding import EmbedOptions, embed
+from clipclust.commands.embed import EmbedOptions, embed
 from clipclust.errors import InputError
 from clipclust.core.templates import GENERIC_32
 
@@ -197,10 +197,13 @@ def test_bad_inputs_are_input_errors(tmp_path, tiny_open_clip):
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.new("RGB", (8, 8)).save(flat / "a.png")
-    with pytest.raises(InputError, match="--classes"):
+    # a library caller reads the settings it passed, not command-line flags
+    with pytest.raises(InputError, match="prompts needs class names: pass classes a,b,c"):
         embed(ws, [str(flat)], EmbedOptions(model=str(tiny_open_clip), prompts=[TEMPLATE]))
-    with pytest.raises(InputError, match="--fuse"):
+    with pytest.raises(InputError, match="^fuse nope: expected one of label, zeroshot, all$"):
         embed(ws, [str(flat)], EmbedOptions(model=str(tiny_open_clip), fuse=["nope"]))
+    with pytest.raises(InputError, match="^batch_size: must be at least 1$"):
+        embed(ws, [str(flat)], EmbedOptions(model=str(tiny_open_clip), batch_size=0))
     assert not ws.exists()  # nothing was written by a run that was refused
 
 
@@ -246,3 +249,36 @@ def test_float16_storage_halves_vectors_and_reads_back_close(tmp_path, digits_di
     with pytest.raises(InputError, match="store dtype"):
         embed(Workspace(tmp_path / "x.h5"), [str(digits_dir)], EmbedOptions(store_dtype="int8"),
               encoder=open_clip_encoder)
+
+
+def test_set_ids_are_those_older_workspaces_hold():
+    """Every kind of set keeps the id the dict-built specs gave it, short_hash(model, kind, prompt, *parts):
+    a workspace written before finds its sets again.  The literals were computed by the old code."""
+    from clipclust.commands.embed.plan import plan_sets, wanted_texts
+    from clipclust.store import short_hash
+
+    model = "open_clip:ViT-B-32/openai@sha256:0123"
+    classes = ["0", "1", "2"]
+    opts = EmbedOptions(model="ViT-B-32/openai", prompts=["This is digit <>"], classes=classes,
+                        fuse=("label", "zeroshot", "all"), agnostic="builtin:generic-32")
+    plan = plan_sets(model, opts, wanted_texts(opts, {}), {})
+    ids = {s.name: s.id for s in [plan.image, *(t.spec for t in plan.texts), *(d for t in plan.texts for d in t.derived)]}
+    assert ids == {
+        "image": "9d4391ea55506a00",
+        "text:This is digit <>": "526cdd3a6b11a811",
+        "zeroshot:This is digit <>": "252e0f5d28552977",
+        "fused-label:This is digit <>": "f08161e8a3f3bb59",
+        "fused-zeroshot:This is digit <>": "498a902f3abdfd09",
+        "fused-all:This is digit <>": "1a7bd8feed1de592",
+        "text:builtin:generic-32": "1a73005dc3c26c55",
+        "agnostic:builtin:generic-32": "e24e81944d75c124",
+    }
+    assert ids["image"] == short_hash(model, "image", "")
+    assert ids["fused-label:This is digit <>"] == short_hash(model, "fused-label", "This is digit <>", classes, [])
+    assert ids["agnostic:builtin:generic-32"] == short_hash(model, "agnostic", "builtin:generic-32", list(GENERIC_32))
+
+    mapped = EmbedOptions(model="ViT-B-32/openai", prompts=["This is an <> digit"], class_map={"0": "even", "1": "odd"},
+                          class_map_name="parity", fuse=("label",))
+    (text,) = plan_sets(model, mapped, wanted_texts(mapped, {"a": "0", "b": "1"}), {"a": "0", "b": "1"}).texts
+    assert [text.spec.id] + [d.id for d in text.derived] == ["f291791ee9ced5c5", "5db23b6ae2c7fb5d", "e995fef76147f4a1"]
+    assert text.spec.id == short_hash(model, "text", "This is an <> digit", ["even", "odd"], [("0", "even"), ("1", "odd")])

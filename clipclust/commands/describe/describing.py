@@ -21,7 +21,8 @@ import numpy as np
 
 from clipclust.store import ItemRecord, Workspace, short_hash
 from clipclust.core.images import SourceFile, UnreadableImage, decode_image, find_images, sha256_bytes
-from clipclust.commands.embed.embedding import EmbedSummary, _record, default_workers, hash_sources
+from clipclust.commands.embed.options import default_workers
+from clipclust.commands.embed.sources import hash_sources, item_record
 from clipclust.errors import InputError
 from clipclust.commands.describe.importing import import_descriptions
 from clipclust.methods.ictc import describe_prompt
@@ -122,10 +123,9 @@ def _collect_items(workspace: Workspace, inputs: Sequence[str] | None, split: st
         sources: list[SourceFile] = find_images(list(inputs))
         if not sources:
             raise InputError(f"no image files found in {', '.join(map(str, inputs))}")
-        scratch = EmbedSummary()
-        hashed = hash_sources(sources, workspace.items(), default_workers(), reporter, scratch)
-        summary.skipped.extend(scratch.skipped)
-        records = [_record(s, split) for s in hashed]
+        hashed = hash_sources(sources, workspace.items(), default_workers(), reporter)
+        summary.skipped.extend(hashed.skipped)
+        records = [item_record(s, split) for s in hashed.files]
         return [r.sha256 for r in records], [r.path for r in records], records
     if not workspace.exists():
         raise InputError(f"no workspace at {workspace.path}; pass IMAGES to describe or --cache")
