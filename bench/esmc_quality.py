@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from clipclust.store import Workspace  # noqa: E402
 from clipclust.methods.esmc.states import StateRequest, StateSource, criterion_states  # noqa: E402
-from clipclust.commands.describe.describing import import_into_workspace  # noqa: E402
+from clipclust.commands.describe import import_into_workspace  # noqa: E402
 from clipclust.core.clustering import cluster  # noqa: E402
 from clipclust.methods.esmc.features import (DEFAULT_TEXT_TEMPLATE, ask_keywords, explain,  # noqa: E402
                                     hellinger_features, hidden_features, lens_features)

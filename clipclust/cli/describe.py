@@ -1,4 +1,4 @@
-"""`clipclust describe`: parse options, call clipclust.commands.describe.describing, print one summary line."""
+"""`clipclust describe`: parse options, call clipclust.commands.describe, print one summary line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from clipclust.commands.describe.describing import describe_items, import_into_workspace
+from clipclust.commands.describe import describe_items, import_into_workspace
 from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams
 from clipclust.models.vlm import DESCRIBE_PARAMS
@@ -25,6 +25,8 @@ text-only items.
 
 Example:  clipclust describe ./photos --criterion mood --vlm llava.gguf --mmproj mmproj.gguf
 """
+# describe_items' arguments whose command-line spelling is not their name with dashes (for library errors)
+FLAGS = {"inputs": "IMAGES"}
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +65,7 @@ def describe_command(
     null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    with common.errors():
+    with common.errors(FLAGS):
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         if fmt is not None and from_file is None:
             raise InputError("--format says how the --from file is written; pass --from FILE (or --from - for stdin)")
@@ -89,7 +91,7 @@ def describe_command(
                 group_by=group_by, on=on, split=split, reporter=reporter, shard=parse_shard(shard),
             )
     if common.want_json(json_out):
-        common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
+        common.emit_json({"cache": common.STATE.cache, **summary.to_dict()})
         return
     if from_file is not None:
         line = (f"{summary.records} descriptions imported: {summary.matched} matched to images, "

@@ -177,7 +177,7 @@ def description_set(workspace: Workspace, on: str | None, model: str | None, *, 
     ``reader`` names who reads them in the messages ("the ictc method"); ``hint`` adds another way out
     to the wrong-kind message; ``missing_option`` is the option to blame when the workspace holds none.
     """
-    from clipclust.commands.describe.describing import DESCRIPTION_KINDS, description_sets  # describing pulls in the model runtimes
+    from clipclust.commands.describe import DESCRIPTION_KINDS, description_sets  # describing pulls in the model runtimes
 
     if not workspace.exists():
         raise InputError(f"no workspace at {workspace.path}; run 'clipclust describe' first or pass the workspace's path")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from clipclust.store import Workspace
-from clipclust.commands.describe.describing import text_item_sha256
+from clipclust.commands.describe import text_item_sha256
 
 from ..models.conftest import smollm2_path, tiny_vlm_dir  # noqa: F401  (fixture re-exported)
 from .conftest import one_error_line
@@ -162,6 +162,11 @@ def test_import_csv_attaches_to_stored_items(cli, tmp_path: Path) -> None:
         (("describe", "--criterion", "mood"), "--vlm SPEC"),
         (("describe", "--from", "X.jsonl", "--vlm", "m.gguf"), "pass only one"),
         (("describe", "--from", "nope.jsonl"), "not found"),
+        # library errors, their settings spelled as this command's flags and arguments
+        (("describe", "--vlm", "m.gguf", "--criterion", "mood"), "; pass IMAGES to describe or --cache"),
+        (("describe", "--vlm", "m.gguf", "--criterion", " "), "--criterion is empty; say what to describe, e.g. --criterion mood"),
+        (("describe", "--vlm", "m.gguf", "--criterion", "mood", "--group-size", "2"),
+         "group descriptions need both --group-size N and --group-by zeroshot|cluster:NAME"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(cli, args: tuple[str, ...], needle: str) -> None:

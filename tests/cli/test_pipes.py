@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from clipclust.store import Workspace
-from clipclust.commands.describe.describing import text_item_sha256
+from clipclust.commands.describe import text_item_sha256
 
 from ..conftest import png_bytes, write_digits
 from ..models.conftest import tiny_vlm_dir  # noqa: F401  (fixture re-exported)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from clipclust.store import Workspace
-from clipclust.commands.describe.describing import BATCH, describe_items, import_into_workspace, text_item_sha256
+from clipclust.commands.describe import describe_items, import_into_workspace, text_item_sha256
+from clipclust.commands.describe.per_item import BATCH
 from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams
 from clipclust.models.vlm import Describer
@@ -58,6 +59,7 @@ def test_descriptions_are_stored_per_item_and_cached(tmp_path: Path) -> None:
     summary = describe_items(ws, [str(images)], describer=SizeDescriber(), criterion="colour")
     assert (summary.n_items, summary.described, summary.cached) == (5, 5, 0)
     assert summary.set_name == "description:colour" and "colour" in summary.prompt
+    assert summary.set_id == "23275a7d690f9a00"  # the id older workspaces hold for this set
     stored = rows(ws)
     items = ws.items()
     for key, path, width in zip(items.sha256, items.path, items.width):
@@ -105,12 +107,13 @@ def test_group_descriptions_from_a_zeroshot_set(tmp_path: Path) -> None:
     ws.write_batch(rows=[(spec, keys, sims)])
     summary = describe_items(ws, None, describer=SizeDescriber(), criterion="colour", group_size=3, group_by="zeroshot")
     assert summary.kind == "group-description" and summary.n_groups == 3  # x: 3 + 1, y: 2
+    assert (summary.set_id, ws.resolve_set("group-membership").id) == ("84ceb19c6cc008af", "7483148d44c0d806")
     members = {k: json.loads(v) for k, v in rows(ws, "group-membership").items()}
     assert {m["label"] for k, m in members.items() if keys.index(k) < 4} == {"x"}
     assert sorted(len(m["members"]) for m in {m["group"]: m for m in members.values()}.values()) == [1, 2, 3]
     texts = rows(ws, "group-description")
     assert all(texts[k] == texts[m["members"][0]] for k, m in members.items())
-    with pytest.raises(InputError, match="cluster:NAME"):
+    with pytest.raises(InputError, match="^group_by labels: expected 'zeroshot' or 'cluster:NAME'$"):
         describe_items(ws, None, describer=SizeDescriber(), criterion="colour", group_size=3, group_by="labels")
 
 
@@ -120,7 +123,28 @@ def test_import_text_only_items_use_their_own_hash(tmp_path: Path) -> None:
     src.write_text("text,label\nfirst text,a\nsecond text,b\nfirst text,a\n")
     summary = import_into_workspace(ws, src, label_field="label")
     assert (summary.matched, summary.text_only, len(summary.skipped), summary.new_rows) == (0, 2, 1, 2)
+    assert summary.set_id == "cec723c18c0077d2"
     items = ws.items()
     assert set(items.sha256) == {text_item_sha256("first text"), text_item_sha256("second text")}
     assert list(items.width) == [0, 0] and sorted(items.label) == ["a", "b"]
     assert rows(ws)[text_item_sha256("second text")] == "second text"
+
+
+def test_set_ids_are_those_older_workspaces_hold() -> None:
+    """Description, group-description and membership ids as the dict-built specs derived them:
+    short_hash(model, kind, prompt, *parts), and short_hash(group set id, "membership")."""
+    from clipclust.commands.describe.descriptions import description_spec, membership_spec
+    from clipclust.store import short_hash
+
+    params = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 100, "seed": 0}
+    one = description_spec("description", "description:mood", "test:vlm", "Describe the mood.", {}, (params,))
+    assert one.id == "0c3d384da523ca3e" == short_hash("test:vlm", "description", "Describe the mood.", params)
+    assert (one.keyed_by, one.dtype, one.provenance["kind"]) == ("item", "str", "description")
+    groups = description_spec("group-description", "group-description:mood [cluster:km x4]", "test:vlm",
+                              "Describe these.", {}, (params, "cluster:km", 4))
+    assert groups.id == "23f2f4386e804dd7"
+    members = membership_spec(groups)
+    assert members.id == "625ab16631fce1d9" == short_hash(groups.id, "membership")
+    assert (members.kind, members.name) == ("group-membership", "group-membership:mood [cluster:km x4]")
+    imported = description_spec("description", "description:import-notes", "import:notes.jsonl", "", {}, ("caption",))
+    assert imported.id == "52331e2f533fcc99"

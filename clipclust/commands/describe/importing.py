@@ -1,16 +1,29 @@
-"""Importing descriptions made elsewhere (JSONL, JSON, CSV, TSV) as a description set."""
+"""Importing descriptions made elsewhere (JSONL, JSON, CSV, TSV) as a description set.
+
+:func:`import_descriptions` reads the records; :func:`import_into_workspace` attaches them to their
+images (stored items, or image files it hashes and adds) or makes text-only items of them.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipclust.commands.describe.descriptions import description_spec
+from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
+from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.errors import InputError
+from clipclust.store import ItemRecord, Workspace
+
+WRITE_BLOCK = 4096  # records per workspace transaction
 
 
 @dataclass(frozen=True)
@@ -100,3 +113,113 @@ def import_descriptions(
     if not records:
         raise InputError(f"{p} holds no descriptions")
     return records
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: how many records attached to images, became text-only items, or were skipped."""
+
+    records: int = 0
+    matched: int = 0
+    text_only: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    new_rows: int = 0
+    set_name: str = ""
+    set_id: str = ""
+    model: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records, "matched": self.matched, "text_only": self.text_only,
+            "skipped": [{"record": w, "reason": r} for w, r in self.skipped], "new_rows": self.new_rows,
+            "set": self.set_name, "set_id": self.set_id, "model": self.model, "seconds": round(self.seconds, 3),
+        }
+
+
+def text_item_sha256(text: str) -> str:
+    """The key of a text-only item: its own hash space (``text:`` prefix), so it never collides with a file."""
+    return hashlib.sha256(b"text:" + text.encode("utf-8")).hexdigest()
+
+
+def _resolve(path: str, near: Path) -> Path:
+    """A record's path: absolute, or relative to the descriptions file's folder if it exists there, else to the cwd."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        beside = near / candidate
+        candidate = beside if beside.exists() else candidate
+    return candidate.resolve()
+
+
+def _image_item(rec: DescriptionRecord, by_path: dict[str, int], items: Any, near: Path, split: str, where: str,
+                reporter: Reporter) -> ItemRecord | None:
+    """The item a record's path names: a stored item, or an image file (hashed and added); None if neither."""
+    resolved = _resolve(rec.path or "", near)
+    path = str(resolved)
+    row = by_path.get(path)
+    if row is not None:
+        return ItemRecord(sha256=items.sha256[row], path=path, label=rec.label or "", split=split)
+    if not resolved.is_file():
+        return None
+    data = resolved.read_bytes()
+    try:
+        image = decode_image(data)
+    except UnreadableImage:
+        reporter.warn(f"{where}: {rec.path} is not a readable image; kept as a text-only item")
+        return None
+    st = resolved.stat()
+    return ItemRecord(sha256=sha256_bytes(data), path=path, label=rec.label or "", split=split, width=image.width,
+                      height=image.height, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def import_into_workspace(
+    workspace: Workspace,
+    file: str | os.PathLike[str],
+    text_field: str = "text",
+    path_field: str | None = None,
+    label_field: str | None = None,
+    split: str = "",
+    reporter: Reporter | None = None,
+) -> ImportSummary:
+    """Store descriptions made elsewhere (JSONL/CSV) as a description set, attached to their items.
+
+    A record whose path is a stored item, or an image file (hashed and added), describes that image;
+    any other record becomes a text-only item (key ``sha256("text:" + text)``, width = height = 0) so
+    IC|TC can cluster descriptions without images.  Two records for the same item: the first is kept.
+    """
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    src = Path(file).expanduser()
+    records = import_descriptions(src, text_field, path_field, label_field)
+    summary = ImportSummary(records=len(records))
+    items = workspace.items()
+    by_path = {p: i for i, p in enumerate(items.path) if p}
+    near = src.resolve().parent
+    item_records: list[ItemRecord] = []
+    keys: list[str] = []
+    texts: list[str] = []
+    seen: set[str] = set()
+    for n, rec in enumerate(records, start=1):
+        where = f"{src.name} record {n}"
+        item = _image_item(rec, by_path, items, near, split, where, reporter) if rec.path else None
+        kind = "matched" if item is not None else "text_only"
+        if item is None:
+            item = ItemRecord(sha256=text_item_sha256(rec.text), path=rec.path or "", label=rec.label or "", split=split)
+        if item.sha256 in seen:
+            summary.skipped.append((where, "a second description of the same item (the first is kept)"))
+            continue
+        seen.add(item.sha256)
+        setattr(summary, kind, getattr(summary, kind) + 1)
+        item_records.append(item)
+        keys.append(item.sha256)
+        texts.append(rec.text)
+    model = f"import:{src.name}"
+    spec = description_spec("description", f"description:import-{src.stem}", model, "",
+                            {"file": str(src.resolve()), "text_field": text_field, "path_field": path_field or "",
+                             "label_field": label_field or ""}, (text_field,))
+    summary.set_name, summary.set_id, summary.model = spec.name, spec.id, model
+    for start in range(0, len(keys), WRITE_BLOCK):
+        block = slice(start, start + WRITE_BLOCK)
+        summary.new_rows += workspace.write_batch(items=item_records[block], rows=[(spec, keys[block], texts[block])])
+    summary.seconds = time.perf_counter() - started
+    return summary

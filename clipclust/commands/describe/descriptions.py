@@ -1,0 +1,60 @@
+"""Description sets: item-keyed text sets (``dtype`` str) beside the embedding sets, their kinds, their
+specs, and what a describe run reports.
+
+A description set's id hashes the describer's identity, the kind, the prompt and the decoding (plus, for
+group descriptions, how the groups were made), so a re-run with the same settings extends the same set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from clipclust.store import SetInfo, SetSpec, Workspace
+
+DESCRIPTION_KINDS = ("description", "group-description")
+
+
+def description_sets(workspace: Workspace) -> list[SetInfo]:
+    """The stored description sets (item-keyed text), in ``info`` order."""
+    return [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"]
+
+
+def description_spec(kind: str, name: str, model: str, prompt: str, provenance: dict[str, Any],
+                     key_parts: Sequence[Any] = ()) -> SetSpec:
+    """An item-keyed text set made by ``model`` from ``prompt``; ``key_parts`` are the rest of its identity."""
+    return SetSpec.for_model(model=model, kind=kind, prompt=prompt, key_parts=key_parts, name=name, keyed_by="item",
+                             dtype="str", provenance={"kind": kind, **provenance})
+
+
+def membership_spec(groups: SetSpec) -> SetSpec:
+    """The group-membership set beside a group-description set: for each item, its label, group and members."""
+    return SetSpec.of((groups.id, "membership"), kind="group-membership",
+                      name=groups.name.replace("group-description:", "group-membership:", 1), model=groups.model,
+                      prompt=groups.prompt, keyed_by=groups.keyed_by, dtype=groups.dtype,
+                      provenance=groups.provenance)
+
+
+@dataclass
+class DescribeSummary:
+    """What a describe run did: the command line prints it, tests and notebooks read it."""
+
+    n_items: int = 0
+    described: int = 0
+    cached: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    set_name: str = ""
+    set_id: str = ""
+    kind: str = "description"
+    model: str = ""
+    prompt: str = ""
+    n_groups: int | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_items": self.n_items, "described": self.described, "cached": self.cached,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "set": self.set_name,
+            "set_id": self.set_id, "kind": self.kind, "model": self.model, "prompt": self.prompt,
+            "n_groups": self.n_groups, "seconds": round(self.seconds, 3),
+        }
