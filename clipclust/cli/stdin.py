@@ -85,4 +85,5 @@ def descriptions_file(source: Path, fmt: str | None) -> Iterator[Path]:
         try:
             yield path
         except InputError as exc:
-            raise InputError(str(exc).replace(str(path), "stdin" if from_stdin else str(source))) from None
+            named = "stdin" if from_stdin else str(source)
+            raise InputError(exc.message.replace(str(path), named), option=exc.option) from None
