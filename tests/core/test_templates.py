@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clipclust.errors import InputError
-from clipclust.core.templates import GENERIC_32, fill, parse_classes, read_class_map, read_prompt_set
+from clipclust.core.templates import GENERIC_32, check_template, fill, parse_classes, read_class_map, read_prompt_set
 
 
 def test_fill_and_builtin_generic_set():
@@ -25,6 +25,17 @@ def test_classes_from_text_and_file(tmp_path):
     for bad in ("a,a", " , "):
         with pytest.raises(InputError):
             parse_classes(bad)
+    with pytest.raises(InputError, match="^pass either classes or classes_file, not both$"):
+        parse_classes("a", str(tmp_path / "c.txt"))
+
+
+def test_an_empty_template_names_the_setting_it_came_from():
+    assert check_template("a <>") == "a <>"
+    with pytest.raises(InputError, match="^empty prompts; give a template such as 'This is digit <>'$"):
+        check_template("  ")
+    with pytest.raises(InputError) as caught:
+        check_template("", option="templates")
+    assert caught.value.render(lambda name: f"--{name[:-1]}", lambda c, a: c).startswith("empty --template;")
 
 
 def test_class_map_csv_and_json(tmp_path):
