@@ -1,4 +1,4 @@
-"""The ESMC clustering head (seed 001, methods.md section 4): k-means pseudo-labels refine a small MLP.
+"""The ESMC clustering head (methods.md section 4): k-means pseudo-labels refine a small MLP.
 
 K-means on high-dimensional embeddings (e.g. a vocabulary-sized logit-lens vector) gives noisy
 boundaries. ESMC keeps, in each k-means cluster, only the fraction ``ratio`` of points nearest their

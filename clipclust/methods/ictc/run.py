@@ -88,7 +88,7 @@ class IctcResult:
         return {name: counts.get(i, 0) for i, name in enumerate(self.names)}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (``--json``)."""
+        """JSON-ready view."""
         return {
             "criterion": self.criterion,
             "k": self.k,
