@@ -29,6 +29,7 @@ __all__ = ["Flag", "Section", "SectionedCommand", "flag_spellings", "given_optio
 class Section:
     """One heading of the help: a method (or refinement), what it does, and the options it declares."""
 
+    owner: str
     title: str
     text: str
     options: tuple[Option, ...]
@@ -37,8 +38,8 @@ class Section:
 def sections() -> list[Section]:
     """The methods in registry order, then the refinements, each with its declared options."""
     load_builtin_methods()
-    found = [Section(spec.name, spec.summary, spec.options) for spec in METHODS.values()]
-    found += [Section(f"{spec.name} refinement", f"{spec.summary} (--refine {spec.name})", spec.options)
+    found = [Section(spec.name, spec.name, spec.summary, spec.options) for spec in METHODS.values()]
+    found += [Section(spec.name, f"{spec.name} refinement", f"{spec.summary} (--refine {spec.name})", spec.options)
               for spec in REFINEMENTS.values()]
     return found
 
@@ -90,10 +91,9 @@ def method_flags() -> dict[str, Flag]:
     """
     declared: dict[str, list[tuple[str, Option]]] = {}
     for section in sections():
-        owner = section.title.split(" ")[0]
         for option in section.options:
             if option.type is not object:
-                declared.setdefault(option.name, []).append((owner, option))
+                declared.setdefault(option.name, []).append((section.owner, option))
     flags = {}
     for name, owners in declared.items():
         first = owners[0][1]
@@ -119,6 +119,9 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
 
 def _click_parameters(flags: list[Flag]) -> list[Any]:
     """The flags as click parameters, made by Typer from a synthesized signature (as every other option is)."""
+    if not flags:
+        return []
+
     def collect(**values: Any) -> None:
         """Never called: its signature declares the flags."""
 
@@ -127,7 +130,7 @@ def _click_parameters(flags: list[Flag]) -> list[Any]:
     collect.__annotations__ = {p.name: p.annotation for p in parameters}
     app = typer.Typer(add_completion=False)
     app.command()(collect)
-    return list(typer.main.get_command(app).params) if parameters else []
+    return list(typer.main.get_command(app).params)
 
 
 def _row(flag: Flag, owner: str, option: Option) -> str:
@@ -169,8 +172,7 @@ class SectionedCommand(TyperCommand):
         with formatter.section("Options"):
             formatter.write_dl(own)
         for section in sections():
-            owner = section.title.split(" ")[0]
-            rows = [(records[o.name][0], _row(self.flags[o.name], owner, o)) for o in section.options
+            rows = [(records[o.name][0], _row(self.flags[o.name], section.owner, o)) for o in section.options
                     if o.name in self.flags and records.get(o.name) is not None]
             if not rows:
                 continue
