@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,40 +13,10 @@ from clipclust.store import Workspace
 from clipclust.errors import InputError
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.methods.inputs import jsonable, set_ref
-from clipclust.methods.registry import REFINEMENTS, ClusterRequest, MethodSpec, PreparedInput, get_method, resolve_options
+from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodSpec, PreparedInput, RefinementSpec,
+                                        get_method, get_refinement, resolve_options)
 
 __all__ = ["ClusteringSummary", "run_clustering"]
-
-
-@dataclass
-class ClusteringSummary:
-    """What a `cluster` run did; the CLI prints it, tests assert on it."""
-
-    name: str
-    method: str
-    on: str
-    n_items: int
-    n_clusters: int
-    n_noise: int
-    sizes: dict[str, int]
-    seed: int | None
-    k: int | None
-    reused: bool = False
-    replaced: bool = False
-    k_table: list[dict[str, Any]] | None = None
-    n_test: int | None = None
-    test_on: str | None = None
-    seconds: float = 0.0
-    params: dict[str, Any] = field(default_factory=dict)
-    names: list[str] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"names": self.names,
-            "name": self.name, "method": self.method, "on": self.on, "n_items": self.n_items,
-            "n_clusters": self.n_clusters, "n_noise": self.n_noise, "sizes": self.sizes, "seed": self.seed,
-            "k": self.k, "reused": self.reused, "replaced": self.replaced, "k_table": self.k_table,
-            "n_test": self.n_test, "test_on": self.test_on, "seconds": round(self.seconds, 3), "params": self.params,
-        }
 
 
 def _check_name(name: str) -> str:
@@ -71,17 +40,14 @@ def _summary(name: str, stored: dict[str, Any], reused: bool, replaced: bool, se
     )
 
 
-def _check_common(req: ClusterRequest, spec: MethodSpec) -> None:
-    if req.refine is not None:
-        if req.refine not in REFINEMENTS:
-            raise InputError(f"'{req.refine}': expected one of {', '.join(REFINEMENTS)}", option="refine")
-        if not spec.refinable:
-            raise InputError(f"the head starts from k-means: use the kmeans method with it, not {spec.name}",
-                             option="refine")
-        if not 0.0 < req.ratio <= 1.0:
-            raise InputError(f"{req.ratio}: expected a fraction in (0, 1], e.g. 0.3", option="ratio")
-        if req.lr <= 0 or req.batch_size < 1 or req.epochs < 1:
-            raise InputError("the head needs lr > 0, batch_size >= 1 and epochs >= 1", option="lr")
+def _refinement(req: ClusterRequest, spec: MethodSpec) -> RefinementSpec | None:
+    if req.refine is None:
+        return None
+    refinement = get_refinement(req.refine)
+    if not spec.refinable:
+        raise InputError(f"the head starts from k-means: use the kmeans method with it, not {spec.name}",
+                         option="refine")
+    return refinement
 
 
 def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, *,
@@ -89,14 +55,15 @@ def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, 
     """Cluster a stored set and store the result under a name; an identical earlier request is reused.
 
     Pass a :class:`ClusterRequest` or its fields as keywords (``on="image", method="kmeans", k=10``); keywords
-    that are not common fields are the method's options (``criterion="mood"`` for ictc).
+    that are not common fields are the method's options (``criterion="mood"`` for ictc) or the refinement's
+    (``epochs=20`` with ``refine="head"``).
     """
     req = request or ClusterRequest.of(**fields)
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     spec = get_method(req.method)
-    _check_common(req, spec)
-    req = dataclasses.replace(req, options=resolve_options(spec, req.options))
+    options, refine_options = resolve_options(spec, req.options, _refinement(req, spec))
+    req = dataclasses.replace(req, options=options, refine_options=refine_options)
     prepared = spec.prepare(workspace, req)
     try:
         return _run_prepared(workspace, req, spec, prepared, reporter, started)

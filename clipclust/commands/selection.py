@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipclust.errors import InputError
+from clipclust.errors import InputError, step
 from clipclust.store import Workspace
 
 __all__ = ["choose_clustering"]
@@ -11,16 +11,16 @@ __all__ = ["choose_clustering"]
 def choose_clustering(workspace: Workspace, name: str | None) -> str:
     """The clustering a command works on: the named one, or the only one there is."""
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed IMAGES' first or pass the "
+        raise InputError(f"no workspace at {workspace.path}; run {step('embed', 'IMAGES')} first or pass the "
                          "workspace's path")
     names = workspace.list_clusterings()
     if name is not None:
         if name not in names:
             raise InputError(f"no clustering named '{name}' (known: {', '.join(names) or 'none'}); "
-                             "run 'clipclust cluster' first")
+                             f"run {step('cluster')} first")
         return name
     if not names:
-        raise InputError("the workspace holds no clustering yet; run 'clipclust cluster' first")
+        raise InputError(f"the workspace holds no clustering yet; run {step('cluster')} first")
     if len(names) > 1:
         raise InputError(f"the workspace holds {len(names)} clusterings ({', '.join(names)}); name one")
     return names[0]

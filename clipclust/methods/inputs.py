@@ -1,6 +1,7 @@
-"""Reading what methods cluster: sets by name, split filters, K checks, default names.
+"""Reading what methods cluster: sets by name, description sets, split filters, K checks, default names.
 
-Shared by every method module; nothing here knows a particular method.
+Shared by every method module; nothing here knows a particular method.  ``DESCRIPTION_KINDS`` is the one
+list of the set kinds that hold descriptions (written by describe, read by ictc and esmc).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from clipclust.store import SetInfo, Workspace
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt, step
 
 __all__ = [
+    "DESCRIPTION_KINDS",
     "check_k",
     "default_name",
     "description_set",
+    "description_sets",
     "full_centroids",
     "jsonable",
     "keys_digest",
@@ -58,7 +61,7 @@ def set_ref(info: SetInfo) -> dict[str, Any]:
 def resolve_item_set(workspace: Workspace, spec: str, model: str | None = None) -> SetInfo:
     """The item-keyed set a request names (name, kind or id, as `info` lists them)."""
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed IMAGES' first or pass the "
+        raise InputError(f"no workspace at {workspace.path}; run {step('embed', 'IMAGES')} first or pass the "
                          "workspace's path")
     return workspace.resolve_set(spec, model=model, keyed_by="item")
 
@@ -113,7 +116,7 @@ def read_clusterable(workspace: Workspace, info: SetInfo, split: str | None) -> 
     if split is not None:
         keys, vectors = [keys[i] for i in keep], vectors[keep]
     if not keys:
-        raise InputError(f"set '{info.name}' is empty; run 'clipclust embed' first", option="on")
+        raise InputError(f"set '{info.name}' is empty; run {step('embed')} first", option="on")
     return keys, vectors
 
 
@@ -170,6 +173,14 @@ def default_name(workspace: Workspace, base: str, info: SetInfo) -> str:
     return f"{base}-{slugify(model, 32)}-{info.id[:6]}"
 
 
+DESCRIPTION_KINDS = ("description", "group-description")
+
+
+def description_sets(workspace: Workspace) -> list[SetInfo]:
+    """The stored description sets (item-keyed text), in ``info`` order."""
+    return [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"]
+
+
 def description_set(workspace: Workspace, on: str | None, model: str | None, *, reader: str,
                     hint: str = "", missing_option: str | None = None) -> SetInfo:
     """The description set a method reads: ``on`` (name, kind or id), else the only one stored.
@@ -177,21 +188,20 @@ def description_set(workspace: Workspace, on: str | None, model: str | None, *, 
     ``reader`` names who reads them in the messages ("the ictc method"); ``hint`` adds another way out
     to the wrong-kind message; ``missing_option`` is the option to blame when the workspace holds none.
     """
-    from clipclust.commands.describe import DESCRIPTION_KINDS, description_sets  # describing pulls in the model runtimes
-
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust describe' first or pass the workspace's path")
+        raise InputError(f"no workspace at {workspace.path}; run {step('describe')} first or pass the workspace's "
+                         "path")
     if on is not None:
         info = workspace.resolve_set(on, model=model, keyed_by="item")
         if info.kind not in DESCRIPTION_KINDS:
             raise InputError(f"{reader} reads descriptions; '{info.name}' is a {info.kind} set (name a description "
-                             f"set that 'clipclust info' lists{hint})", option="on")
+                             f"set that {step('info')} lists{hint})", option="on")
         return info
     found = [s for s in description_sets(workspace) if not model or s.model == model or s.model.endswith(model)]
     if not found:
-        raise InputError(f"{reader} needs descriptions and the workspace holds none; run 'clipclust describe "
-                         "IMAGES --criterion C --vlm MODEL' or 'clipclust describe --from FILE' first",
-                         option=missing_option)
+        raise InputError(f"{reader} needs descriptions and the workspace holds none; run {step('describe', 'IMAGES')} "
+                         f"with {opt('criterion')} C and {opt('vlm')} MODEL, or import them with {opt('from')} FILE, "
+                         "first", option=missing_option)
     if len(found) > 1:
         listing = "; ".join(f"{s.id} = {s.name}" for s in found)
         raise InputError(f"{len(found)} description sets are stored ({listing}); name one or give its id",

@@ -1,21 +1,22 @@
-"""The method registry: what a clustering request holds and how a method plugs in.
+"""The method registry: what a clustering request holds, how a method plugs in, and what a run returns.
 
-A method is one :class:`MethodSpec` registered under its name.  It declares the method-specific
-settings it accepts as :class:`Option` entries; a request's ``options`` are checked against them
-before ``prepare`` runs, so each method validates only what is its own and a new method arrives in a
-module of its own without editing the others (see ``classic.py``, ``fused.py``, ``ictc.py``).
+A method is one :class:`MethodSpec` registered under its name; a refinement that runs after a method
+(``refine="head"``) is one :class:`RefinementSpec`.  Each declares the settings it accepts as
+:class:`Option` entries: the type, default, help, choices and spelling that the command line turns into
+a flag, and the check a request's value goes through before ``prepare`` runs.  So each method validates
+only what is its own, and a new method or option arrives in the method's own package.
 
-Errors name request fields and options (``k``, ``min_count``), never command-line flags: the CLI maps
-an :class:`~clipclust.errors.InputError`'s ``option`` to its flag.
+Errors name request fields and options (``k``, ``min_count``) through ``errors.opt``, never command-line
+flags: the CLI maps an :class:`~clipclust.errors.InputError`'s ``option`` to its flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -28,19 +29,21 @@ __all__ = [
     "METHODS",
     "REFINEMENTS",
     "ClusterRequest",
+    "ClusteringSummary",
     "MethodOutput",
     "MethodSpec",
     "Option",
     "PreparedInput",
+    "RefinementSpec",
     "at_least_one",
     "get_method",
-    "one_of",
+    "get_refinement",
     "register_method",
+    "register_refinement",
     "resolve_options",
 ]
 
 DEFAULT_K_RANGE = (2, 10)
-REFINEMENTS = ("head",)
 
 
 @dataclass
@@ -48,8 +51,9 @@ class ClusterRequest:
     """What every method shares; method-specific settings go in ``options`` (checked by the method's spec).
 
     ``k`` is an int, ``"auto"`` (silhouette over ``k_range``) or None (the method's default, when it has
-    one).  ``seed`` None means the method's own default.  ``refine="head"`` trains the ESMC head
-    (``ratio``, ``epochs``, ``lr``, ``batch_size``, ``device``) on the method's k-means pseudo-labels.
+    one).  ``seed`` None means the method's own default.  ``refine="head"`` trains the ESMC head on the
+    method's k-means pseudo-labels; the head's settings (``ratio``, ``epochs``, ...) are given in
+    ``options`` like a method's and land in ``refine_options`` once the request is resolved.
     """
 
     method: str = "kmeans"
@@ -60,18 +64,14 @@ class ClusterRequest:
     model: str | None = None
     split: str | None = None
     refine: str | None = None
-    ratio: float = 0.3
-    epochs: int = 100
-    lr: float = 1e-3
-    batch_size: int = 256
-    device: str = "auto"
     k_range: tuple[int, int] = DEFAULT_K_RANGE
     force: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    refine_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, **fields: Any) -> "ClusterRequest":
-        """A request from keywords; names that are not common fields are method options (``criterion=...``)."""
+        """A request from keywords; names that are not common fields are options (``criterion=...``)."""
         common = {f.name for f in dataclasses.fields(cls)}
         options = dict(fields.pop("options", None) or {})
         options.update({key: fields.pop(key) for key in list(fields) if key not in common})
@@ -85,17 +85,48 @@ class ClusterRequest:
 
 @dataclass(frozen=True)
 class Option:
-    """One method-specific setting: its name, default and an optional check that returns the clean value.
+    """One setting a method or refinement declares: what its check and its command-line flag need.
 
-    ``check`` raises ``InputError(..., option=name)`` (or ValueError, turned into one) for a bad value.
-    ``identity`` False keeps a setting out of the reuse identity (threads, concurrency: how, not what).
+    ``type`` is the Python type of a value (str, int, float or bool); ``object`` marks a value only a
+    Python caller can pass (an open model), which gets no flag.  ``default`` fills a value not given
+    (None: the algorithm's own, which ``shown_default`` names in help).  ``choices`` are the accepted
+    values (checked here, listed in help).  ``flag`` is the command-line spelling when it is not the
+    name (``threads`` for ``n_threads``), ``short`` a one-letter alias.  ``identity`` False keeps a
+    setting out of the reuse identity (threads, concurrency: how, not what).  ``check`` returns the clean
+    value and raises ValueError (or ``InputError(..., option=name)``) for a bad one.
     """
 
     name: str
+    _: KW_ONLY
+    type: type = str
     default: Any = None
     help: str = ""
-    check: Callable[[Any], Any] | None = None
+    choices: tuple[str, ...] = ()
+    flag: str | None = None
+    short: str | None = None
     identity: bool = True
+    check: Callable[[Any], Any] | None = None
+    shown_default: str | None = None
+
+    @property
+    def default_text(self) -> str | None:
+        """The default as help shows it, or None when there is nothing to show."""
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None or self.default is False:
+            return None
+        return str(self.default)
+
+    def clean(self, value: Any) -> Any:
+        """``value`` checked against the choices and the check; a bad one is an InputError naming this option."""
+        if self.choices and value not in self.choices:
+            raise InputError(f"'{value}': expected one of {', '.join(self.choices)}", option=self.name)
+        if self.check is None:
+            return value
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            raise InputError(str(exc), option=self.name) from None
 
 
 class PreparedInput:
@@ -138,9 +169,58 @@ class MethodOutput:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ClusteringSummary:
+    """What a clustering run did; the CLI prints it, tests assert on it."""
+
+    name: str
+    method: str
+    on: str
+    n_items: int
+    n_clusters: int
+    n_noise: int
+    sizes: dict[str, int]
+    seed: int | None
+    k: int | None
+    reused: bool = False
+    replaced: bool = False
+    k_table: list[dict[str, Any]] | None = None
+    n_test: int | None = None
+    test_on: str | None = None
+    seconds: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+    names: list[str] | None = None
+
+    @property
+    def refine(self) -> str:
+        """The refinement that ran after the method ("head"), or ""."""
+        return str(self.params.get("refine") or "")
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings the run that computed the result gave (a reused result repeats them)."""
+        return list(self.params.get("warnings") or [])
+
+    def cluster_lines(self) -> list[str]:
+        """One line per named cluster: its id, its name and its size (for a method's ``report``)."""
+        return [f"  {i}  {name}  ({self.sizes.get(str(i), 0)} items)" for i, name in enumerate(self.names or [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": self.names, "name": self.name, "method": self.method, "on": self.on, "n_items": self.n_items,
+            "n_clusters": self.n_clusters, "n_noise": self.n_noise, "sizes": self.sizes, "seed": self.seed,
+            "k": self.k, "reused": self.reused, "replaced": self.replaced, "k_table": self.k_table,
+            "n_test": self.n_test, "test_on": self.test_on, "seconds": round(self.seconds, 3), "params": self.params,
+        }
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method: how to read its inputs, how to compute it, and the options it accepts."""
+    """One method: how to read its inputs, how to compute it, the options it accepts, how it reports.
+
+    ``report`` turns a run's summary into the lines shown under the common summary line (the names
+    found, where a state was read); None shows the common line only.
+    """
 
     name: str
     summary: str
@@ -148,19 +228,20 @@ class MethodSpec:
     compute: Callable[[PreparedInput, ClusterRequest, "Reporter"], MethodOutput]
     options: tuple[Option, ...] = ()
     refinable: bool = False  # accepts refine="head"
+    report: Callable[[ClusteringSummary], list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class RefinementSpec:
+    """A step that refines a method's clustering (``refine="head"``): its name, what it does, its options."""
+
+    name: str
+    summary: str
+    options: tuple[Option, ...] = ()
 
 
 METHODS: dict[str, MethodSpec] = {}
-
-
-def one_of(*choices: str) -> Callable[[Any], str]:
-    """An :class:`Option` check: the value must be one of ``choices``."""
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"'{value}': expected one of {', '.join(choices)}")
-        return str(value)
-
-    return check
+REFINEMENTS: dict[str, RefinementSpec] = {}
 
 
 def at_least_one(value: Any) -> int:
@@ -172,8 +253,14 @@ def at_least_one(value: Any) -> int:
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add (or replace) a method; each method module registers itself when imported."""
+    """Add (or replace) a method; each method package registers itself when its ``method`` module is imported."""
     METHODS[spec.name] = spec
+    return spec
+
+
+def register_refinement(spec: RefinementSpec) -> RefinementSpec:
+    """Add (or replace) a refinement, as :func:`register_method` does for methods."""
+    REFINEMENTS[spec.name] = spec
     return spec
 
 
@@ -187,30 +274,47 @@ def get_method(name: str) -> MethodSpec:
     return spec
 
 
-def resolve_options(spec: MethodSpec, given: dict[str, Any]) -> dict[str, Any]:
-    """The method's options: given values checked, defaults filled; an option of another method is refused."""
-    declared = {opt.name: opt for opt in spec.options}
-    resolved: dict[str, Any] = {}
+def get_refinement(name: str) -> RefinementSpec:
+    from clipclust.methods import load_builtin_methods
+
+    load_builtin_methods()
+    spec = REFINEMENTS.get(name)
+    if spec is None:
+        raise InputError(f"'{name}': expected one of {', '.join(REFINEMENTS)}", option="refine")
+    return spec
+
+
+def _owners(name: str) -> str:
+    """Who declares the option ``name``, for the message refusing it elsewhere."""
+    methods = sorted(m.name for m in METHODS.values() if any(o.name == name for o in m.options))
+    refinements = sorted(r.name for r in REFINEMENTS.values() if any(o.name == name for o in r.options))
+    parts = ([f"the {' or '.join(methods)} method"] if methods else []) + [f"{opt('refine')} {r}" for r in refinements]
+    return f"applies to {' or '.join(parts)}" if parts else "is not a setting of any method"
+
+
+def resolve_options(spec: MethodSpec, given: dict[str, Any],
+                    refinement: RefinementSpec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The method's options and the refinement's: given values checked, defaults filled.
+
+    An option that neither declares is refused, naming who does; one both declare (``device``) goes to both.
+    """
+    own = {o.name: o for o in spec.options}
+    theirs = {o.name: o for o in refinement.options} if refinement is not None else {}
     for key, value in given.items():
-        if value is None:
-            continue
-        if key not in declared:
-            owners = sorted(m.name for m in METHODS.values() if any(o.name == key for o in m.options))
-            where = f"applies to the {' or '.join(owners)} method" if owners else "is not a setting of any method"
-            raise InputError(f"{where}, not {spec.name}", option=key)
-        check = declared[key].check
-        if check is not None:
-            try:
-                value = check(value)
-            except ValueError as exc:
-                raise InputError(str(exc), option=key) from None
-        resolved[key] = value
-    for name, opt in declared.items():
-        resolved.setdefault(name, opt.default)
+        if value is not None and key not in own and key not in theirs:
+            raise InputError(f"{_owners(key)}, not {spec.name}", option=key)
+    return _resolved(own, given), _resolved(theirs, given)
+
+
+def _resolved(declared: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
+    resolved = {key: declared[key].clean(value) for key, value in given.items()
+                if value is not None and key in declared}
+    for name, option in declared.items():
+        resolved.setdefault(name, option.default)
     return resolved
 
 
-def identity_options(spec: MethodSpec, options: dict[str, Any]) -> dict[str, Any]:
-    """The options that change the result (those marked ``identity``), for the reuse identity."""
-    keep = {opt.name for opt in spec.options if opt.identity}
-    return {key: value for key, value in options.items() if key in keep and value is not None}
+def identity_options(options: tuple[Option, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """The values of the options that change the result (those marked ``identity``), for the reuse identity."""
+    keep = {o.name for o in options if o.identity}
+    return {key: value for key, value in values.items() if key in keep and value is not None}

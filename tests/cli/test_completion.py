@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,3 +29,17 @@ def test_cli_answers_bash_completion(capsys, monkeypatch):
         main([])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.split() == ["--fuse"]
+
+
+@pytest.mark.parametrize("words, expected", [("clipclust cluster --min-sa", ["--min-samples"]),
+                                             ("clipclust cluster --thr", ["--threads"])])
+def test_cli_completes_the_flags_generated_from_the_method_registry(capsys, monkeypatch, words, expected):
+    from clipclust.cli.app import main
+
+    monkeypatch.setenv("_CLIPCLUST_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.split() == expected

@@ -154,11 +154,17 @@ def test_a_later_method_plugs_into_the_dispatch_table(tmp_path, monkeypatch):
         ({}, "k: the kmeans method needs the number of clusters"),
         ({"method": "hdbscan", "k": 3}, "hdbscan decides the number of clusters itself"),
         ({"method": "spectral", "k": 3, "options": {"linkage": "ward"}}, "linkage: applies to the agglomerative method, not spectral"),
-        ({"method": "agglomerative", "k": 3, "options": {"linkage": "zigzag"}}, "linkage must be ward"),
+        ({"method": "agglomerative", "k": 3, "options": {"linkage": "zigzag"}},
+         "linkage: 'zigzag': expected one of ward, average, complete, single"),
+        ({"method": "agglomerative", "k": 3, "linkage": "ward", "metric": "cosine"}, "Ward linkage works only with"),
         ({"method": "hdbscan", "options": {"min_cluster_size": 500}}, "min_cluster_size=500 is larger"),
         ({"method": "telepathy", "k": 2}, "method: 'telepathy' is not a method; expected one of"),
         ({"k": 3, "refine": "polish"}, "refine: 'polish': expected one of head"),
         ({"k": 3, "refine": "head", "ratio": 1.5}, "ratio: 1.5: expected a fraction"),
+        ({"k": 3, "refine": "head", "epochs": 0}, "epochs: 0: expected a whole number of 1 or more"),
+        ({"k": 3, "refine": "head", "lr": 0}, "lr: 0: expected a number above 0"),
+        ({"k": 3, "epochs": 5}, "epochs: applies to refine head, not kmeans"),
+        ({"k": 3, "device": "cpu"}, "device: applies to the esmc or ictc method or refine head, not kmeans"),
         ({"method": "spectral", "k": 3, "refine": "head"}, "starts from k-means"),
         ({"k": 3, "split": "validation"}, "no item of set 'image' is in split 'validation'"),
         ({"k": 3, "name": "a/b"}, "name: 'a/b'"),
@@ -280,7 +286,7 @@ def test_fused_needs_the_test_sets_counterpart(tmp_path):
         for set_id, group in list(f["sets"].items()):
             if group.attrs["kind"] == "fused-all":
                 del f["sets"][set_id]
-    with pytest.raises(InputError, match="needs 'fused-all:a photo of <>'.*--split test .*--fuse all"):
+    with pytest.raises(InputError, match="needs 'fused-all:a photo of <>'.*split test, prompt .* and fuse all"):
         run_clustering(ws, method="fused")
 
 
@@ -335,7 +341,7 @@ def test_methods_declare_their_own_options(tmp_path, monkeypatch):
 
     monkeypatch.setitem(METHODS, "cut", None)
     register_method(MethodSpec("cut", "test method", prepare, compute,
-                               options=(Option("cut", 30, check=lambda v: int(v)),)))
+                               options=(Option("cut", type=int, default=30, check=lambda v: int(v)),)))
     assert run_clustering(ws, method="cut").sizes == {"0": 30, "1": 30} and seen["cut"] == 30
     assert run_clustering(ws, method="cut", cut="20", name="c20").sizes == {"0": 20, "1": 40}
     with pytest.raises(InputError) as info:

@@ -99,3 +99,15 @@ def test_localise_picks_the_layer_and_position_whose_lens_favours_the_keywords()
     assert found.table[1]["top"][0] == "t7" and found.n_samples == 2
     with pytest.raises(ValueError, match="keywords"):
         localise(_FakeLens(), ["a"], ["blue"])
+
+
+def test_state_set_ids_stay_those_of_stored_workspaces() -> None:
+    """The states' set ids are pinned: a workspace written before finds its states again (no forward pass)."""
+    from clipclust.methods.esmc.states import state_specs
+
+    specs = state_specs("hf:org/model@abc", "fp32", "set123", "T {criterion}", "color", 3, -1)
+    assert {role: spec.id for role, spec in specs.items()} == {
+        "hidden": "be50b707d67b9a32", "lens": "2c8f6fb52aaba2c4", "vocab": "ce43884e95660b71"}
+    assert specs["hidden"].name == "esmc-hidden:color L3@-1" and specs["hidden"].prompt == "T color"
+    assert specs["vocab"].keyed_by == "token" and specs["vocab"].dtype == "str" and specs["vocab"].prompt == ""
+    assert specs["lens"].provenance["layer"] == 3 and specs["hidden"].attrs == {}

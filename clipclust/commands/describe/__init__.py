@@ -5,15 +5,13 @@ collage); ``importing`` stores descriptions made elsewhere; ``descriptions`` say
 """
 
 from clipclust.commands.describe.describing import describe_items
-from clipclust.commands.describe.descriptions import DESCRIPTION_KINDS, DescribeSummary, description_sets
+from clipclust.commands.describe.descriptions import DescribeSummary
 from clipclust.commands.describe.importing import ImportSummary, import_into_workspace, text_item_sha256
 
 __all__ = [
-    "DESCRIPTION_KINDS",
     "DescribeSummary",
     "ImportSummary",
     "describe_items",
-    "description_sets",
     "import_into_workspace",
     "text_item_sha256",
 ]

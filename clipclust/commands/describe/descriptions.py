@@ -1,5 +1,5 @@
-"""Description sets: item-keyed text sets (``dtype`` str) beside the embedding sets, their kinds, their
-specs, and what a describe run reports.
+"""Description sets: item-keyed text sets (``dtype`` str) beside the embedding sets: their specs, and what
+a describe run reports (their kinds and how to find them: clipclust.methods.inputs).
 
 A description set's id hashes the describer's identity, the kind, the prompt and the decoding (plus, for
 group descriptions, how the groups were made), so a re-run with the same settings extends the same set.
@@ -10,15 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from clipclust.store import SetInfo, SetSpec, Workspace
-
-DESCRIPTION_KINDS = ("description", "group-description")
-
-
-def description_sets(workspace: Workspace) -> list[SetInfo]:
-    """The stored description sets (item-keyed text), in ``info`` order."""
-    return [s for s in workspace.list_sets() if s.kind in DESCRIPTION_KINDS and s.keyed_by == "item"]
-
+from clipclust.store import SetSpec
 
 def description_spec(kind: str, name: str, model: str, prompt: str, provenance: dict[str, Any],
                      key_parts: Sequence[Any] = ()) -> SetSpec:

@@ -1,4 +1,9 @@
-"""k-means, spectral, agglomerative and HDBSCAN on any stored item set (k-means optionally + the ESMC head)."""
+"""The classic methods' registry entries: k-means, spectral, agglomerative and HDBSCAN on any stored item set.
+
+The algorithms are :func:`clipclust.core.clustering.cluster`; this module reads the set, decides what
+identifies a request (the set's digest, never its vectors), and lets k-means hand over to the ESMC head
+(:mod:`clipclust.methods.head`) with ``refine="head"``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ from typing import Any
 import numpy as np
 
 from clipclust.store import Workspace
-from clipclust.errors import InputError
+from clipclust.errors import InputError, step
 from clipclust.core.clustering import choose_k, cluster
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import (check_k, default_name, full_centroids, keys_digest, parse_k, read_clusterable,
                      resolve_item_set, slugify, split_keys)
-from clipclust.methods.registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, register_method
+from clipclust.methods.head.method import head_identity, refine_with_head
+from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one,
+                                        register_method)
 
 
 def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -30,7 +37,7 @@ def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         keys = [all_keys[i] for i in split_keys(workspace, info, all_keys, req.split)]
         n_items, keys_id = len(keys), keys_digest(keys)
     if not n_items:
-        raise InputError(f"set '{info.name}' is empty; run 'clipclust embed' first", option="on")
+        raise InputError(f"set '{info.name}' is empty; run {step('embed')} first", option="on")
     k = parse_k(req.k)
     if req.method == "hdbscan":
         if k is not None:
@@ -50,7 +57,7 @@ def prepare_classic(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if k == "auto":
         identity["k_range"] = list(req.k_range)
     if req.refine == "head":
-        identity.update(ratio=req.ratio, epochs=req.epochs, lr=req.lr, batch_size=req.batch_size)
+        identity.update(head_identity(req.refine_options))
     base = f"{req.method}{'-' + req.refine if req.refine else ''}-{slugify(info.name)}"
     if req.split:
         base += f"-{slugify(req.split)}"
@@ -80,10 +87,7 @@ def compute_classic(prepared: PreparedInput, req: ClusterRequest, reporter: Repo
             k, table = choose_k(X, req.method, range(low, high + 1), seed, metric="euclidean", **options)
         details["k_table"] = table
     if req.refine == "head":
-        from clipclust.methods.head.training import esmc_head
-
-        result = esmc_head(X, int(k), ratio=req.ratio, seed=seed, epochs=req.epochs, lr=req.lr,
-                           batch_size=req.batch_size, device=req.device)
+        result = refine_with_head(X, int(k), seed, req.refine_options)
         details.update(k=int(k), head=result.params, final_loss=result.loss_curve[-1])
         return MethodOutput(
             keys=prepared.keys, ids=result.ids, centroids=full_centroids(np.asarray(X, np.float64), result.ids, int(k)),
@@ -102,16 +106,21 @@ def compute_classic(prepared: PreparedInput, req: ClusterRequest, reporter: Repo
     return MethodOutput(keys=prepared.keys, ids=result.ids, centroids=centroids, details=details)
 
 
-_N_NEIGHBORS = Option("n_neighbors", help="neighbours of the affinity graph (10)", check=at_least_one)
+_N_NEIGHBORS = Option("n_neighbors", type=int, check=at_least_one, shown_default="10",
+                      help="neighbours of the affinity graph")
 for _method, _summary, _options in (
-    ("kmeans", "k-means (n_init=10), or the ESMC head with refine='head'",
-     (Option("n_init", help="k-means restarts (10)", check=at_least_one),)),
-    ("spectral", "spectral clustering on a 10-nearest-neighbour graph", (_N_NEIGHBORS,)),
-    ("agglomerative", "agglomerative clustering, Ward linkage by default",
-     (Option("linkage", help="ward, average, complete or single"), Option("metric", help="distance metric"))),
+    ("kmeans", "k-means; refine head adds the ESMC head",
+     (Option("n_init", type=int, check=at_least_one, shown_default="10", help="k-means restarts"),)),
+    ("spectral", "spectral clustering on a nearest-neighbour graph", (_N_NEIGHBORS,)),
+    ("agglomerative", "agglomerative clustering",
+     (Option("linkage", choices=("ward", "average", "complete", "single"), shown_default="ward",
+             help="how the distance between clusters is measured"),
+      Option("metric", choices=("euclidean", "cosine", "manhattan", "l1", "l2"), shown_default="euclidean",
+             help="distance between items (ward needs euclidean)"))),
     ("hdbscan", "HDBSCAN: density decides the number of clusters, noise gets -1",
-     (Option("min_cluster_size", help="smallest cluster (5)", check=at_least_one),
-      Option("min_samples", help="neighbourhood size for density", check=at_least_one))),
+     (Option("min_cluster_size", type=int, check=at_least_one, shown_default="5", help="smallest cluster"),
+      Option("min_samples", type=int, check=at_least_one,
+             help="neighbours a point needs to be dense (default: the smallest cluster size)"))),
 ):
     register_method(MethodSpec(_method, _summary, prepare_classic, compute_classic, _options,
                                refinable=_method == "kmeans"))

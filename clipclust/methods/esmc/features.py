@@ -1,4 +1,4 @@
-"""ESMC (seed 001, methods.md section 4): criterion prompts, localisation, features and cluster names.
+"""ESMC (methods.md section 4): criterion prompts, localisation, features and cluster names.
 
 An LLM reads an item (an image, or its description) followed by a criterion prompt ("The color of the
 car is"); its hidden state at one (layer, token position) is the item's criterion embedding.  This
@@ -14,8 +14,8 @@ module holds the model-independent parts:
 Where we differ from the paper's demo: the demo feeds a full vocabulary-sized lens vector to the
 head; we store each item's top ``LENS_TOP`` lens tokens and build the lens feature over the union of
 those tokens (columns outside every item's top list carry almost no mass), which keeps storage and
-k-means independent of the vocabulary size.  ``--feature lens`` clusters the Hellinger embedding of
-those probabilities (square roots, unit length); ``--feature lens-raw`` feeds the raw probabilities as
+k-means independent of the vocabulary size.  ``feature="lens"`` clusters the Hellinger embedding of
+those probabilities (square roots, unit length); ``feature="lens-raw"`` feeds the raw probabilities as
 the demo does (on the dev descriptions raw probabilities gave 0.74 / 0.59 ACC at layers 24 / 22 of
 Qwen2.5-0.5B where the Hellinger embedding gave 0.89 / 0.70; with the head, raw SmolLM2 lens vectors
 collapsed into one cluster).  The paper selects positions whose keyword probability
@@ -39,7 +39,7 @@ __all__ = [
 # shows values (" jet", " airplane") where "In one word, the object is" shows " a" and ":\n\n".
 DEFAULT_TEXT_TEMPLATE = "{description}\n\nQuestion: What is the {criterion}? Answer in one word.\nAnswer:"
 DEFAULT_IMAGE_TEMPLATE = "Question: What is the {criterion} in the image? Answer in one word.\nAnswer:"
-LENS_TOP = 64          # lens tokens kept per item (features over their union, names for --explain)
+LENS_TOP = 64          # lens tokens kept per item (features over their union, names for explain)
 LOCATE_POSITIONS = 4   # candidate positions: the last tokens of the prompt
 EVIDENCE_TOKENS = 5
 

@@ -1,11 +1,12 @@
-"""ESMC (seed 001): criterion embeddings from an LLM's hidden states, k-means, optionally the head.
+"""ESMC's registry entry: criterion embeddings from an LLM's hidden states, k-means, optionally the head.
 
 Images go through an image-text-to-text model (``mllm``), descriptions through a text LLM (``llm``):
 each item's prompt ends with the criterion prompt and the hidden state at one (layer, position), or its
 logit lens (``feature="lens"``), is clustered.  The states are stored in the workspace
 (:mod:`clipclust.methods.esmc.states`), so another K, the head or names cost no forward pass.  With
-``refine="head"`` the ESMC head refines k-means as in the paper.  ``explain`` names each cluster by its
-over-represented lens tokens.  No label is read.
+``refine="head"`` the ESMC head (:mod:`clipclust.methods.head`) refines k-means as in the paper.
+``explain`` names each cluster by its over-represented lens tokens; :func:`report_esmc` says where the
+state was read.  No label is read.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from clipclust.store import SetInfo, Workspace
-from clipclust.errors import InputError
+from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
-from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
-                       register_method)
+from clipclust.methods.head.method import head_identity, refine_with_head
+from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
+                                        PreparedInput, at_least_one, register_method)
 
 FEATURES = ("hidden", "lens", "lens-raw")
 
@@ -48,7 +50,8 @@ def _images(workspace: Workspace, req: ClusterRequest) -> tuple[list[str], list[
         keep = [i for i in keep if items.split[i] == req.split]
     if not keep:
         where = f" in split '{req.split}'" if req.split else ""
-        raise InputError(f"no item{where} has an image file on disk; run 'clipclust embed IMAGES' first", option="mllm")
+        raise InputError(f"no item{where} has an image file on disk; run {step('embed', 'IMAGES')} first",
+                         option="mllm")
     return [items.sha256[i] for i in keep], [items.path[i] for i in keep]
 
 
@@ -65,7 +68,7 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError("the esmc method reads descriptions with a text LLM or images with an image-text model: "
                          "give exactly one of them", option="llm" if llm is None else "mllm")
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed' or 'clipclust describe' first")
+        raise InputError(f"no workspace at {workspace.path}; run {step('embed')} or {step('describe')} first")
     k = parse_k(req.k)
     if k is None or k == "auto":
         raise InputError("the esmc method needs the number of clusters (a whole number)", option="k")
@@ -92,7 +95,7 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     state_req = StateRequest(
         model=model_spec, criterion=criterion, template=template, layer=req.option("layer"),
         position=req.option("position"), keywords=None if keywords in (None, "auto") else list(keywords),
-        locate_samples=req.option("locate_samples"), seed=seed, device=req.device, dtype=req.option("dtype"),
+        locate_samples=req.option("locate_samples"), seed=seed, device=req.option("device"), dtype=req.option("dtype"),
         batch_size=req.option("forward_batch"),
     )
     try:  # the template is checked before anything is computed
@@ -111,7 +114,7 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         "explain": bool(req.option("explain")), "dtype": req.option("dtype"),
     }
     if req.refine == "head":
-        identity.update(ratio=req.ratio, epochs=req.epochs, lr=req.lr, batch_size=req.batch_size)
+        identity.update(head_identity(req.refine_options))
     base = f"esmc{'-head' if req.refine else ''}-{slugify(criterion, 40)}"
     return PreparedInput(identity, base if llm is None else default_name(workspace, base, info), {"input": info},
                          keys, np.zeros((len(keys), 0)),
@@ -159,10 +162,7 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     }
     extra: dict[str, Any] = {}
     if req.refine == "head":
-        from clipclust.methods.head.training import esmc_head
-
-        result = esmc_head(X, k, ratio=req.ratio, seed=seed, epochs=req.epochs, lr=req.lr,
-                           batch_size=req.batch_size, device=req.device)
+        result = refine_with_head(X, k, seed, req.refine_options)
         ids = result.ids
         details.update(head=result.params, final_loss=result.loss_curve[-1])
         extra = {"kmeans_ids": result.kmeans_ids, "pseudo_indices": result.pseudo_indices}
@@ -199,23 +199,48 @@ def _keyword_list(value: Any) -> Any:
     return words
 
 
+def report_esmc(summary: ClusteringSummary) -> list[str]:
+    """Where the state was read (and the localisation's evidence), then each cluster's name and size."""
+    params = summary.params
+    lines = []
+    located = params.get("localisation")
+    if located:
+        lines.append(f"  localised on {located['n_samples']} items with keywords {', '.join(located['keywords'])}: "
+                     "keyword probability of the logit lens per layer (best position), top tokens")
+        for row in located["table"]:
+            mark = "  <- chosen" if (row["layer"], row["position"]) == (located["layer"], located["position"]) else ""
+            lines.append(f"    layer {row['layer']:>3} @{row['position']}  {row['score']:.4f}  "
+                         f"{' '.join(repr(t) for t in row['top'])}{mark}")
+    where = (f"  {params.get('feature')} feature at layer {params.get('layer')}, position {params.get('position')} "
+             f"({params.get('dtype')})")
+    if not summary.reused:
+        where += f"; {params.get('n_forward', 0)} items through the model, the others read from the workspace"
+    return lines + [where] + summary.cluster_lines()
+
+
 register_method(MethodSpec(
-    "esmc", "ESMC: an LLM's hidden state after a criterion prompt, per image (mllm) or description (llm); "
-    "k-means, refine='head' for the paper's head, explain names clusters", prepare_esmc, compute_esmc,
+    "esmc", "ESMC: k-means on the hidden state an LLM holds after a criterion prompt, read from each description "
+    "(llm) or image (mllm); the states are cached in the workspace, so another k, the head or names cost no "
+    "forward pass", prepare_esmc, compute_esmc, refinable=True, report=report_esmc,
     options=(
-        Option("criterion", help="what to cluster by, e.g. color"),
-        Option("llm", help="text LLM reading descriptions: hf:ORG/NAME, a folder or a .gguf file"),
-        Option("mllm", help="image-text-to-text model reading images: hf:ORG/NAME or a folder"),
-        Option("feature", "hidden", "hidden (the state), lens (its logit lens, Hellinger-embedded) or lens-raw "
-               "(the lens probabilities as the paper's demo feeds them)", check=one_of(*FEATURES)),
-        Option("layer", help="layer to read (default: localised, else the last)", check=_layer),
-        Option("position", help="token position from the end (default: localised, else -1)", check=_position),
-        Option("keywords", help="criterion keywords for localisation, or 'auto' to ask an LLM", check=_keyword_list),
-        Option("keywords_llm", help="the LLM asked for keywords (default: llm)"),
-        Option("locate_samples", 10, "items sampled for localisation", check=at_least_one),
+        Option("criterion", short="c", help="what to cluster by, e.g. color"),
+        Option("llm", help="text LLM reading a description set: hf:ORG/NAME, a folder or a .gguf file"),
+        Option("mllm", help="image-text-to-text model reading the images: hf:ORG/NAME or a folder"),
+        Option("feature", default="hidden", choices=FEATURES,
+               help="hidden (the state), lens (its logit lens, Hellinger-embedded) or lens-raw (the lens "
+               "probabilities as the paper's demo feeds them)"),
+        Option("layer", type=int, check=_layer, shown_default="localised, else the last", help="layer to read"),
+        Option("position", type=int, check=_position, shown_default="localised, else -1",
+               help="token position from the end of the prompt (-1 = its last token)"),
+        Option("keywords", check=_keyword_list,
+               help="criterion keywords a,b,c that localise the layer and position, or 'auto' to ask an LLM"),
+        Option("keywords_llm", shown_default="llm", help="the LLM asked for keywords"),
+        Option("locate_samples", type=int, default=10, check=at_least_one, help="items sampled for localisation"),
         Option("prompt", help="prompt template with {criterion} (and {description} for descriptions)"),
-        Option("explain", False, "name each cluster by its over-represented lens tokens"),
-        Option("dtype", "auto", "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16",
-               check=one_of("auto", "fp32", "fp16", "bf16")),
-        Option("forward_batch", 8, "prompts per forward pass", check=at_least_one, identity=False),
-    ), refinable=True))
+        Option("explain", type=bool, default=False, help="name each cluster by its over-represented lens tokens"),
+        Option("dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+               help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16"),
+        Option("device", default="auto", identity=False, help="where the model runs: auto, cpu or cuda[:N]"),
+        Option("forward_batch", type=int, default=8, check=at_least_one, identity=False,
+               help="prompts per forward pass"),
+    )))

@@ -4,12 +4,13 @@ For a model, a criterion prompt and a (layer, position), three sets are kept:
 
 * ``esmc-hidden`` (item -> D floats): the hidden state the clustering reads;
 * ``esmc-lens`` (item -> LENS_TOP x 2): the ids and probabilities of its top logit-lens tokens, for
-  ``--feature lens`` and for cluster names;
+  the lens features and for cluster names;
 * ``esmc-vocab`` (token id -> text): the text of every token that appears in a lens set.
 
 Items are processed in batches and each batch is written at once, so an interrupted run keeps what it
 computed and a re-run continues; the model is opened only when an item is missing (or when the
-localisation has not been done before; its result is remembered in the workspace).
+localisation has not been done before; its result is remembered in the workspace).  The sets' ids
+come from :func:`state_specs` alone (stored states are found again by them).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from clipclust.store import Workspace, short_hash
+from clipclust.store import SetSpec, Workspace, short_hash
 from clipclust.errors import InputError
 from clipclust.methods.esmc.features import LENS_TOP, Localisation, criterion_prompt, localise
 from clipclust.core.progress import Reporter, SilentReporter
 
-__all__ = ["CriterionStates", "StateRequest", "StateSource", "criterion_states"]
+__all__ = ["CriterionStates", "StateRequest", "StateSource", "criterion_states", "state_specs"]
 
 WRITE_BATCH = 32  # items per forward-and-store round
 
@@ -121,13 +122,32 @@ def _final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_fro
 
 def _dtype_name(device: str, dtype: str) -> str:
     """The dtype a run computes in (part of the sets' identity: bf16 states differ from fp32 ones)."""
-    import torch
+    from clipclust.models.devices import resolve_device, resolve_precision
 
-    if dtype != "auto":
-        return dtype
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return "fp32"
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp16"
+    return dtype if dtype != "auto" else resolve_precision("auto", resolve_device(device))
+
+
+def state_specs(identity: str, dtype: str, source_set: str, template: str, criterion: str, layer: int,
+                position: int, localisation: Localisation | None = None) -> dict[str, SetSpec]:
+    """The three sets that hold a model's criterion states read at (layer, position), by role.
+
+    The ids derive from every part that changes the rows, so a later run with the same parts finds them.
+    """
+    base = (identity, dtype, source_set, template, criterion, int(layer), int(position))
+    prompt = criterion_prompt(template, criterion)
+    provenance = {"model": identity, "dtype": dtype, "source_set": source_set, "template": template,
+                  "criterion": criterion, "layer": int(layer), "position": int(position)}
+    label = f"{criterion} L{layer}@{position}"
+    # the choice and its evidence travel with the set (the workspace listing shows a set's attrs)
+    attrs = {} if localisation is None else {"localisation": json.dumps(localisation.to_dict())}
+    return {
+        "hidden": SetSpec.of(("esmc-hidden", *base), name=f"esmc-hidden:{label}", kind="esmc-hidden",
+                             model=identity, prompt=prompt, provenance=provenance, attrs=attrs),
+        "lens": SetSpec.of(("esmc-lens", LENS_TOP, *base), name=f"esmc-lens:{label}", kind="esmc-lens",
+                           model=identity, prompt=prompt, provenance=provenance),
+        "vocab": SetSpec.of(("esmc-vocab", identity), name=f"esmc-vocab:{identity[:24]}", kind="esmc-vocab",
+                            model=identity, keyed_by="token", dtype="str", provenance={"model": identity}),
+    }
 
 
 def _prompts(source: StateSource, req: StateRequest, rows: Sequence[int]) -> tuple[list[str], list[Any] | None]:
@@ -204,23 +224,9 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
     if position >= 0:
         raise InputError(f"position {position}: positions count from the end of the prompt (-1 = last token)")
     dtype = _dtype_name(req.device, req.dtype)
-    base = (identity, dtype, source.set_id, req.template, req.criterion, int(layer), int(position))
-    prompt = criterion_prompt(req.template, req.criterion)
-    ids = {"hidden": short_hash("esmc-hidden", *base), "lens": short_hash("esmc-lens", LENS_TOP, *base),
-           "vocab": short_hash("esmc-vocab", identity)}
-    provenance = {"model": identity, "dtype": dtype, "source_set": source.set_id, "template": req.template,
-                  "criterion": req.criterion, "layer": int(layer), "position": int(position)}
-    label = f"{req.criterion} L{layer}@{position}"
-    specs = {
-        "hidden": {"id": ids["hidden"], "name": f"esmc-hidden:{label}", "kind": "esmc-hidden", "model": identity,
-                   "prompt": prompt, "keyed_by": "item", "provenance": provenance},
-        "lens": {"id": ids["lens"], "name": f"esmc-lens:{label}", "kind": "esmc-lens", "model": identity,
-                 "prompt": prompt, "keyed_by": "item", "provenance": provenance},
-        "vocab": {"id": ids["vocab"], "name": f"esmc-vocab:{identity[:24]}", "kind": "esmc-vocab", "model": identity,
-                  "prompt": "", "keyed_by": "token", "dtype": "str", "provenance": {"model": identity}},
-    }
-    if localisation is not None:  # the choice and its evidence travel with the set ('clipclust info' shows attrs)
-        specs["hidden"]["attrs"] = {"localisation": json.dumps(localisation.to_dict())}
+    specs = state_specs(identity, dtype, source.set_id, req.template, req.criterion, int(layer), int(position),
+                        localisation)
+    ids = {role: spec.id for role, spec in specs.items()}
     have = workspace.set_keys(ids["hidden"]) & workspace.set_keys(ids["lens"])
     missing = [i for i, key in enumerate(source.keys) if key not in have]
     forward_seconds = 0.0
@@ -253,7 +259,7 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
         token_text={int(k): str(t) for k, t in zip(vocab_keys, vocab_texts)}, layer=int(layer),
         position=int(position), model_identity=identity, set_ids=ids,
         localisation=None if localisation is None else localisation.to_dict(), n_computed=len(missing),
-        forward_seconds=forward_seconds, details={"dtype": dtype, "prompt": prompt},
+        forward_seconds=forward_seconds, details={"dtype": dtype, "prompt": specs["hidden"].prompt},
     )
 
 

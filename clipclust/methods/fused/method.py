@@ -1,5 +1,7 @@
-"""Seed 000's fused workflow: spectral clusters of labelled training vectors, majority-vote labels, and test
-images classified by the nearest centroid among those labelled with each prompt's class.
+"""The fused workflow's registry entry (the fused-embedding paper): spectral clusters of labelled training
+vectors, majority-vote labels, and test images classified by the nearest centroid among those labelled with
+each prompt's class.  This module finds the fused-label / fused-all sets and their splits; the maths is
+:mod:`clipclust.methods.fused.workflow`.
 
 Labels: the majority vote is the method, so this is the one method that reads the training split's labels.
 """
@@ -12,10 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from clipclust.store import SetInfo, Workspace
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt, step
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import check_k, default_name, keys_digest, known_splits, parse_k, resolve_item_set, slugify
-from clipclust.methods.registry import ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, register_method
+from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one,
+                                        register_method)
 
 FUSED_DEFAULT_SEED = 42  # SpectralClustering(random_state=42) in the paper's code
 
@@ -28,12 +31,12 @@ def counterpart_set(workspace: Workspace, info: SetInfo, kind: str) -> SetInfo:
     same_classes = [s for s in found if s.attrs.get("classes") == info.attrs.get("classes")]
     if same_classes:
         return same_classes[0]
-    split_flag, fuse_flag = ("train", "label") if kind == "fused-label" else ("test", "all")
+    split, fuse = ("train", "label") if kind == "fused-label" else ("test", "all")
     if found:
         raise InputError(f"'{wanted}' exists but for other classes than '{info.name}'; embed both splits with "
-                         "the same --classes")
-    raise InputError(f"the fused workflow needs '{wanted}' next to '{info.name}'; run 'clipclust embed IMAGES "
-                     f"--split {split_flag} --prompt \"{info.prompt}\" --fuse {fuse_flag}'")
+                         f"the same {opt('classes')}")
+    raise InputError(f"the fused workflow needs '{wanted}' next to '{info.name}'; run {step('embed', 'IMAGES')} "
+                     f"with {opt('split')} {split}, {opt('prompt')} \"{info.prompt}\" and {opt('fuse')} {fuse}")
 
 
 def prepare_fused(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -44,8 +47,8 @@ def prepare_fused(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         if req.on is None and exc.message.startswith("no stored set"):
             raise InputError(
                 "the fused workflow needs a 'fused-label' set (training images fused with their own label's prompt); "
-                "run 'clipclust embed TRAIN_IMAGES --split train --prompt TEMPLATE --fuse label' and the same with "
-                "TEST_IMAGES --split test --fuse all"
+                f"run {step('embed', 'TRAIN_IMAGES')} with {opt('split')} train, {opt('prompt')} TEMPLATE and "
+                f"{opt('fuse')} label, and the same with TEST_IMAGES, {opt('split')} test and {opt('fuse')} all"
             ) from None
         raise
     k = parse_k(req.k)
@@ -91,7 +94,8 @@ def prepare_fused(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError(
             f"the fused workflow needs labelled training items: no item of '{train_info.name}' in split "
             f"'{train_split}' has a label (splits there: {known_splits(split_of, all_train_keys)}); embed the "
-            f"training images from class folders (or with --labels) and --split {train_split}", option="train_split"
+            f"training images from class folders (or with {opt('labels')}) and {opt('split')} {train_split}",
+            option="train_split"
         )
     train_keys = [all_train_keys[i] for i in train_rows]
     train_labels = [to_class(labels[k]) for k in train_keys]
@@ -99,11 +103,11 @@ def prepare_fused(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     all_test_keys, all_test_vecs = workspace.read_set(test_info.id)
     test_rows = [i for i, key in enumerate(all_test_keys) if split_of.get(key, "") == test_split]
     if not test_rows:
-        fuse_hint = "" if info.kind == "image" else f" --prompt \"{test_info.prompt}\" --fuse all"
+        fuse_hint = "" if info.kind == "image" else f", {opt('prompt')} \"{test_info.prompt}\" and {opt('fuse')} all"
         raise InputError(
             f"no item of '{test_info.name}' is in split '{test_split}' (splits there: "
-            f"{known_splits(split_of, all_test_keys)}); run 'clipclust embed TEST_IMAGES --split {test_split}"
-            f"{fuse_hint}' or pick another test split", option="test_split"
+            f"{known_splits(split_of, all_test_keys)}); run {step('embed', 'TEST_IMAGES')} with {opt('split')} "
+            f"{test_split}{fuse_hint}, or pick another test split", option="test_split"
         )
     test_keys = [all_test_keys[i] for i in test_rows]
     if classes is not None and (all_test_vecs.ndim != 3 or all_test_vecs.shape[1] != len(classes)):
@@ -185,9 +189,11 @@ def compute_fused(prepared: PreparedInput, req: ClusterRequest, reporter: Report
 
 
 register_method(MethodSpec(
-    "fused", "seed 000's workflow: spectral clusters of fused training vectors, majority-vote labels, "
-    "test images classified by the filtered nearest centroid", prepare_fused, compute_fused,
-    options=(Option("n_neighbors", help="neighbours of the affinity graph (10)", check=at_least_one),
-             Option("train_split", "train", "split clustered with its labels"),
-             Option("test_split", "test", "split classified"))))
+    "fused", "the fused-embedding paper's workflow: spectral clusters of the training split's fused vectors, "
+    "majority-vote labels (the one method that reads labels), test images classified by the nearest filtered "
+    "centroid; on image: the image-only baseline", prepare_fused, compute_fused,
+    options=(Option("n_neighbors", type=int, check=at_least_one, shown_default="10",
+                    help="neighbours of the affinity graph"),
+             Option("train_split", default="train", help="split clustered with its labels"),
+             Option("test_split", default="test", help="split classified"))))
 

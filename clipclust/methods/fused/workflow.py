@@ -1,4 +1,4 @@
-"""Prompt-guided fused embeddings (seed 000, methods.md section 1), on arrays.
+"""Prompt-guided fused embeddings (the fused-embedding paper, methods.md section 1), on arrays.
 
 The paper's workflow: fuse each image embedding with a prompt's text embedding (their mean); on the
 training split, fuse every image with the prompt of its own class, cluster the fused vectors with

@@ -1,1 +1,5 @@
-"""The ESMC pseudo-label head (seed 001), a refinement on top of k-means used by the classic and esmc methods."""
+"""The ESMC pseudo-label head, the refinement ``refine="head"`` that the kmeans and esmc methods accept.
+
+training: the head itself (pseudo-labels, the MLP, its training); method: the registry entry, its
+settings (ratio, epochs, lr, batch_size, device) and how a method calls it.
+"""

@@ -1,4 +1,4 @@
-"""The ESMC clustering head (seed 001, methods.md section 4): k-means pseudo-labels refine a small MLP.
+"""The ESMC clustering head (methods.md section 4): k-means pseudo-labels refine a small MLP.
 
 K-means on high-dimensional embeddings (e.g. a vocabulary-sized logit-lens vector) gives noisy
 boundaries. ESMC keeps, in each k-means cluster, only the fraction ``ratio`` of points nearest their
@@ -65,18 +65,6 @@ def select_pseudo_labels(
     return np.sort(np.concatenate(selected))
 
 
-def _resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {device!r}.")
-    return torch.device(device)
-
-
 def esmc_head(
     X: np.ndarray,
     k: int,
@@ -97,12 +85,14 @@ def esmc_head(
     4. Every point gets the argmax of the head.
 
     Deterministic for a seed on CPU: weights and shuffling use their own seeded generators, and the
-    global torch RNG is left as it was. ``device`` is "cpu", "cuda[:N]" or "auto".
+    global torch RNG is left as it was. ``device`` is "cpu", "cuda[:N]" or "auto"
+    (:func:`clipclust.models.devices.resolve_device`).
     """
     import torch
     from torch import nn
 
     from clipclust.core.clustering import cluster
+    from clipclust.models.devices import resolve_device
 
     if epochs < 1 or batch_size < 1 or hidden < 1:
         raise ValueError("epochs, batch_size and hidden must all be at least 1.")
@@ -112,7 +102,7 @@ def esmc_head(
     X = np.asarray(X, dtype=np.float32)
     pseudo_indices = select_pseudo_labels(X, initial.ids, initial.centroids, ratio)
     pseudo_labels = initial.ids[pseudo_indices]
-    torch_device = _resolve_device(device)
+    torch_device = torch.device(resolve_device(device))
 
     with torch.random.fork_rng(devices=[]):  # seed the weight init without touching the caller's RNG
         torch.manual_seed(seed)

@@ -17,9 +17,10 @@ the generator passed in, so wrapping it in :class:`~clipclust.models.llm.CachedG
 re-runs free and prompt edits cheap.
 
 One module per concern: :mod:`.prompts` (templates, requests), :mod:`.parsing` (outputs -> labels
-and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b, 3), :mod:`.grouping` (raw
-labels -> concepts, names from them, coverage), :mod:`.assigning` (step 3 by label, embedding or
-CLIP scores; degenerate warnings) and :mod:`.run` (the whole method). Importing descriptions made
+and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b), :mod:`.grouping` (raw labels -> concepts,
+names from them, coverage), :mod:`.assigning` (step 3 by the LLM, by label, embedding or CLIP scores;
+degenerate warnings), :mod:`.run` (the whole method) and :mod:`.method` (the registry entry: options,
+inputs, what a run reports). Importing descriptions made
 elsewhere is :mod:`clipclust.commands.describe.importing`.
 """
 
@@ -62,7 +63,6 @@ from clipclust.methods.ictc.steps import (
     Assignment,
     MIN_COUNT_FRACTION,
     NamesResult,
-    assign,
     cluster_names,
     count_labels,
     default_min_count,
@@ -72,6 +72,7 @@ from clipclust.methods.ictc.steps import (
 )
 from clipclust.methods.ictc.assigning import (
     DOMINANT_SHARE,
+    assign,
     assign_by_embedding,
     assign_by_label,
     assign_by_scores,

@@ -1,5 +1,6 @@
-"""Step 3 without an LLM call per item where it can: by the step-2a label, by a text embedding, by
-CLIP image vectors; and the warnings a degenerate result deserves.
+"""Step 3, one name per description: by the LLM (:func:`assign`, free or constrained answers), and without
+an LLM call per item where it can: by the step-2a label, by a text embedding, by CLIP image vectors; and
+the warnings a degenerate result deserves.
 
 "Matched" means the same in every mode: the item's own text (its step-2a label, else its
 description, or the LLM's answer) names the cluster it was put in. An item placed by similarity
@@ -19,10 +20,10 @@ from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams, TextGenerator
 
 from clipclust.methods.ictc.grouping import LabelMatcher, _unit
-from clipclust.methods.ictc.matching import _phrase_position
+from clipclust.methods.ictc.matching import _phrase_position, match_answer
 from clipclust.methods.ictc.parsing import name_key
-from clipclust.methods.ictc.prompts import IctcPrompts, Layout
-from clipclust.methods.ictc.steps import Assignment, StepProgress, assign
+from clipclust.methods.ictc.prompts import MODES, IctcPrompts, Layout, Mode, assign_request, default_prompts
+from clipclust.methods.ictc.steps import Assignment, StepProgress, _run_requests
 
 DOMINANT_SHARE = 0.9
 """A cluster holding more than this share of the items makes the result degenerate."""
@@ -69,6 +70,55 @@ def assign_by_embedding(
     """Nearest name by cosine similarity of ``embed(descriptions)`` and ``embed(names)``."""
     scores = _unit(embed(list(descriptions))) @ _unit(embed(list(names))).T
     return assign_by_scores(scores, names, descriptions, labels)
+
+
+def assign(
+    generator: TextGenerator | None,
+    descriptions: Sequence[str],
+    names: Sequence[str],
+    criterion: str,
+    *,
+    mode: Mode = "generate",
+    prompts: IctcPrompts | None = None,
+    params: DecodeParams | None = None,
+    embed: Callable[[Sequence[str]], Any] | None = None,
+    layout: Layout = "instruction_first",
+    progress: StepProgress | None = None,
+) -> Assignment:
+    """Step 3: one cluster per description.
+
+    ``generate``: free answer (the paper), matched by :func:`match_answer`. ``constrained``: the
+    decoder may only produce one of the names (grammar / JSON schema / token trie, by backend);
+    answers are still matched, so a server without structured output degrades to ``generate``.
+    ``embed``: nearest name by cosine similarity of ``embed(descriptions)`` and ``embed(names)``
+    (ties go to the earlier name); no LLM call; matched only where the description names the cluster.
+    """
+    if mode not in MODES:
+        raise InputError(f"unknown step-3 mode {mode!r}; choose one of {', '.join(MODES)}")
+    names = list(names)
+    if len(set(map(name_key, names))) != len(names):
+        raise InputError(f"cluster names must be distinct: {names}")
+    if mode == "embed":
+        if embed is None:
+            raise InputError("embed mode needs an embedding function (texts -> vectors)")
+        result = assign_by_embedding(embed, descriptions, names)
+        if progress is not None:
+            progress("step3", len(descriptions), len(descriptions))
+        return result
+    if mode not in ("generate", "constrained"):
+        raise InputError(f"{mode} assignment runs in run_ictc (it needs step 2a's labels or image vectors)")
+    if generator is None:
+        raise InputError(f"{mode} mode needs an LLM")
+    prompts = prompts or default_prompts(criterion)
+    longest = max(len(n) for n in names)
+    params = params or DecodeParams(max_tokens=max(32, longest // 2 + 16))
+    reqs = [
+        assign_request(d, names, criterion, prompts, constrained=mode == "constrained", layout=layout)
+        for d in descriptions
+    ]
+    outputs = _run_requests(generator, reqs, params, "step3", progress)
+    matches = [match_answer(o, names) for o in outputs]
+    return Assignment(outputs, [m.index for m in matches], [m.matched for m in matches])
 
 
 def assign_by_label(

@@ -1,4 +1,9 @@
-"""IC|TC (seed 003): an LLM labels each description for a criterion, names K clusters, assigns every item."""
+"""IC|TC's registry entry: an LLM labels each description for a criterion, names K clusters, assigns every item.
+
+This module reads the description set, opens the LLM lazily (a cached run loads none), says what
+identifies a request, and formats what a run found (:func:`report_ictc`); the steps themselves are the
+package's other modules (see :mod:`clipclust.methods.ictc`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from clipclust.store import SetInfo, Workspace
-from clipclust.errors import InputError
+from clipclust.store import Workspace
+from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
-from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one, one_of,
-                       register_method)
+from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
+                                        PreparedInput, at_least_one, register_method)
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
@@ -41,7 +46,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if req.split is not None:
         keys, texts = [keys[i] for i in keep], texts[keep]
     if not keys:
-        raise InputError(f"set '{info.name}' is empty; run 'clipclust describe' first", option="on")
+        raise InputError(f"set '{info.name}' is empty; run {step('describe')} first", option="on")
     check_k(int(k), len(keys), info, req.split)
     criterion = str(criterion).strip()
     prompts = default_prompts(criterion, prompt_dir=req.option("prompts_dir"))
@@ -141,7 +146,7 @@ def _clip_inputs(workspace: Workspace, req: ClusterRequest, keys: list[str]) -> 
     template = str(req.option("clip_template") or CLIP_TEMPLATE)
     provenance = json.loads(image.attrs.get("provenance") or "{}")
     return {"set": image, "template": template, "workspace": workspace, "encoder": req.option("clip_encoder"),
-            "model_spec": provenance.get("model_spec") or image.model, "device": req.device}
+            "model_spec": provenance.get("model_spec") or image.model, "device": req.option("device")}
 
 
 def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
@@ -170,40 +175,73 @@ def _fraction(value: Any) -> float:
     return float(value)
 
 
+def _not_negative(value: Any) -> float:
+    if float(value) < 0.0:
+        raise ValueError(f"{value}: expected 0 (greedy) or more")
+    return float(value)
+
+
+def report_ictc(summary: ClusteringSummary) -> list[str]:
+    """The K names with their sizes, the names replaced, unmatched answers and what the call cache saved."""
+    params = summary.params
+    lines = summary.cluster_lines() + [f"  names: {note}" for note in params.get("names_replacements") or []]
+    notes = []
+    if params.get("coverage") is not None:
+        notes.append(f"coverage {params['coverage']:.0%} (raw-label mass the names match)")
+    if params.get("assign") == "label":
+        notes.append(f"{params.get('n_llm_assigned', 0)} items placed by the LLM (labels matching no name)")
+    notes.append(f"{params.get('n_unmatched', 0)} items assigned to the closest name without naming it")
+    if params.get("names_fallback"):
+        notes.append(f"names completed by fallback: {', '.join(params['names_fallback'])}")
+    if not summary.reused:  # a reused result made no call
+        total = params.get("calls_total", {})
+        per_step = ", ".join(f"{name} {c['hits']}/{c['misses']}" for name, c in params.get("calls", {}).items())
+        notes.append(f"LLM calls: {total.get('hits', 0)} cached, {total.get('misses', 0)} new (hits/misses: {per_step})")
+    return lines + ["  " + "; ".join(notes)]
+
+
 # Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
 LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency")
 
 register_method(MethodSpec(
-    "ictc", "IC|TC: an LLM labels each description for a criterion, names K clusters and assigns every item "
-    "(names frequent|hybrid|llm, assign label-embed|label|embed|clip|constrained|generate)", prepare_ictc, compute_ictc,
+    "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
+    "item; criterion, k and llm are required, and every LLM answer is cached in the workspace, so a forced re-run "
+    "loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
-        Option("criterion", help="what to cluster by, e.g. mood"),
+        Option("criterion", short="c", help="what to cluster by, e.g. mood"),
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
-        Option("generator", help="an open TextGenerator (library use) instead of llm", identity=False),
-        Option("names", DEFAULT_NAMES, "where the K names come from: frequent (the heaviest groups of raw labels), "
-               "hybrid (the LLM's, barely supported ones replaced) or llm (step 2b, the paper)",
-               check=one_of(*ICTC_NAMES)),
-        Option("assign", DEFAULT_ASSIGN, "how step 3 assigns: label-embed (the raw label's name, else the name "
-               "nearest the description by the text model), label (the same with the LLM instead), embed (nearest "
-               "name by the text model), constrained or generate (an LLM call per item)",
-               check=one_of(*ICTC_ASSIGN)),
-        Option("clip_on", None, "clip assignment: the image set whose vectors the names are scored against "
-               "(default: the only image set)"),
-        Option("clip_template", CLIP_TEMPLATE, "clip assignment: the template a name is put in ('<>' = the name)"),
-        Option("clip_encoder", help="an open ClipEncoder (library use) instead of the image set's model",
-               identity=False),
-        Option("text_model", None, "sentence-transformers model for embed and for merging near-duplicate labels "
-               "(default all-MiniLM-L6-v2, offline)"),
-        Option("max_labels", 200, "most frequent raw labels shown to the LLM in step 2b", check=at_least_one),
-        Option("prompts_dir", help="folder of prompt files overriding steps"),
+        Option("generator", type=object, identity=False, help="an open TextGenerator instead of llm"),
+        Option("names", default=DEFAULT_NAMES, choices=ICTC_NAMES,
+               help="where the K names come from: frequent (the heaviest groups of raw labels), hybrid (the LLM's, "
+               "barely supported ones replaced) or llm (the paper's step 2b)"),
+        Option("assign", default=DEFAULT_ASSIGN, choices=ICTC_ASSIGN,
+               help="how step 3 assigns: label-embed (the raw label's name, else the name nearest the description "
+               "by the text model), label (the same with the LLM instead), embed (nearest name by the text model), "
+               "clip (the names' CLIP text vectors against the stored image vectors), constrained or generate (an "
+               "LLM call per item)"),
+        Option("clip_on", help="clip assignment: the image set whose vectors the names are scored against",
+               shown_default="the only image set"),
+        Option("clip_template", default=CLIP_TEMPLATE,
+               help="clip assignment: the template a name is put in ('<>' = the name)"),
+        Option("clip_encoder", type=object, identity=False,
+               help="an open ClipEncoder instead of the image set's model"),
+        Option("device", default="auto", identity=False,
+               help="clip assignment: where CLIP encodes the names: auto, cpu or cuda[:N]"),
+        Option("text_model", shown_default="all-MiniLM-L6-v2, offline",
+               help="sentence-transformers folder or name for embed and for merging near-duplicate labels"),
+        Option("max_labels", type=int, default=200, check=at_least_one,
+               help="most frequent raw labels shown to the LLM in step 2b"),
+        Option("prompts_dir", flag="prompts",
+               help="folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)"),
         Option("extra", help="an extra instruction for naming the clusters"),
-        Option("min_count", help="drop raw labels seen fewer times", check=at_least_one),
-        Option("n_ctx", help="GGUF: context window", identity=False),
-        Option("n_gpu_layers", help="GGUF: layers on the GPU (-1 = all)", identity=False),
-        Option("n_threads", help="GGUF: CPU threads", identity=False),
-        Option("temperature", help="0 = greedy (default)"),
-        Option("top_p", help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)", check=_fraction),
+        Option("min_count", type=int, check=at_least_one, help="drop raw labels seen fewer times"),
+        Option("n_ctx", type=int, identity=False, help="GGUF: context window"),
+        Option("n_gpu_layers", type=int, identity=False, help="GGUF: layers on the GPU (-1 = all)"),
+        Option("n_threads", type=int, flag="threads", identity=False, check=at_least_one, help="GGUF: CPU threads"),
+        Option("temperature", type=float, check=_not_negative, shown_default="0 (greedy)",
+               help="sampling temperature"),
+        Option("top_p", type=float, check=_fraction,
+               help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
-        Option("concurrency", help="server: requests in flight", identity=False),
+        Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight"),
     )))
-

@@ -10,7 +10,8 @@ from typing import Any
 from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, DecodeParams, TextGenerator
 
-from clipclust.methods.ictc.assigning import assign_by_embedding, assign_by_label, assign_by_scores, degenerate_warnings
+from clipclust.methods.ictc.assigning import (assign, assign_by_embedding, assign_by_label, assign_by_scores,
+                                              degenerate_warnings)
 from clipclust.methods.ictc.grouping import coverage, frequent_names, group_labels, hybrid_names
 from clipclust.methods.ictc.parsing import _dedupe, normalise
 from clipclust.methods.ictc.prompts import MODES, NAMES_MODES, STEPS, IctcPrompts, Layout, Mode, NamesMode, default_prompts
@@ -19,7 +20,6 @@ from clipclust.methods.ictc.steps import (
     NamesResult,
     StepProgress,
     _stats,
-    assign,
     cluster_names,
     count_labels,
     filter_labels,
@@ -88,7 +88,7 @@ class IctcResult:
         return {name: counts.get(i, 0) for i, name in enumerate(self.names)}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (``--json``)."""
+        """JSON-ready view."""
         return {
             "criterion": self.criterion,
             "k": self.k,

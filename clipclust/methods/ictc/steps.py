@@ -1,4 +1,7 @@
-"""The LLM steps: 2a (raw labels), 2b (K names, repaired) and 3 (one name per description)."""
+"""The LLM steps 2a (raw labels) and 2b (K names, repaired), the step-3 outcome, and how calls are sent.
+
+Step 3 itself (one name per description, by the LLM or without it) is :mod:`.assigning`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,6 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
 
 from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, CachedGenerator, DecodeParams, GenerationRequest, TextGenerator
@@ -16,11 +16,8 @@ from clipclust.models.llm import CacheStats, CachedGenerator, DecodeParams, Gene
 from clipclust.methods.ictc.matching import match_answer
 from clipclust.methods.ictc.parsing import _dedupe, name_key, parse_answer, parse_names, short_label
 from clipclust.methods.ictc.prompts import (
-    MODES,
     IctcPrompts,
     Layout,
-    Mode,
-    assign_request,
     default_prompts,
     label_request,
     names_messages,
@@ -229,54 +226,3 @@ class Assignment:
     @property
     def unmatched(self) -> list[int]:
         return [i for i, m in enumerate(self.matched) if not m]
-
-
-def assign(
-    generator: TextGenerator | None,
-    descriptions: Sequence[str],
-    names: Sequence[str],
-    criterion: str,
-    *,
-    mode: Mode = "generate",
-    prompts: IctcPrompts | None = None,
-    params: DecodeParams | None = None,
-    embed: Callable[[Sequence[str]], Any] | None = None,
-    layout: Layout = "instruction_first",
-    progress: StepProgress | None = None,
-) -> Assignment:
-    """Step 3: one cluster per description.
-
-    ``generate``: free answer (the paper), matched by :func:`match_answer`. ``constrained``: the
-    decoder may only produce one of the names (grammar / JSON schema / token trie, by backend);
-    answers are still matched, so a server without structured output degrades to ``generate``.
-    ``embed``: nearest name by cosine similarity of ``embed(descriptions)`` and ``embed(names)``
-    (ties go to the earlier name); no LLM call; matched only where the description names the cluster.
-    """
-    if mode not in MODES:
-        raise InputError(f"unknown step-3 mode {mode!r}; choose one of {', '.join(MODES)}")
-    names = list(names)
-    if len(set(map(name_key, names))) != len(names):
-        raise InputError(f"cluster names must be distinct: {names}")
-    if mode == "embed":
-        if embed is None:
-            raise InputError("embed mode needs an embedding function (texts -> vectors)")
-        from clipclust.methods.ictc.assigning import assign_by_embedding
-
-        result = assign_by_embedding(embed, descriptions, names)
-        if progress is not None:
-            progress("step3", len(descriptions), len(descriptions))
-        return result
-    if mode not in ("generate", "constrained"):
-        raise InputError(f"{mode} assignment runs in run_ictc (it needs step 2a's labels or image vectors)")
-    if generator is None:
-        raise InputError(f"{mode} mode needs an LLM")
-    prompts = prompts or default_prompts(criterion)
-    longest = max(len(n) for n in names)
-    params = params or DecodeParams(max_tokens=max(32, longest // 2 + 16))
-    reqs = [
-        assign_request(d, names, criterion, prompts, constrained=mode == "constrained", layout=layout)
-        for d in descriptions
-    ]
-    outputs = _run_requests(generator, reqs, params, "step3", progress)
-    matches = [match_answer(o, names) for o in outputs]
-    return Assignment(outputs, [m.index for m in matches], [m.matched for m in matches])
