@@ -43,7 +43,8 @@ BUILTIN_FINETUNE_METHODS = ("latteclip", "flyp")
 @dataclass(frozen=True)
 class FinetuneOption(Option):
     """A fine-tuning method's setting: the registry's :class:`Option` plus the value ``type`` and the
-    ``choices`` a caller (the CLI) needs to offer it.  ``identity`` True: a resumed run must keep it."""
+    ``choices`` a caller (the CLI) needs to offer it.  ``identity`` True: the run records it, and a resumed
+    run must ask for the same (unless the method records its own ``params``)."""
 
     type: type = str
     choices: tuple[str, ...] = ()
@@ -95,18 +96,14 @@ def _no_descriptions(options: dict[str, Any]) -> dict[str, str | None]:
     return {}
 
 
-def _no_params(options: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
-    return {}
-
-
 @dataclass(frozen=True)
 class FinetuneMethod:
     """One fine-tuning method.
 
     ``objective(options)`` makes a run's :class:`Objective`; ``descriptions(options)`` says
     which description kinds ("image", "group") the run reads, each with the set asked for (None: the only
-    one stored); ``params(options, sources)`` is what the run records in its checkpoint (``sources``:
-    kind -> the set used), and a resumed run must record the same.
+    one stored); ``params(options, sources)``, when given, is what the run records in its checkpoint
+    instead of its identity options (``sources``: kind -> the set used).  A resumed run must record the same.
     """
 
     name: str
@@ -115,7 +112,14 @@ class FinetuneMethod:
     objective: Callable[[dict[str, Any]], Objective]
     options: tuple[FinetuneOption, ...] = ()
     descriptions: Callable[[dict[str, Any]], dict[str, str | None]] = _no_descriptions
-    params: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]] = _no_params
+    params: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]] | None = None
+
+    def record(self, options: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+        """What a run of this method records (JSON values) and a resumed run must repeat."""
+        if self.params is not None:
+            return self.params(options, sources)
+        return {o.name: list(options[o.name]) if isinstance(options[o.name], tuple) else options[o.name]
+                for o in self.options if o.identity}
 
 
 FINETUNE_METHODS: dict[str, FinetuneMethod] = {}
@@ -128,7 +132,7 @@ def register_finetune_method(spec: FinetuneMethod) -> FinetuneMethod:
 
 
 def finetune_methods() -> dict[str, FinetuneMethod]:
-    """Every registered method, the built-in ones first, in ``BUILTIN_FINETUNE_METHODS`` order."""
+    """Every registered method, after importing the built-in packages (which register themselves)."""
     for package in BUILTIN_FINETUNE_METHODS:
         importlib.import_module(f"clipclust.methods.{package}.method")
     return FINETUNE_METHODS

@@ -237,8 +237,7 @@ def test_a_method_registered_from_outside_runs_without_the_loop_naming_it(tiny_o
 
     finetune_methods()
     spec = FinetuneMethod("zeroshot", "Zero-shot targets", "contrastive on zero-shot labels", _ZeroShotTargets,
-                          options=(FinetuneOption("weight", default=1.0, type=float),),
-                          params=lambda options, sources: {"weight": options["weight"]})
+                          options=(FinetuneOption("weight", default=1.0, type=float),))
     monkeypatch.setitem(FINETUNE_METHODS, "zeroshot", spec)
     ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 16))
     summary = finetune(ws, tmp_path / "out", _options(tiny_open_clip, method="zeroshot", weight=0.5, epochs=1,

@@ -33,8 +33,8 @@ from clipclust.models.devices import resolve_device, resolve_precision, torch_dt
 from clipclust.store import Workspace, library_versions
 from clipclust.version import __version__
 
-# A resumed run must have been started with the same values (and the same method parameters, which the
-# method records); device, precision and workers may change.
+# A resumed run must have been started with the same values (and the same method options, which the method
+# records); device, precision and workers may change.
 SAME_ON_RESUME = ("method", "base_model", "classes", "class_template", "templates", "domain", "split", "epochs",
                   "steps", "lr", "batch_size", "warmup", "weight_decay", "augment", "seed")
 
@@ -104,7 +104,7 @@ def _params(opts: FinetuneOptions, spec: FinetuneMethod, method_options: dict[st
         "lr": opts.lr, "batch_size": opts.batch_size, "warmup": warmup, "weight_decay": opts.weight_decay,
         "betas": list(BETAS), "eps": EPS, "augment": opts.augment,
         "augmentation": AUGMENTATION if opts.augment else None, "seed": opts.seed, "max_logit_scale": MAX_LOGIT_SCALE,
-        **spec.params(method_options, sources),
+        **spec.record(method_options, sources),
     }
 
 
@@ -157,7 +157,7 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
         params = record["params"]
         now = params_for(int(params.get("total_steps", 0)),
                          int(opts.warmup if opts.warmup is not None else params.get("warmup", 0)))
-        _check_same(params, now, SAME_ON_RESUME + tuple(method.params(method_options, items.sources)))
+        _check_same(params, now, SAME_ON_RESUME + tuple(method.record(method_options, items.sources)))
         summary.start_step = summary.step = int(record["step"])
         summary.total_steps, summary.n_items = int(params["total_steps"]), int(record["n_items"])
         summary.history = [EpochStats(**h) for h in record.get("history", [])]
