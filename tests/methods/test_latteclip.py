@@ -91,7 +91,7 @@ def test_dual_step_sums_both_sources_and_updates_prototypes_for_each(rng):
     assert ft.tolist() == (_unit(images.numpy()) @ protos.numpy().T).argmax(1).tolist()
 
 
-def test_options_are_checked_and_filled_by_the_registry():
+def test_options_are_checked_and_filled():
     from clipclust.errors import InputError
     from clipclust.methods.finetuning import get_finetune_method, resolve_finetune_options
 
@@ -104,7 +104,3 @@ def test_options_are_checked_and_filled_by_the_registry():
     assert no_class.value.option == "texts"
     with pytest.raises(InputError, match="expected a number from 0 to 1"):
         resolve_finetune_options(spec, {"momentum": 1.5})
-    with pytest.raises(InputError, match="applies to the latteclip method, not flyp"):
-        resolve_finetune_options(get_finetune_method("flyp"), {"alpha": 0.5})
-    with pytest.raises(InputError, match="expected latteclip or flyp"):
-        get_finetune_method("reclip")
