@@ -91,7 +91,7 @@ def _plain_rate(model_dir: Path, files: list[Path], batch: int, steps: int, devi
 
 
 def speed(args: argparse.Namespace) -> None:
-    from clipclust.store import short_hash
+    from clipclust.store import SetSpec
     from clipclust.commands.finetune import FinetuneOptions, finetune
     from tests.conftest import write_digits
 
@@ -102,30 +102,29 @@ def speed(args: argparse.Namespace) -> None:
     keys = list(ws.items().sha256)
     for kind, text, per in (("description", "a handwritten digit, number {} of the set, drawn in grey strokes", 1),
                             ("group-description", "grey handwritten digits of group {}, thick strokes", 4)):
-        spec = {"id": short_hash("bench", kind), "name": f"{kind}:digit", "kind": kind, "model": "bench",
-                "prompt": "", "keyed_by": "item", "dtype": "str", "provenance": {}}
+        spec = SetSpec.of(("bench", kind), name=f"{kind}:digit", kind=kind, model="bench", dtype="str")
         ws.write_batch(rows=[(spec, keys, [text.format(i // per) for i in range(len(keys))])])  # all distinct texts
     model_dir = _model_dir(root, args.arch)
     print(f"model: {args.arch}, batch {args.batch_size}, {args.steps} timed steps, device {args.device} "
           f"{args.precision}, {len(files)} images, torch threads {args.threads}")
     rates = {}
-    for name, method, texts in (("plain open_clip step", None, None), ("latteclip (class texts)", "latteclip", ("class",)),
-                                ("latteclip (class+image+group)", "latteclip", ("class", "image", "group")),
-                                ("flyp", "flyp", ("class",))):
+    for name, method, own in (("plain open_clip step", None, {}), ("latteclip (class texts)", "latteclip", {"texts": "class"}),
+                              ("latteclip (class+image+group)", "latteclip", {"texts": "class,image,group"}),
+                              ("flyp", "flyp", {})):
         if method is None:
             rates[name] = _plain_rate(model_dir, files, args.batch_size, args.steps, args.device, args.precision)
         else:
             seen: list[float] = []
             opts = FinetuneOptions(method=method, classes=[str(d) for d in range(10)], model=str(model_dir),
-                                   texts=texts, epochs=1, steps=args.steps + 1, lr=1e-7, batch_size=args.batch_size,
-                                   device=args.device, precision=args.precision, workers=args.workers)
+                                   epochs=1, steps=args.steps + 1, lr=1e-7, batch_size=args.batch_size,
+                                   device=args.device, precision=args.precision, workers=args.workers, options=own)
             finetune(ws, root / f"out-{len(rates)}", opts, on_step=lambda s: seen.append(s.images_per_second))
             rates[name] = float(np.median(seen[1:]))
         print(f"{name:32s} {rates[name]:10.1f} images/s   ratio to plain {rates[name] / rates['plain open_clip step']:.2f}")
 
 
 def quality(args: argparse.Namespace) -> None:
-    from clipclust.store import short_hash
+    from clipclust.store import SetSpec
     from clipclust.commands.finetune import FinetuneOptions, finetune
     from tests.digits_clip import (CLASSES, TEMPLATE, build_digits_clip, read_prototypes, vlm_like_descriptions,
                                    zero_shot_accuracy)
@@ -142,17 +141,17 @@ def quality(args: argparse.Namespace) -> None:
         described = root / f"described-{seed}.h5"
         ws_desc, _ = _workspace(described, clip.test_dir)
         for kind, texts in vlm_like_descriptions(clip.test_dir, seed).items():
-            spec = {"id": short_hash("bench-vlm", kind), "name": f"{kind}:digit", "kind": kind, "model": "bench-vlm",
-                    "prompt": "", "keyed_by": "item", "dtype": "str", "provenance": {}}
+            spec = SetSpec.of(("bench-vlm", kind), name=f"{kind}:digit", kind=kind, model="bench-vlm", dtype="str")
             ws_desc.write_batch(rows=[(spec, list(texts), list(texts.values()))])
         accs = []
-        for name, method, texts, space in (("latteclip", "latteclip", ("class",), ws),
-                                           ("described", "latteclip", ("class", "image", "group"), ws_desc),
-                                           ("flyp", "flyp", ("class",), ws)):
+        for name, method, own, space in (("latteclip", "latteclip", {"texts": "class"}, ws),
+                                         ("described", "latteclip", {"texts": "class,image,group"}, ws_desc),
+                                         ("flyp", "flyp", {}, ws)):
             out = root / f"{name}-{seed}"
-            finetune(space, out, FinetuneOptions(method=method, classes=CLASSES, model=str(clip.model_dir), texts=texts,
+            finetune(space, out, FinetuneOptions(method=method, classes=CLASSES, model=str(clip.model_dir),
                                                  class_template=TEMPLATE, templates=[TEMPLATE], epochs=2, steps=None,
-                                                 lr=1e-4, batch_size=64, seed=seed, device="cpu", workers=0))
+                                                 lr=1e-4, batch_size=64, seed=seed, device="cpu", workers=0,
+                                                 options=own))
             accs.append(zero_shot_accuracy(out, clip.test_dir, classifier=read_prototypes(out)))
         rows.append([base, *accs])
         print(f"{seed:>4} " + " ".join(f"{a:>10.3f}" for a in rows[-1]))

@@ -1,20 +1,27 @@
-"""`clipclust finetune`: parse options, call clipclust.commands.finetune.finetune, show progress, print a summary."""
+"""`clipclust finetune`: parse options, call clipclust.commands.finetune.finetune, show progress, print a summary.
+
+The shared flags are declared here; each fine-tuning method's own options (clipclust.methods.finetuning)
+become flags under a heading of their own, so a method's new option needs no edit here.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
 from clipclust.errors import InputError
+from clipclust.methods.finetuning import FinetuneOption, finetune_methods
 from clipclust.models.clip import DEFAULT_MODEL
 from clipclust.core.templates import parse_classes
 from clipclust.cli import common
 
-HELP = """Fine-tune CLIP on the workspace's images without labels: LatteCLIP (class, image and group descriptions
-mixed into class prototypes, dual pseudo-labels) or FLYP + pseudo-labels (contrastive on "a photo of a {c}.").
+HELP = f"""Fine-tune CLIP on the workspace's images without labels: \
+{" or ".join(f"{m.title} ({m.summary})" for m in finetune_methods().values())}.
 
 Zero-shot pseudo-labels come from the base model (a template ensemble); labels stored with the items are
 never read.  Image descriptions and group descriptions are read from the workspace (made by
@@ -27,20 +34,63 @@ min(2000 steps, 50 epochs), AMP on GPU.
 Example:  clipclust finetune --classes-file classes.txt --domain flower --lr 1e-6 --out tuned/
 """
 
+# Library option names whose flag is not simply --option-name ("from_file": describe's, named in hints).
+FLAGS = {"templates": "--template", "from_file": "--from"}
+
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune", help=HELP)(finetune_command)
+    app.command("finetune", help=HELP)(with_method_options(finetune_command))
+
+
+def _flag(method: str, option: FinetuneOption) -> Any:
+    """A method option as a flag whose help starts with the method's name; unset, it is None (the method's
+    default, shown in the help, applies)."""
+    flag = common.flag_for(option.name, FLAGS)
+    decls = [f"{flag}/--no-{flag[2:]}"] if option.type is bool else [flag]
+    text = f"{method}: {option.help}" + (f" One of: {', '.join(option.choices)}." if option.choices else "")
+    if option.default is not None:
+        default = option.default
+        text += f"  [default: {','.join(map(str, default)) if isinstance(default, (tuple, list)) else default}]"
+    return typer.Option(None, *decls, help=text, show_default=False)
+
+
+def method_parameters(shared: set[str]) -> list[inspect.Parameter]:
+    """One keyword parameter per fine-tuning method option (once per name, for the first method declaring it)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for method in finetune_methods().values():
+        for option in method.options:
+            if option.name in shared:
+                raise ValueError(f"{method.name}'s option '{option.name}' has the name of a shared setting")
+            if option.name not in parameters:
+                parameters[option.name] = inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY,
+                                                            default=_flag(method.name, option),
+                                                            annotation=Optional[option.type])
+    return list(parameters.values())
+
+
+def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with the methods' flags; their values reach it as one ``method_options`` dict."""
+    signature = inspect.signature(command, eval_str=True)
+    shared = [p for p in signature.parameters.values() if p.name != "method_options"]
+    generated = method_parameters({p.name for p in shared})
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        method_options = {p.name: kwargs.pop(p.name) for p in generated}
+        return command(**kwargs, method_options=method_options)
+
+    params = [*shared, *generated]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
 
 
 def finetune_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the tuned model, prototypes and checkpoints."),
-    method: str = typer.Option("latteclip", "--method", help="latteclip or flyp (FLYP + pseudo-labels)."),
+    method: str = typer.Option("latteclip", "--method", help=f"{' or '.join(finetune_methods())}."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Class names, one per line."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base open_clip model: ARCH/PRETRAINED, hf-hub:ORG/NAME or a folder."),
-    texts: str = typer.Option("class,image,group", "--texts", help="LatteCLIP's texts: class, image and/or group (class always)."),
-    image_descriptions: Optional[str] = typer.Option(None, "--image-descriptions", help="Description set to use (name or id; default: the only one)."),
-    group_descriptions: Optional[str] = typer.Option(None, "--group-descriptions", help="Group-description set (name or id; default: the only one)."),
     domain: Optional[str] = typer.Option(None, "--domain", help="What the images show (flower, food, ...): 'a photo of a <>, a type of DOMAIN.'"),
     class_template: Optional[str] = typer.Option(None, "--class-template", help="Class description with '<>' (default 'a photo of a <>.')."),
     template: List[str] = typer.Option([], "--template", help="Zero-shot ensemble template with '<>' (repeatable; default: 8 OpenCLIP ones)."),
@@ -51,8 +101,6 @@ def finetune_command(
     batch_size: int = typer.Option(512, "--batch-size", "-b", min=2, help="Images per step."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps (default: a tenth of the steps)."),
     weight_decay: float = typer.Option(0.2, "--weight-decay", min=0.0, help="AdamW weight decay on weight matrices."),
-    alpha: float = typer.Option(0.99, "--alpha", min=0.0, max=1.0, help="Prototype weight in the mixed text."),
-    momentum: float = typer.Option(0.99, "--momentum", min=0.0, max=1.0, help="Prototype momentum."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random crop, colour jitter and grayscale."),
     seed: int = typer.Option(0, "--seed", help="Seed of shuffling and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
@@ -61,29 +109,27 @@ def finetune_command(
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Also a checkpoint every N steps (besides every epoch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    *,
+    method_options: dict[str, Any],
 ) -> None:
     from clipclust.commands.finetune import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
-    from clipclust.commands.finetune.batches import DescriptionsError
 
-    with common.errors():
+    with common.errors(FLAGS):
         names = parse_classes(classes, str(classes_file) if classes_file else None)
         if names is None:
             raise InputError("finetune needs the class names: --classes a,b,c or --classes-file FILE")
         options = FinetuneOptions(
-            method=method, classes=names, model=model, texts=texts.split(","), image_descriptions=image_descriptions,
-            group_descriptions=group_descriptions, domain=domain, class_template=class_template,
+            method=method, classes=names, model=model, domain=domain, class_template=class_template,
             templates=template or None, split=split, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
-            warmup=warmup, weight_decay=weight_decay, alpha=alpha, momentum=momentum, augment=augment, seed=seed,
-            device=device, precision=precision, workers=workers, save_every=save_every,
+            warmup=warmup, weight_decay=weight_decay, augment=augment, seed=seed, device=device, precision=precision,
+            workers=workers, save_every=save_every,
+            options={name: value for name, value in method_options.items() if value is not None},
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         try:
             with _progress(reporter) as on_step:
-                summary = finetune(common.workspace(), out, options, resume=resume, reporter=reporter,
-                                   on_step=on_step, on_epoch=None if common.STATE.quiet else _epoch_line)
-        except DescriptionsError as exc:
-            option = "--texts class" if exc.reason == "missing" else f"--{exc.kind}-descriptions NAME"
-            raise InputError(f"{exc} ({option})") from None
+                summary = finetune(common.workspace(), out, options, resume=resume, reporter=reporter, on_step=on_step,
+                                   on_epoch=None if common.STATE.quiet else functools.partial(_epoch_line, out))
         except KeyboardInterrupt:
             from clipclust.models.checkpoint import has_checkpoint
 
@@ -91,23 +137,23 @@ def finetune_command(
                 raise common.fail(f"interrupted; the last checkpoint is in {out}: add --resume to continue", 130) from None
             raise common.fail("interrupted before the first checkpoint; run the same command again", 130) from None
     if common.want_json(json_out):
-        common.emit_json({"cache": common.STATE.cache, **summary.as_dict()})
+        common.emit_json({"cache": common.STATE.cache, **summary.to_dict()})
         return
     if summary.start_step >= summary.total_steps and not summary.model_loaded:
         typer.echo(f"{out}: already fine-tuned ({summary.step} of {summary.total_steps} steps); nothing to do")
         return
     resumed = f", resumed at step {summary.start_step}" if summary.start_step else ""
-    last = summary.history[-1] if summary.history else {}
+    loss, agreement = (summary.history[-1].loss, summary.history[-1].agreement) if summary.history else (float("nan"),) * 2
     texts_used = "; ".join(f"{k}: {v}" for k, v in summary.texts.items()) or "class descriptions only"
     typer.echo(f"{summary.method} on {summary.n_items} items: {summary.epochs} epochs, {summary.step} steps{resumed} "
-               f"in {summary.seconds:.1f}s; last epoch loss {last.get('loss', float('nan')):.3f}, pseudo-label "
-               f"agreement {last.get('agreement', float('nan')):.2f} ({texts_used}) -> {out}")
+               f"in {summary.seconds:.1f}s; last epoch loss {loss:.3f}, pseudo-label agreement {agreement:.2f} "
+               f"({texts_used}) -> {out}")
     typer.echo(f"next: clipclust embed IMAGES --model {out} && clipclust evaluate --zero-shot")
 
 
-def _epoch_line(stats: Any) -> None:
+def _epoch_line(out: Path, stats: Any) -> None:
     common.stderr().print(f"epoch {stats.epoch}: step {stats.step}, loss {stats.loss:.4f}, pseudo-label agreement "
-                          f"{stats.agreement:.2f}, {stats.images_per_second:,.1f} images/s; checkpoint -> {stats.checkpoint}",
+                          f"{stats.agreement:.2f}, {stats.images_per_second:,.1f} images/s; checkpoint -> {out}",
                           markup=False, highlight=False)
 
 

@@ -77,7 +77,12 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
     line = one_error_line(missing)
     assert missing.code == 2 and "clipclust describe" in line and line.endswith("(--texts class)")
     bad = cli(*base, "--classes", "a,b", "--method", "reclip")
-    assert bad.code == 2 and "latteclip or flyp" in one_error_line(bad)
+    assert bad.code == 2 and one_error_line(bad).endswith("--method: unknown fine-tuning method 'reclip': expected "
+                                                          "latteclip or flyp")
+    other = cli(*base, "--classes", "a,b", "--method", "flyp", "--alpha", "0.5")
+    assert other.code == 2 and one_error_line(other).endswith("--alpha: applies to the latteclip method, not flyp")
+    wrong = cli(*base, "--classes", "a,b", "--texts", "class,caption")
+    assert wrong.code == 2 and "--texts: unknown text kind 'caption'" in one_error_line(wrong)
     assert cli(*base, "--classes", "a,b", "--texts", "class", "--resume").code == 2
 
 
@@ -91,3 +96,15 @@ def test_interrupted_before_the_first_checkpoint_says_to_run_again(cli, tiny_ope
     monkeypatch.setattr(trainer.Trainer, "zero_shot", interrupted)
     result = cli("finetune", "--model", str(tiny_open_clip), "--out", str(tmp_path / "o"), *TRAIN)
     assert result.code == 130 and "before the first checkpoint" in one_error_line(result)
+
+
+def test_help_lists_each_methods_options_from_the_registry(cli):
+    result = cli("finetune", "--help")
+    assert result.code == 0
+    text = " ".join(result.out.split())
+    assert "LatteCLIP (class, image and group descriptions mixed into class prototypes" in text
+    assert "--method <str> latteclip or flyp." in text
+    for flag in ("--texts", "--image-descriptions", "--group-descriptions", "--alpha", "--momentum"):
+        assert f"{flag} <" in text
+    assert "latteclip: Texts to mix: class, image and/or group (class always). [default: class,image,group]" in text
+    assert "latteclip: Prototype momentum. [default: 0.99]" in text

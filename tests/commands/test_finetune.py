@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipclust.store import ItemRecord, Workspace, short_hash
+from clipclust.store import ItemRecord, SetSpec, Workspace
 from clipclust.errors import InputError
 from clipclust.commands.finetune import FinetuneOptions, finetune
 from clipclust.models.clip import load_clip
@@ -35,15 +35,21 @@ def _workspace(path: Path, folder: Path, limit: int | None = None) -> Workspace:
 
 def _describe(ws: Workspace, kind: str, texts: dict[str, str]) -> None:
     """Descriptions as `describe` stores them (an item-keyed text set), standing in for a VLM."""
-    spec = {"id": short_hash("test-vlm", kind), "name": f"{kind}:digit", "kind": kind, "model": "test-vlm",
-            "prompt": "", "keyed_by": "item", "dtype": "str", "provenance": {}}
+    spec = SetSpec.of(("test-vlm", kind), name=f"{kind}:digit", kind=kind, model="test-vlm", dtype="str")
     ws.write_batch(rows=[(spec, list(texts), list(texts.values()))])
 
 
 def _options(model: Path, **kw) -> FinetuneOptions:
-    base = dict(classes=CLASSES, model=str(model), texts=("class",), class_template=TEMPLATE, templates=[TEMPLATE],
-                steps=None, device="cpu", workers=0)
-    return FinetuneOptions(**{**base, **kw})
+    base = dict(classes=CLASSES, model=str(model), class_template=TEMPLATE, templates=[TEMPLATE], steps=None,
+                device="cpu", workers=0)
+    if kw.get("method", "latteclip") == "latteclip":
+        base["texts"] = ("class",)
+    return FinetuneOptions.of(**{**base, **kw})
+
+
+def _as_cli(error: InputError) -> str:
+    """The message as the command line shows it: settings as flags, steps as command lines."""
+    return error.render(lambda name: "--" + name.replace("_", "-"), lambda cmd, args: f"'clipclust {cmd} {args}'")
 
 
 @pytest.mark.parametrize("seed,texts", [(0, ("class",)), (1, ("class",)), (2, ("class", "image", "group"))])
@@ -66,7 +72,7 @@ def test_flyp_trains_on_its_own_pseudo_labels_and_keeps_class_texts_as_classifie
     ws = _workspace(tmp_path / "ws.h5", digits_clip.test_dir, limit=128)
     out = tmp_path / "flyp"
     summary = finetune(ws, out, _options(digits_clip.model_dir, method="flyp", epochs=1, lr=1e-4, batch_size=32))
-    assert summary.step == 4 and summary.history[0]["agreement"] > 0.3  # labels drift only a little from zero-shot
+    assert summary.step == 4 and summary.history[0].agreement > 0.3  # labels drift only a little from zero-shot
     meta = json.loads((out / "prototypes.json").read_text())
     assert meta["kind"] == "class-texts" and meta["method"] == "flyp"
     encoder = load_clip(str(out), device="cpu")
@@ -155,17 +161,20 @@ def test_labels_are_never_read(tiny_open_clip, tmp_path, monkeypatch):
 
 def test_missing_descriptions_say_which_describe_command_makes_them(tiny_open_clip, tmp_path):
     ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 8))
-    with pytest.raises(InputError, match="clipclust describe --vlm VLM --prompt"):
+    with pytest.raises(InputError, match=r"clipclust.describe\(\).*\(texts class\)") as missing:
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "image")))
-    with pytest.raises(InputError, match="--group-size 4 --group-by zeroshot"):
+    assert "'clipclust describe --vlm VLM --prompt \"Describe" in _as_cli(missing.value)
+    assert _as_cli(missing.value).endswith("or train with class descriptions only (--texts class)")
+    with pytest.raises(InputError) as group:
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "group"), domain="digit"))
+    assert "--criterion digit --group-size 4 --group-by zeroshot" in _as_cli(group.value)
     keys = list(ws.items().sha256)
     _describe(ws, "description", {k: "a digit" for k in keys})
-    spec_b = {"id": "other", "name": "description:mood", "kind": "description", "model": "m", "prompt": "",
-              "keyed_by": "item", "dtype": "str", "provenance": {}}
+    spec_b = SetSpec(id="other", name="description:mood", kind="description", model="m", dtype="str")
     ws.write_batch(rows=[(spec_b, keys, ["calm"] * len(keys))])
-    with pytest.raises(InputError, match="several image description sets"):
+    with pytest.raises(InputError, match="several image description sets") as ambiguous:
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "image")))
+    assert _as_cli(ambiguous.value).endswith("name the one to use (--image-descriptions NAME)")
     with pytest.raises(InputError, match="holds description rows, not group-description rows"):
         finetune(ws, tmp_path / "out", _options(tiny_open_clip, texts=("class", "group"), group_descriptions="other"))
     with pytest.raises(InputError, match="transformers model"):
@@ -196,3 +205,48 @@ def test_a_file_broken_mid_run_fails_with_its_path_and_keeps_the_last_checkpoint
     assert json.loads((tmp_path / "out" / "finetune.json").read_text())["step"] == 2
     victim.write_bytes(good)
     assert finetune(ws, tmp_path / "out", opts, resume=True).step == 4
+
+
+class _ZeroShotTargets:
+    """A toy third method: contrastive on the class text of each image's zero-shot pseudo-label, scaled."""
+
+    def __init__(self, options):
+        self.weight = options["weight"]
+
+    def start(self, texts) -> None:
+        pass
+
+    def loss(self, texts, images, zs_labels, rows):
+        from clipclust.methods.contrastive import contrastive_loss
+
+        (targets,), _, _ = texts.text_targets([zs_labels], rows)
+        return self.weight * contrastive_loss(images, targets, texts.logit_scale), zs_labels
+
+    def state(self):
+        return {}
+
+    def restore(self, state) -> None:
+        pass
+
+    def classifier(self, texts):
+        return texts.frozen_class_features(texts.class_texts).cpu().numpy(), "class-texts"
+
+
+def test_a_method_registered_from_outside_runs_without_the_loop_naming_it(tiny_open_clip, tmp_path, monkeypatch):
+    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, FinetuneOption, finetune_methods
+
+    finetune_methods()
+    spec = FinetuneMethod("zeroshot", "Zero-shot targets", "contrastive on zero-shot labels", _ZeroShotTargets,
+                          options=(FinetuneOption("weight", default=1.0, type=float),))
+    monkeypatch.setitem(FINETUNE_METHODS, "zeroshot", spec)
+    ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 16))
+    summary = finetune(ws, tmp_path / "out", _options(tiny_open_clip, method="zeroshot", weight=0.5, epochs=1,
+                                                      lr=1e-4, batch_size=8))
+    assert summary.step == 2 and summary.history[0].agreement == 1.0  # its labels are the zero-shot ones
+    record = json.loads((tmp_path / "out" / "finetune.json").read_text())
+    assert record["method"] == "zeroshot" and record["params"]["weight"] == 0.5
+    with pytest.raises(InputError, match="weight = 0.5, this run asks for 0.25"):
+        finetune(ws, tmp_path / "out", _options(tiny_open_clip, method="zeroshot", weight=0.25, epochs=1, lr=1e-4,
+                                                batch_size=8), resume=True)
+    with pytest.raises(InputError, match="applies to the zeroshot method, not latteclip"):
+        finetune(ws, tmp_path / "other", _options(tiny_open_clip, weight=0.5))

@@ -1,5 +1,5 @@
-"""LatteCLIP's arithmetic against a direct, loop-by-loop computation of the paper's equations (1)-(3) and the
-momentum update."""
+"""LatteCLIP's arithmetic against a direct, loop-by-loop computation of the paper's equations (1)-(2), the
+momentum update and the dual step; its options as the fine-tuning registry declares them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from clipclust.methods.contrastive import contrastive_loss, pseudo_labels
 from clipclust.methods.latteclip import objective as lc
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -69,16 +72,6 @@ def test_one_momentum_step_is_the_paper_formula_and_moves_only_seen_classes(rng)
         assert np.linalg.norm(got[c] - protos[c]) > 1e-4  # the prototype moved
 
 
-def test_contrastive_loss_is_symmetric_infonce(rng):
-    img, txt = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
-    scale = np.log(20.0)
-    got = float(lc.contrastive_loss(torch.tensor(img), torch.tensor(txt), torch.tensor(scale)))
-    logits = 20.0 * _unit(img) @ _unit(txt).T
-    i2t = -np.mean([logits[i, i] - np.log(np.exp(logits[i]).sum()) for i in range(6)])
-    t2i = -np.mean([logits[i, i] - np.log(np.exp(logits[:, i]).sum()) for i in range(6)])
-    assert got == pytest.approx((i2t + t2i) / 2, rel=1e-5)
-
-
 def test_dual_step_sums_both_sources_and_updates_prototypes_for_each(rng):
     n, d, c = 6, 8, 3
     images = torch.tensor(rng.normal(size=(n, d)))
@@ -86,18 +79,28 @@ def test_dual_step_sums_both_sources_and_updates_prototypes_for_each(rng):
     described = torch.tensor(rng.normal(size=(n, 2, d)))
     present = torch.tensor(rng.random((n, 2)) > 0.3)
     protos = torch.tensor(_unit(rng.normal(size=(c, d))))
-    zs, ft = torch.tensor([0, 1, 2, 0, 1, 2]), lc.pseudo_labels(images, protos)
+    zs, ft = torch.tensor([0, 1, 2, 0, 1, 2]), pseudo_labels(images, protos)
     scale = torch.tensor(np.log(100.0))
     loss, bank = lc.dual_step(images, class_zs, class_ft, described, present, protos, zs, ft, scale)
     always = torch.ones(n, 1, dtype=torch.bool)
     m_zs = lc.mix(torch.cat([class_zs[:, None], described], 1), torch.cat([always, present], 1), protos, zs)
     m_ft = lc.mix(torch.cat([class_ft[:, None], described], 1), torch.cat([always, present], 1), protos, ft)
-    expected = lc.contrastive_loss(images, m_zs, scale) + lc.contrastive_loss(images, m_ft, scale)
+    expected = contrastive_loss(images, m_zs, scale) + contrastive_loss(images, m_ft, scale)
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     torch.testing.assert_close(bank, lc.momentum_update(lc.momentum_update(protos, m_zs, zs), m_ft, ft))
     assert ft.tolist() == (_unit(images.numpy()) @ protos.numpy().T).argmax(1).tolist()
 
 
-def test_domain_prompts():
-    assert lc.with_domain("a photo of a <>.", "flower") == "a photo of a <>, a type of flower."
-    assert lc.class_prompts(lc.CLASS_TEMPLATE, ["cat", "dog"]) == ["a photo of a cat.", "a photo of a dog."]
+def test_options_are_checked_and_filled():
+    from clipclust.errors import InputError
+    from clipclust.methods.finetuning import get_finetune_method, resolve_finetune_options
+
+    spec = get_finetune_method("latteclip")
+    resolved = resolve_finetune_options(spec, {"texts": "image, class", "alpha": 0.5})
+    assert resolved == {"texts": ("class", "image"), "image_descriptions": None, "group_descriptions": None,
+                        "alpha": 0.5, "momentum": lc.MOMENTUM}
+    with pytest.raises(InputError, match="include 'class'") as no_class:
+        resolve_finetune_options(spec, {"texts": "image"})
+    assert no_class.value.option == "texts"
+    with pytest.raises(InputError, match="expected a number from 0 to 1"):
+        resolve_finetune_options(spec, {"momentum": 1.5})

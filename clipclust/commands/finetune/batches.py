@@ -1,5 +1,5 @@
-"""What fine-tuning trains on: the workspace's image items (never their labels), their image and group
-descriptions (made by `describe`), and a dataset that decodes and augments them reproducibly.
+"""What fine-tuning trains on: the workspace's image items (never their labels), the image and group
+descriptions a method reads (made by `describe`), and a dataset that decodes and augments them reproducibly.
 
 Augmentation is seeded per (run seed, epoch, item), so a run resumed from a checkpoint sees exactly the
 images an uninterrupted run would have seen, whatever the number of loader workers.
@@ -11,8 +11,10 @@ import contextlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
+from clipclust.errors import step
+from clipclust.methods.contrastive import CLASS_TEMPLATE
 from clipclust.store import SetInfo, Workspace
 from clipclust.core.images import UnreadableImage, decode_image
 from clipclust.errors import InputError
@@ -21,7 +23,6 @@ from clipclust.models.vlm import latteclip_prompt
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-TEXT_KINDS = ("class", "image", "group")
 DESCRIPTION_KIND = {"image": "description", "group": "group-description"}
 # LatteCLIP's augmentation: OpenCLIP's random resized crop plus SimCLR colour jitter and grayscale.
 AUGMENTATION = {"scale": (0.9, 1.0), "color_jitter": (0.4, 0.4, 0.4, 0.1), "color_jitter_prob": 0.8,
@@ -29,11 +30,24 @@ AUGMENTATION = {"scale": (0.9, 1.0), "color_jitter": (0.4, 0.4, 0.4, 0.1), "colo
 
 
 class DescriptionsError(InputError):
-    """Image or group descriptions missing or ambiguous; ``kind`` and ``reason`` let the CLI name its options."""
+    """Image or group descriptions missing, ambiguous or describing nothing.
 
-    def __init__(self, message: str, kind: str, reason: str):
-        super().__init__(message)
-        self.kind, self.reason = kind, reason
+    The message says how to make them with the describe step's settings; it is rendered when shown, so
+    that each caller spells those settings its own way (the CLI as flags), from ``kind`` and ``domain``.
+    """
+
+    def __init__(self, problem: str, kind: str, reason: str, domain: str | None):
+        super().__init__(problem)
+        self.kind, self.reason, self.domain = kind, reason, domain
+
+    def render(self, option: Callable[[str], str], command: Callable[[str, str], str]) -> str:
+        problem = super().render(option, command)
+        if self.reason == "ambiguous":
+            return f"{problem}; name the one to use ({option(self.kind + '_descriptions')} NAME)"
+        hint = _describe_hint(self.kind, self.domain, option, command)
+        if self.reason == "missing":
+            return f"{problem}; {hint}; or train with class descriptions only ({option('texts')} class)"
+        return f"{problem}; {hint}"
 
 
 @dataclass
@@ -55,29 +69,21 @@ class TrainItems:
                           self.missing_files)
 
 
-def parse_texts(texts: Sequence[str] | str) -> tuple[str, ...]:
-    """'class,image,group' -> the text kinds LatteCLIP mixes; the class description is always one of them."""
-    parts = [t.strip() for t in (texts.split(",") if isinstance(texts, str) else texts) if t.strip()]
-    unknown = [t for t in parts if t not in TEXT_KINDS]
-    if unknown:
-        raise InputError(f"unknown text kind '{unknown[0]}': expected class, image and/or group")
-    if "class" not in parts:
-        raise InputError("the class description is part of every LatteCLIP text mix; include 'class'")
-    return tuple(t for t in TEXT_KINDS if t in parts)
-
-
-def _describe_hint(kind: str, domain: str | None) -> str:
+def _describe_hint(kind: str, domain: str | None, option: Callable[[str], str],
+                   command: Callable[[str, str], str]) -> str:
     what = domain or "object"
     if kind == "image":
-        return (f"make them with: clipclust describe --vlm VLM --prompt \"{latteclip_prompt(what)}\" "
-                "(or import them with clipclust describe --from FILE)")
-    return (f"make them with: clipclust describe --vlm VLM --criterion {what} --group-size 4 --group-by zeroshot "
-            "(after clipclust embed --prompt 'a photo of a <>.')")
+        made = command("describe", f'{option("vlm")} VLM {option("prompt")} "{latteclip_prompt(what)}"')
+        return f"make them with: {made} (or import them with {command('describe', option('from_file') + ' FILE')})"
+    made = command("describe", f"{option('vlm')} VLM {option('criterion')} {what} {option('group_size')} 4 "
+                               f"{option('group_by')} zeroshot")
+    zero_shot = command("embed", f'{option("prompt")} "{CLASS_TEMPLATE}"')
+    return f"make them with: {made} (after {zero_shot})"
 
 
 def find_descriptions(workspace: Workspace, kind: str, name: str | None, domain: str | None) -> SetInfo:
     """The description set to read for 'image' or 'group' texts: the named one, else the only one stored
-    (preferring those made for ``domain``); missing or ambiguous sets are input errors that say what to do."""
+    (preferring those made for ``domain``); missing or ambiguous sets are errors that say what to do."""
     wanted = DESCRIPTION_KIND[kind]
     if name:
         info = workspace.resolve_set(name)
@@ -88,23 +94,22 @@ def find_descriptions(workspace: Workspace, kind: str, name: str | None, domain:
     if domain and len(sets) > 1:
         sets = [s for s in sets if s.name.startswith(f"{wanted}:{domain}")] or sets
     if not sets:
-        raise DescriptionsError(f"the workspace holds no {kind} descriptions; {_describe_hint(kind, domain)}; "
-                                "or train with class descriptions only", kind, "missing")
+        raise DescriptionsError(f"the workspace holds no {kind} descriptions", kind, "missing", domain)
     if len(sets) > 1:
         listing = "; ".join(f"{s.name} (id {s.id})" for s in sets)
-        raise DescriptionsError(f"several {kind} description sets are stored ({listing}); name the one to use",
-                                kind, "ambiguous")
+        raise DescriptionsError(f"several {kind} description sets are stored ({listing})", kind, "ambiguous", domain)
     return sets[0]
 
 
-def collect_items(workspace: Workspace, *, split: str | None, texts: Sequence[str],
-                  descriptions: dict[str, str | None], domain: str | None) -> TrainItems:
-    """Items with an image file (optionally of one split) and the requested descriptions.
+def collect_items(workspace: Workspace, *, split: str | None, descriptions: Mapping[str, str | None],
+                  domain: str | None) -> TrainItems:
+    """Items with an image file (optionally of one split) and their descriptions of each kind in
+    ``descriptions`` ("image", "group"; the set's name, or None for the only one stored).
 
     Reads only keys, paths and splits from the item table: labels are never looked at.
     """
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed IMAGES' first")
+        raise InputError(f"no workspace at {workspace.path}; run {step('embed', 'IMAGES')} first")
     table = workspace.items()
     keys: list[str] = []
     paths: list[str] = []
@@ -119,19 +124,17 @@ def collect_items(workspace: Workspace, *, split: str | None, texts: Sequence[st
         paths.append(path)
     if not keys:
         where = f" of split '{split}'" if split else ""
-        raise InputError(f"the workspace holds no image item{where} whose file exists; run 'clipclust embed IMAGES'")
+        raise InputError(f"the workspace holds no image item{where} whose file exists; run {step('embed', 'IMAGES')}")
     items = TrainItems(keys, paths, missing_files=missing)
-    for kind in texts:
-        if kind == "class":
-            continue
-        info = find_descriptions(workspace, kind, descriptions.get(kind), domain)
+    for kind, name in descriptions.items():
+        info = find_descriptions(workspace, kind, name, domain)
         set_keys, rows = workspace.read_set(info.id)
         text_of = {k: str(t) for k, t in zip(set_keys, rows) if str(t).strip()}
         items.described[kind] = [text_of.get(k) for k in keys]
         items.sources[kind] = f"{info.name} (id {info.id})"
         if not any(t is not None for t in items.described[kind]):
-            raise InputError(f"'{info.name}' describes none of the {len(keys)} items to train on; "
-                             f"{_describe_hint(kind, domain)}")
+            raise DescriptionsError(f"'{info.name}' describes none of the {len(keys)} items to train on", kind,
+                                    "empty", domain)
     return items
 
 

@@ -1,8 +1,10 @@
 """One fine-tuning run's model, texts, pseudo-labels and optimiser: the zero-shot pass that starts a run,
-restoring a checkpoint, and one optimisation step of LatteCLIP or FLYP + pseudo-labels.
+restoring a checkpoint, and one optimisation step of whichever method the run uses.
 
-The encoders run under autocast on GPU (AMP, with a gradient scaler for fp16); LatteCLIP's arithmetic
-(clipclust.methods.latteclip.objective) runs in fp32 on their outputs.
+The trainer is the method's :class:`~clipclust.methods.finetuning.TextEncoder`: it encodes texts and
+builds a batch's text targets, the method's objective turns them into a loss.  The encoders run under
+autocast on GPU (AMP, with a gradient scaler for fp16); the methods' arithmetic runs in fp32 on their
+outputs.
 """
 
 from __future__ import annotations
@@ -14,28 +16,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from clipclust.errors import InputError
-from clipclust.methods.latteclip import objective as lc
-from clipclust.models.clip import ClipEncoder
-from clipclust.core.progress import Reporter
-from clipclust.models import checkpoint
 from clipclust.commands.finetune.batches import AUGMENTATION, ImageDataset, TrainItems, loader
+from clipclust.commands.finetune.settings import FinetuneOptions, class_template, templates
+from clipclust.core.progress import Reporter
+from clipclust.errors import InputError
+from clipclust.methods.contrastive import class_prompts, pseudo_labels
+from clipclust.methods.finetuning import Objective
+from clipclust.models import checkpoint
+from clipclust.models.clip import ClipEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from clipclust.commands.finetune.train import FinetuneOptions
-
 BETAS = (0.9, 0.98)
 EPS = 1e-6
-
-
-def class_template(opts: "FinetuneOptions") -> str:
-    return opts.class_template or lc.with_domain(lc.CLASS_TEMPLATE, opts.domain)
-
-
-def templates(opts: "FinetuneOptions") -> list[str]:
-    return list(opts.templates) if opts.templates else [lc.with_domain(t, opts.domain) for t in lc.ENSEMBLE_TEMPLATES]
+MAX_LOGIT_SCALE = math.log(100.0)  # OpenCLIP clamps the learned temperature at 100
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -57,19 +52,23 @@ def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict[str
 
 
 class Trainer:
-    """One run's model, texts and pseudo-labels; ``step`` does one optimisation step."""
+    """One run's model, texts, pseudo-labels and method objective; ``step`` does one optimisation step."""
 
-    def __init__(self, encoder: ClipEncoder, opts: "FinetuneOptions", items: TrainItems, amp_dtype: Any):
+    def __init__(self, encoder: ClipEncoder, opts: FinetuneOptions, items: TrainItems, objective: Objective,
+                 amp_dtype: Any):
         import torch
 
-        self.encoder, self.opts, self.items, self.amp_dtype = encoder, opts, items, amp_dtype
+        self.encoder, self.opts, self.items, self.objective, self.amp_dtype = encoder, opts, items, objective, amp_dtype
         self.model = encoder.model
         self.device = encoder.device
-        self.class_texts = lc.class_prompts(class_template(opts), opts.classes)
+        self.class_texts = class_prompts(class_template(opts), opts.classes)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, opts.weight_decay), lr=opts.lr, betas=BETAS, eps=EPS)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        self.prototypes: "torch.Tensor" = torch.zeros(0)
         self.zs_labels: "torch.Tensor" = torch.zeros(0, dtype=torch.long)
+
+    @property
+    def logit_scale(self) -> "torch.Tensor":
+        return self.model.logit_scale
 
     def autocast(self) -> Any:
         import contextlib
@@ -81,7 +80,7 @@ class Trainer:
         return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=self.amp_dtype)
 
     def encode_texts(self, texts: Sequence[str], chunk: int = 1024) -> "torch.Tensor":
-        """Text features in fp32; the encoder alone runs under autocast, LatteCLIP's arithmetic does not."""
+        """Text features in fp32; the encoder alone runs under autocast, the method's arithmetic does not."""
         import torch
 
         with self.autocast():
@@ -99,16 +98,16 @@ class Trainer:
             return torch.nn.functional.normalize(self.encode_texts(texts), dim=-1)
 
     def zero_shot(self, reporter: Reporter, workers: int) -> tuple[list[int], list[tuple[str, str]]]:
-        """Base-model pseudo-labels (template-ensemble classifier) and the initial prototypes.
+        """Base-model pseudo-labels (template-ensemble classifier), then the method's starting state.
 
         Returns the rows that decoded and the (path, reason) of those that did not."""
         import torch
 
         self.model.eval()
-        per_template = torch.stack([self.frozen_class_features(lc.class_prompts(t, self.opts.classes))
+        per_template = torch.stack([self.frozen_class_features(class_prompts(t, self.opts.classes))
                                     for t in templates(self.opts)])
         ensemble = torch.nn.functional.normalize(per_template.mean(0), dim=-1)
-        self.prototypes = self.frozen_class_features(self.class_texts).cpu()
+        self.objective.start(self)
         dataset = ImageDataset(self.items.paths, self.encoder.preprocess, min_size=self.encoder.input_size)
         n = len(self.items)
         batches = [list(range(i, min(n, i + self.opts.batch_size))) for i in range(0, n, self.opts.batch_size)]
@@ -118,14 +117,15 @@ class Trainer:
             for pixels, rows, unreadable in loader(dataset, batches, workers, self.device.startswith("cuda")):
                 bad += unreadable
                 if pixels is not None:
-                    labels[rows] = lc.pseudo_labels(self.encode_images(pixels), ensemble).cpu().numpy()
+                    labels[rows] = pseudo_labels(self.encode_images(pixels), ensemble).cpu().numpy()
                 advance(len(rows) + len(unreadable))
         good = [i for i in range(n) if labels[i] >= 0]
         self.zs_labels = torch.as_tensor(labels[good])
         return good, [(self.items.paths[i], "could not be decoded") for i in bad]
 
     def start(self, reporter: Reporter, workers: int) -> tuple[list[str], list[tuple[str, str]]]:
-        """A new run: zero-shot pseudo-labels and prototypes; returns the keys to train on and the skipped files."""
+        """A new run: zero-shot pseudo-labels and the method's state; returns the keys to train on and the
+        skipped files."""
         good, skipped = self.zero_shot(reporter, workers)
         for path, reason in skipped:
             reporter.warn(f"skipped {path}: {reason}")
@@ -134,22 +134,29 @@ class Trainer:
                              "fine-tuning needs two or more")
         return [self.items.keys[i] for i in good], skipped
 
+    def state(self, step: int, keys: list[str]) -> dict[str, Any]:
+        """What a checkpoint keeps to resume: progress, pseudo-labels, optimiser, scaler and the method's state."""
+        return {"step": step, "keys": keys, "zs_labels": self.zs_labels, **self.objective.state(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
     def restore(self, out: Path, record: dict[str, Any]) -> list[str]:
-        """A resumed run: weights, optimiser, scaler, prototypes and pseudo-labels of the checkpoint."""
+        """A resumed run: weights, optimiser, scaler, pseudo-labels and the method's state of the checkpoint."""
         state = checkpoint.load_state(out, record)
         checkpoint.load_weights(out, self.model)
-        self.zs_labels, self.prototypes = state["zs_labels"], state["prototypes"]
+        self.zs_labels = state["zs_labels"]
+        self.objective.restore(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         return list(state["keys"])
 
-    def _texts(self, label_sets: Sequence["torch.Tensor"], rows: list[int]) -> tuple[list["torch.Tensor"], "torch.Tensor", "torch.Tensor"]:
+    def text_targets(self, label_sets: Sequence["torch.Tensor"], rows: Sequence[int]
+                     ) -> tuple[list["torch.Tensor"], "torch.Tensor", "torch.Tensor"]:
         """Text features with gradients, from one text-encoder call over the batch's distinct texts: the
-        class description of each label in each of ``label_sets``, and the (N, K, D) image/group description
-        features of ``rows`` with their (N, K) presence mask."""
+        class description of each label in each of ``label_sets``, and the (N, K, D) description features
+        of ``rows`` with their (N, K) presence mask."""
         import torch
 
-        kinds = [k for k in ("image", "group") if k in self.items.described]
+        kinds = list(self.items.described)
         described = [[self.items.described[k][r] for k in kinds] for r in rows]
         classes = torch.unique(torch.cat(list(label_sets))).tolist()
         order = list(dict.fromkeys([self.class_texts[c] for c in classes] +
@@ -166,44 +173,30 @@ class Trainer:
         return [feats[slot[labels]] for labels in label_sets], feats[index.reshape(len(rows), len(kinds))], present
 
     def step(self, pixels: "torch.Tensor", rows: list[int], lr: float) -> tuple[float, float]:
-        """One optimisation step; returns (loss, agreement of the two pseudo-label sources)."""
+        """One optimisation step; returns (loss, agreement of the zero-shot and the method's pseudo-labels)."""
         import torch
 
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
         zs = self.zs_labels[rows].to(self.device)
-        prototypes = self.prototypes.to(self.device)
         images = self.encode_images(pixels)
-        if self.opts.method == "flyp":
-            with torch.no_grad():  # FLYP + pseudo-labels: labels from the current model, every step
-                ft = lc.pseudo_labels(images, self.encode_texts(self.class_texts))
-            loss = lc.contrastive_loss(images, self._texts([ft], [])[0][0], self.model.logit_scale)
-            new_prototypes = None
-        else:
-            ft = lc.pseudo_labels(images, prototypes)
-            (class_zs, class_ft), described, present = self._texts([zs, ft], rows)
-            loss, new_prototypes = lc.dual_step(images, class_zs, class_ft, described, present, prototypes, zs, ft,
-                                                self.model.logit_scale, alpha=self.opts.alpha, momentum=self.opts.momentum)
+        loss, labels = self.objective.loss(self, images, zs, rows)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
-            self.model.logit_scale.clamp_(0, lc.MAX_LOGIT_SCALE)
-        if new_prototypes is not None:
-            self.prototypes = new_prototypes.detach().cpu()
-        return float(loss.detach()), float((zs == ft).float().mean())
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return float(loss.detach()), float((zs == labels).float().mean())
 
     def classifier(self) -> tuple[np.ndarray, str]:
-        """What evaluate uses: LatteCLIP's prototypes, or FLYP's class-text features of the tuned model."""
-        if self.opts.method == "latteclip":
-            return self.prototypes.numpy().astype(np.float32), "prototypes"
+        """What evaluate uses (the method's class vectors), read from the model in eval mode."""
         self.model.eval()
-        return self.frozen_class_features(self.class_texts).cpu().numpy(), "class-texts"
+        return self.objective.classifier(self)
 
 
-def train_dataset(trainer: Trainer, opts: "FinetuneOptions") -> ImageDataset:
+def train_dataset(trainer: Trainer, opts: FinetuneOptions) -> ImageDataset:
     if not opts.augment:
         return ImageDataset(trainer.items.paths, trainer.encoder.preprocess, opts.seed, trainer.encoder.input_size)
     import open_clip

@@ -1,8 +1,10 @@
-"""LatteCLIP's arithmetic (seed 004, docs/methods.md section 5): prototypes, the dynamic feature mixer, the
-momentum update, dual pseudo-labels and the symmetric contrastive loss; plus FLYP's loss on class texts.
+"""LatteCLIP's arithmetic (LatteCLIP, docs/methods.md section 5): prototypes, the dynamic feature mixer, the
+momentum update and the dual pseudo-label step.
 
-Pure tensor functions, no model and no data: the training loop (clipclust.commands.finetune) calls them, and the
-tests compare them with a direct computation of the paper's equations.
+Pure tensor functions, no model and no data: LatteCLIP's objective (clipclust.methods.latteclip.method)
+calls them each training step, and the tests compare them with a direct computation of the paper's
+equations.  The contrastive loss and the class prompts it shares with FLYP are in
+clipclust.methods.contrastive.
 
 Choices where the paper leaves room or where we differ (all small):
 - Eq. 3 is averaged over its two directions, as OpenCLIP's ClipLoss does (the paper writes their sum; a
@@ -16,33 +18,16 @@ Choices where the paper leaves room or where we differ (all small):
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+
+from clipclust.methods.contrastive import contrastive_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-CLASS_TEMPLATE = "a photo of a <>."
 ALPHA = 0.99  # prototype weight in the mixed text embedding (paper, Eq. 2)
 MOMENTUM = 0.99  # prototype momentum (paper, Sec. 3.2)
 WEIGHT_EPS = 1e-6  # the released code adds this so that a text tied between two prototypes still counts
-MAX_LOGIT_SCALE = math.log(100.0)
-# Zero-shot pseudo-labels average these templates' text embeddings (open_clip's short ImageNet ensemble).
-ENSEMBLE_TEMPLATES = (
-    "a photo of a <>.", "itap of a <>.", "a bad photo of the <>.", "a origami <>.", "a photo of the large <>.",
-    "a <> in a video game.", "art of the <>.", "a photo of the small <>.",
-)
-
-
-def with_domain(template: str, domain: str | None) -> str:
-    """'a photo of a <>.' -> 'a photo of a <>, a type of flower.' (the released code's dataset prompts)."""
-    if not domain:
-        return template
-    return template.rstrip(". ") + f", a type of {domain}."
-
-
-def class_prompts(template: str, classes: Sequence[str]) -> list[str]:
-    return [template.replace("<>", c) for c in classes]
 
 
 def mixer_weights(texts: "torch.Tensor", prototypes: "torch.Tensor") -> "torch.Tensor":
@@ -98,29 +83,6 @@ def momentum_update(prototypes: "torch.Tensor", mixed: "torch.Tensor", labels: "
         return out.to(prototypes.dtype)
 
 
-def contrastive_loss(images: "torch.Tensor", texts: "torch.Tensor", logit_scale: "torch.Tensor") -> "torch.Tensor":
-    """Eq. 3 as OpenCLIP computes it: mean of image->text and text->image cross-entropy over the batch,
-    on L2-normalised features, scaled by exp(logit_scale) (clamped by the caller at ln 100)."""
-    import torch
-
-    img = torch.nn.functional.normalize(images.float(), dim=-1)
-    txt = torch.nn.functional.normalize(texts.float(), dim=-1)
-    logits = logit_scale.float().exp() * img @ txt.T
-    target = torch.arange(len(img), device=img.device)
-    ce = torch.nn.functional.cross_entropy
-    return (ce(logits, target) + ce(logits.T, target)) / 2
-
-
-def pseudo_labels(images: "torch.Tensor", classifier: "torch.Tensor") -> "torch.Tensor":
-    """argmax of cosine similarity to the class vectors (prototypes or class text embeddings)."""
-    import torch
-
-    with torch.no_grad():
-        img = torch.nn.functional.normalize(images.detach().float(), dim=-1)
-        cls = torch.nn.functional.normalize(classifier.detach().float(), dim=-1)
-        return (img @ cls.T).argmax(-1)
-
-
 def dual_step(images: "torch.Tensor", class_zs: "torch.Tensor", class_ft: "torch.Tensor",
               described: "torch.Tensor", described_present: "torch.Tensor", prototypes: "torch.Tensor",
               zs_labels: "torch.Tensor", ft_labels: "torch.Tensor", logit_scale: "torch.Tensor", *,
@@ -129,7 +91,7 @@ def dual_step(images: "torch.Tensor", class_zs: "torch.Tensor", class_ft: "torch
     momentum updates for c_zs then c_ft.
 
     ``class_zs``/``class_ft`` (N, D) are the features of "a photo of a {c}." for each image's zero-shot and
-    fine-tuned pseudo-label (``ft_labels`` = :func:`pseudo_labels` of the images against the prototypes);
+    fine-tuned pseudo-label (``ft_labels`` = the pseudo-labels of the images against the prototypes);
     ``described`` (N, K, D) the image/group description features, ``described_present`` (N, K) which exist.
     Both mixed texts use the prototypes as they were at the start of the step.  Returns (loss, prototypes).
     """
