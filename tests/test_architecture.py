@@ -28,7 +28,7 @@ def module_name(path: Path) -> str:
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] == "__main__":
+    if len(parts) == 1 or parts[1] in ("__main__", "api"):
         return "face"
     if parts[1] in ("errors", "version"):
         return "base"
