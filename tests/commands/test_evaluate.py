@@ -198,3 +198,38 @@ def test_kmeans_on_digit_pixels_through_the_workspace_reaches_the_known_scores(t
     report = evaluate(ws).reports["kmeans-pixels"]
     assert 0.75 < report.acc < 0.85 and 0.70 < report.nmi < 0.80  # far above would mean a label leak
     assert report.n_items == 1797 and report.n_classes == 10 and report.silhouette > 0.1
+
+
+def test_reports_are_dataclasses_whose_dicts_keep_the_json_shape(tmp_path):
+    """`evaluate --json` prints ``EvaluationResult.to_dict()``: one object per report, keys in this order."""
+    from clipclust.commands.evaluate import ClassificationReport, ClusteringReport, ProbeReport
+
+    world = fused_workspace(tmp_path / "ws.h5")
+    run_clustering(world["ws"], k=5, on="image")
+    result = evaluate(world["ws"], ["kmeans-image"], zero_shot=True, probe="svm")
+    clustering, zero_shot, probe = result.reports.values()
+    assert isinstance(clustering, ClusteringReport) and isinstance(zero_shot, ClassificationReport)
+    assert isinstance(probe, ProbeReport) and probe.kind == "probe"
+    scores = ["kind", "name", "method", "on", "n_labelled", "n_items", "n_clusters", "n_noise", "cluster_sizes",
+              "silhouette", "n_classes", "acc", "nmi", "ami", "ari", "rand_index", "purity", "mapping",
+              "unmatched_classes", "silhouette_metric", "accuracy", "n_predicted", "n_predicted_labelled",
+              "predicted_on"]
+    as_json = result.to_dict()
+    assert list(as_json) == ["kmeans-image", f"zeroshot:{TEMPLATE}", "probe:svm:image"]
+    assert list(as_json["kmeans-image"]) == scores + ["cluster_names"]
+    assert list(as_json[f"zeroshot:{TEMPLATE}"]) == scores + ["n_outside_classes"]
+    assert list(as_json["probe:svm:image"]) == ["kind", "name", "probe", "on", "set_kind", "split", "n_train", "n_test",
+                                                "n_classes", "accuracy", "temperature", "standardize", "mean_entropy",
+                                                "max_entropy"]
+    assert as_json["kmeans-image"]["acc"] == clustering.acc == 1.0
+
+
+def test_errors_name_settings_and_steps_in_python_words(tmp_path):
+    ws, *_ = blob_workspace(tmp_path / "ws.h5", n_per_class=2)
+    with pytest.raises(InputError, match=r"holds no clustering yet; run clipclust.cluster\(\) first \(or ask for "
+                                         r"zero_shot or probe\)"):
+        evaluate(ws)
+    with pytest.raises(InputError, match=r"no zero-shot set is stored; run clipclust.embed\(\) first"):
+        evaluate(ws, zero_shot=True)
+    with pytest.raises(InputError, match="metric manhattan: expected euclidean or cosine"):
+        evaluate(ws, metric="manhattan")  # type: ignore[arg-type]
