@@ -117,11 +117,10 @@ def append_reopening(path: Path, work: list) -> float:
 
 
 def append_store(path: Path, work: list) -> float:
-    from clipclust.store import Workspace, short_hash
+    from clipclust.store import SetSpec, Workspace
 
     ws = Workspace(path)
-    spec = {"id": short_hash("probe", "image"), "name": "image", "kind": "image", "model": "probe",
-            "keyed_by": "item", "provenance": {}}
+    spec = SetSpec.of(("probe", "image"), name="image", kind="image", model="probe")
     t0 = time.perf_counter()
     for ks, vecs in work:
         ws.write_batch(rows=[(spec, ks, vecs)])

@@ -201,17 +201,13 @@ def case_size(ws_path: Path, n: int, dim: int) -> dict:
 
 
 def case_info(ws_path: Path, n: int) -> dict:
-    from clipclust.cli.info import workspace_summary
-    from clipclust.cli import common
-
+    from clipclust.commands.info import info
     from clipclust.store import ItemRecord, Workspace
 
     # a workspace filled by an older clipclust gets its kept counts at its first item write
     Workspace(ws_path).upsert_items([ItemRecord(sha(0), "/data/0000/0.png", "", "", 8, 8, 9, 0)])
-    common.STATE.cache = str(ws_path)
     t0 = time.perf_counter()
-    data = workspace_summary()
-    assert data["items"] == n
+    assert info(Workspace(ws_path)).items == n
     return {"seconds": time.perf_counter() - t0}
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 __all__ = ["ClipclustError", "InputError", "opt", "render", "step"]
 
-_MARK = re.compile(r"\x1e(opt|step):([^\x1f]*)\x1f")
+_MARK = re.compile(r"\x1e(opt|step):([^\x1e\x1f]*)\x1f")
 
 
 def opt(name: str) -> str:
@@ -22,8 +22,11 @@ def opt(name: str) -> str:
 
 
 def step(command: str, args: str = "") -> str:
-    """A reference to another step the user should run (``step("embed", "IMAGES")``)."""
-    return f"\x1estep:{command} {args}".rstrip() + "\x1f"
+    """A reference to another step the user should run (``step("embed", "IMAGES")``).
+
+    ``args`` may hold setting references: ``step("check", opt("repair"))`` reads 'clipclust check --repair'.
+    """
+    return f"\x1estep:{command}{' ' + args if args else ''}\x1f"  # not rstrip: \x1f is whitespace to Python
 
 
 def render(text: str, option: Callable[[str], str], command: Callable[[str, str], str]) -> str:
@@ -34,7 +37,10 @@ def render(text: str, option: Callable[[str], str], command: Callable[[str, str]
         name, _, args = match.group(2).partition(" ")
         return command(name, args)
 
-    return _MARK.sub(replace, text)
+    while True:  # innermost first: a step's arguments may hold setting references
+        text, found = _MARK.subn(replace, text)
+        if not found:
+            return text
 
 
 def _python_option(name: str) -> str:

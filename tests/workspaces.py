@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from clipclust.store import ItemRecord, Workspace
+from clipclust.store import ItemRecord, SetSpec, Workspace
 
 MODEL = "synthetic:test@sha256:0000"
 TEMPLATE = "a photo of <>"
@@ -46,12 +46,10 @@ def unit(X: np.ndarray) -> np.ndarray:
 
 
 def spec(kind: str, name: str, prompt: str = "", classes: Sequence[str] | None = None,
-         class_map: dict[str, str] | None = None) -> dict:
-    out = {"id": sha(f"{kind}|{name}")[:16], "name": name, "kind": kind, "model": MODEL, "prompt": prompt,
-           "keyed_by": "item", "provenance": {"class_map": class_map or {}}}
-    if classes is not None:
-        out["attrs"] = {"classes": json.dumps(list(classes))}
-    return out
+         class_map: dict[str, str] | None = None) -> SetSpec:
+    return SetSpec(id=sha(f"{kind}|{name}")[:16], name=name, kind=kind, model=MODEL, prompt=prompt,
+                   provenance={"class_map": class_map or {}},
+                   attrs={} if classes is None else {"classes": json.dumps(list(classes))})
 
 
 def write_image(folder: Path, name: str, colour: tuple[int, int, int]) -> str:

@@ -24,21 +24,20 @@ def check_command(
     repair: bool = typer.Option(False, "--repair", help="Salvage what reads into NAME.repaired.h5 beside it."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    from clipclust.store.check import check_workspace, repair_workspace
+    from clipclust.commands.check import check
 
-    ws = common.STATE.cache
     with common.errors():
-        report = check_workspace(ws)
-        salvaged, lost = (repair_workspace(ws) if repair else (None, []))
+        result = check(common.STATE.cache, repair=repair)
     if common.want_json(json_out):
-        common.emit_json({"cache": str(ws), "ok": report.ok, "problems": report.problems, "items": report.items,
-                          "sets": report.sets, "clusterings": report.clusterings, "calls": report.calls,
-                          "repaired": None if salvaged is None else str(salvaged), "lost": lost})
+        common.emit_json(result.to_dict())
     else:
         out = common.stdout()
-        out.print(report.verdict(), markup=False, highlight=False)
-        if salvaged is not None:
-            note = f"; not recovered: {'; '.join(lost)}" if lost else "; nothing was lost"
-            out.print(f"salvaged into {salvaged}{note}", markup=False, highlight=False)
-    if not report.ok:
+        verdict = result.report.verdict()
+        if not result.ok:
+            verdict += f"; run {common.command_line('check', '--repair')} to salvage it"
+        out.print(verdict, markup=False, highlight=False)
+        if result.repaired is not None:
+            note = f"; not recovered: {'; '.join(result.lost)}" if result.lost else "; nothing was lost"
+            out.print(f"salvaged into {result.repaired}{note}", markup=False, highlight=False)
+    if not result.ok:
         raise typer.Exit(1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -11,6 +11,9 @@ from rich.table import Table
 
 from clipclust.errors import InputError
 from clipclust.cli import common
+
+if TYPE_CHECKING:
+    from clipclust.commands.evaluate import ProbeReport, ScoreReport
 
 HELP = """Measure clusterings against the labels: ACC (Hungarian matching, also when K differs from the number
 of classes), NMI, AMI, ARI, Rand index, purity, silhouette on the clustered vectors, cluster sizes, classes
@@ -67,9 +70,9 @@ def evaluate_command(
             reporter=common.RichReporter(quiet=common.STATE.quiet),
         )
     if common.want_json(json_out):
-        common.emit_json(result.reports)
+        common.emit_json(result.to_dict())
         return
-    print_reports(result.reports)
+    print_reports(list(result.reports.values()))
 
 
 def _num(value: Any) -> str:
@@ -83,53 +86,53 @@ def print_table(out: Console, table: Table) -> None:
     out.print(table)
 
 
-def print_reports(reports: dict[str, dict[str, Any]]) -> None:
+def print_reports(reports: Sequence["ScoreReport | ProbeReport"]) -> None:
     out = common.stdout()
-    scored = [r for r in reports.values() if r["kind"] != "probe"]
-    probes = [r for r in reports.values() if r["kind"] == "probe"]
+    scored: list[ScoreReport] = [r for r in reports if r.kind != "probe"]  # type: ignore[misc]
+    probes: list[ProbeReport] = [r for r in reports if r.kind == "probe"]  # type: ignore[misc]
     if scored:
         table = Table("name", "method", "items", "labelled", "K", "C", "ACC", "NMI", "AMI", "ARI", "RI", "purity",
                       "silhouette", "accuracy (n)", "sizes", "classes without cluster",
                       title="against the labels (C classes; accuracy: predicted classes, where there are some)",
                       title_justify="left")
         for r in scored:
-            sizes = [c for cid, c in r["cluster_sizes"].items() if int(cid) >= 0] if r["kind"] == "clustering" else []
+            sizes = [c for cid, c in r.cluster_sizes.items() if int(cid) >= 0] if r.kind == "clustering" else []
             size_text = f"{min(sizes)}-{max(sizes)}" if sizes else "-"
-            if r.get("n_noise"):
-                size_text += f" +{r['n_noise']} noise"
-            unmatched = r.get("unmatched_classes")
+            if r.n_noise:
+                size_text += f" +{r.n_noise} noise"
+            unmatched = r.unmatched_classes
             unmatched_text = "-" if unmatched is None else (", ".join(map(str, unmatched[:6])) or "none") + (
                 f" (+{len(unmatched) - 6})" if len(unmatched) > 6 else "")
-            accuracy = _num(r["accuracy"])
-            if r["accuracy"] is not None:
-                accuracy += f" ({r['n_predicted_labelled']})"
-            table.add_row(r["name"], r["method"], str(r["n_items"]), str(r["n_labelled"]), str(r["n_clusters"]),
-                          "-" if r["n_classes"] is None else str(r["n_classes"]), _num(r["acc"]), _num(r["nmi"]),
-                          _num(r["ami"]), _num(r["ari"]), _num(r["rand_index"]), _num(r["purity"]),
-                          _num(r["silhouette"]), accuracy, size_text, unmatched_text)
+            accuracy = _num(r.accuracy)
+            if r.accuracy is not None:
+                accuracy += f" ({r.n_predicted_labelled})"
+            table.add_row(r.name, r.method, str(r.n_items), str(r.n_labelled), str(r.n_clusters),
+                          "-" if r.n_classes is None else str(r.n_classes), _num(r.acc), _num(r.nmi),
+                          _num(r.ami), _num(r.ari), _num(r.rand_index), _num(r.purity),
+                          _num(r.silhouette), accuracy, size_text, unmatched_text)
         print_table(out, table)
         print_names(out, scored)
     if probes:
         table = Table("set", "probe", "split", "train", "test", "classes", "accuracy", "temperature", "standardised",
                       "entropy (mean / max)", title="linear probes", title_justify="left")
         for r in probes:
-            table.add_row(r["on"], r["probe"], r["split"], str(r["n_train"]), str(r["n_test"]), str(r["n_classes"]),
-                          _num(r["accuracy"]), "-" if r["temperature"] is None else f"{r['temperature']:g}",
-                          "yes" if r["standardize"] else "no", f"{r['mean_entropy']:.3f} / {r['max_entropy']:.3f}")
+            table.add_row(r.on, r.probe, r.split, str(r.n_train), str(r.n_test), str(r.n_classes),
+                          _num(r.accuracy), "-" if r.temperature is None else f"{r.temperature:g}",
+                          "yes" if r.standardize else "no", f"{r.mean_entropy:.3f} / {r.max_entropy:.3f}")
         print_table(out, table)
 
 
-def print_names(out: Console, reports: list[dict[str, Any]]) -> None:
+def print_names(out: Console, reports: Sequence["ScoreReport"]) -> None:
     """Named clusters (IC|TC, the fused workflow): each name, its size and the class ACC matched it to."""
     for r in reports:
-        names = r.get("cluster_names")
+        names = getattr(r, "cluster_names", None)  # a ClusteringReport's; classifications name none
         if not names or not any(names):
             continue
-        mapping = r.get("mapping") or {}
+        mapping = r.mapping or {}
         parts = []
         for i, cluster_name in enumerate(names):
-            part = f"{i} {cluster_name or '-'} ({r['cluster_sizes'].get(str(i), 0)})"
+            part = f"{i} {cluster_name or '-'} ({r.cluster_sizes.get(str(i), 0)})"
             if str(i) in mapping:
                 part += f" = {mapping[str(i)]}"
             parts.append(part)
-        out.print(f"{r['name']} clusters: " + "; ".join(parts), highlight=False, markup=False)
+        out.print(f"{r.name} clusters: " + "; ".join(parts), highlight=False, markup=False)

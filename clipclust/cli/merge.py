@@ -34,7 +34,7 @@ def merge_command(
 
         report = merge_workspaces(inputs, output, reporter=common.RichReporter(quiet=common.STATE.quiet))
     if common.want_json(json_out):
-        common.emit_json(report.as_dict())
+        common.emit_json(report.to_dict())
         return
     rows = sum(s.added for s in report.sets)
     again = sum(s.duplicates for s in report.sets)

@@ -42,7 +42,7 @@ def visualize_command(
             perplexity=perplexity, per_cluster=per_cluster, thumb=thumb, title=title, reporter=common.RichReporter(quiet=common.STATE.quiet),
         )
     if common.want_json(json_out):
-        common.emit_json(summary.as_dict())
+        common.emit_json(summary.to_dict())
         return
     note = ""
     if summary.kind in ("tsne", "pca"):

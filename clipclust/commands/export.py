@@ -22,7 +22,7 @@ import numpy as np
 
 from clipclust.store import SetInfo, Workspace
 from clipclust.commands.selection import choose_clustering
-from clipclust.errors import InputError
+from clipclust.errors import InputError, step
 
 __all__ = ["COLUMNS", "FORMATS", "SET_COLUMNS", "SET_FORMATS", "SetExport", "clustering_rows", "export_set",
            "write_rows"]
@@ -83,6 +83,10 @@ class SetExport:
     rows: int
     files: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"set": {"id": self.set.id, "name": self.set.name, "model": self.set.model,
+                        "shape": list(self.set.shape)}, "rows": self.rows, "files": self.files}
+
 
 def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None = None, out: str | Path | None = None,
                model: str | None = None, chunk: int = 65536) -> SetExport:
@@ -94,7 +98,7 @@ def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None 
     if fmt not in SET_FORMATS:
         raise InputError(f"format {fmt}: a set exports as one of {', '.join(SET_FORMATS)}")
     if not workspace.exists():
-        raise InputError(f"no workspace at {workspace.path}; run 'clipclust embed IMAGES' first")
+        raise InputError(f"no workspace at {workspace.path}; run {step('embed', 'IMAGES')} first")
     info = workspace.resolve_set(spec, model=model, keyed_by=None)
     is_text = len(info.shape) == 1  # text sets hold one string per key; vector sets a row of floats
     rows = _set_rows(workspace, info, chunk)

@@ -11,6 +11,7 @@ midway is resumed by running it again (rows already copied are skipped by key).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clipclust.store import ItemRecord, SetInfo, Workspace
+from clipclust.store import ItemRecord, SetInfo, SetSpec, Workspace
 from clipclust.commands.embed import UNREADABLE_MEMO
 from clipclust.errors import InputError
 from clipclust.core.progress import Reporter, SilentReporter
@@ -46,13 +47,14 @@ class SetMerge:
     differing: int = 0
     max_difference: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "model": self.model, "added": self.added,
-                "duplicates": self.duplicates, "differing": self.differing, "max_difference": self.max_difference}
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
 class MergeReport:
+    """What a merge did: items, rows per set, calls and clusterings added, and what it kept of disagreements."""
+
     output: str
     inputs: list[str]
     items_added: int = 0
@@ -79,10 +81,10 @@ class MergeReport:
                 for name, where in self.clustering_conflicts]
         return out
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output, "inputs": self.inputs, "items_added": self.items_added,
-            "items_known": self.items_known, "sets": [s.as_dict() for s in self.sets],
+            "items_known": self.items_known, "sets": [s.to_dict() for s in self.sets],
             "calls_added": self.calls_added, "calls_duplicate": self.calls_duplicate,
             "clusterings_added": self.clusterings_added, "clusterings_same": self.clusterings_same,
             "unreadable_added": self.unreadable_added, "conflicts": self.conflicts, "notes": self.notes,
@@ -161,17 +163,18 @@ def _merge_items(out: Workspace, ws: Workspace, report: MergeReport) -> None:
     report.items_added += len(new)
 
 
-def _spec(info: SetInfo, text: bool) -> dict[str, Any]:
-    """write_batch's spec for a copy of the set: its identity, its provenance as written, its other attributes."""
-    attrs = {k: v for k, v in info.attrs.items() if k not in STORE_KEPT}
-    spec = {"id": info.id, "name": info.name, "kind": info.kind, "model": info.model, "prompt": info.prompt,
-            "keyed_by": info.keyed_by, "provenance": _provenance(info), "attrs": attrs}
-    if text:
-        spec["dtype"] = "str"
-    if info.derived:  # copied as it is stored: keys and text rows, computed on read in the output too
-        spec["recipe"] = {k: info.attrs[k] for k in ("image_set", "text_set", "fuse")}
-        spec["recipe"]["row_shape"] = json.loads(info.attrs["row_shape"])
-    return spec
+def _spec(info: SetInfo, text: bool) -> SetSpec:
+    """write_batch's spec for a copy of the set: its id as stored, its provenance as written, its other attributes.
+
+    A derived set is copied as it is stored (keys and text rows), so it is computed on read in the output too.
+    """
+    recipe = None
+    if info.derived:
+        recipe = {**{k: info.attrs[k] for k in ("image_set", "text_set", "fuse")},
+                  "row_shape": json.loads(info.attrs["row_shape"])}
+    return SetSpec(id=info.id, name=info.name, kind=info.kind, model=info.model, prompt=info.prompt,
+                   keyed_by=info.keyed_by, dtype="str" if text else "float32", provenance=_provenance(info),
+                   attrs={k: v for k, v in info.attrs.items() if k not in STORE_KEPT}, recipe=recipe)
 
 
 def _merge_set(out: Workspace, ws: Workspace, info: SetInfo, merged: SetMerge, held: dict[str, np.ndarray] | None,

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from clipclust.store import Workspace, short_hash
+from clipclust.store import SetSpec, Workspace
 from clipclust.commands.selection import choose_clustering
 from clipclust.methods.inputs import keys_digest, label_space, rows_for_keys
 from clipclust.core.images import UnreadableImage, decode_image
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt, step
 from clipclust.core.progress import Reporter, SilentReporter
 
 __all__ = ["KINDS", "VisualSummary", "projection", "visualize"]
@@ -39,7 +39,7 @@ class VisualSummary:
     cached: bool = False
     skipped: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "clustering": self.clustering, "width": self.width,
                 "height": self.height, "n_points": self.n_points, "cached_coordinates": self.cached,
                 "skipped_images": self.skipped}
@@ -51,22 +51,20 @@ def projection(workspace: Workspace, source: dict[str, Any], keys: list[str], ve
     and stored.  Returns ``(coords, was_cached)``."""
     from clipclust.core.plots import project_2d
 
-    parts: list[Any] = ["projection", kind, source["id"], keys_digest(keys), seed]
+    digest = keys_digest(keys)
+    parts: list[Any] = ["projection", kind, source["id"], digest, seed]
     if kind == "tsne":
         parts.append(float(perplexity))
-    set_id = short_hash(*parts)
-    if set(keys) <= workspace.set_keys(set_id):
-        stored_keys, coords = workspace.read_set(set_id)
+    spec = SetSpec.of(parts, name=f"{kind}:{source['name']}", kind=kind, model=source.get("model", ""),
+                      prompt=source.get("prompt", ""),
+                      provenance={"source_set": source["id"], "source_name": source["name"], "seed": seed,
+                                  "perplexity": float(perplexity) if kind == "tsne" else None, "n_items": len(keys),
+                                  "keys_sha256": digest})
+    if set(keys) <= workspace.set_keys(spec.id):
+        stored_keys, coords = workspace.read_set(spec.id)
         row_of = {k: i for i, k in enumerate(stored_keys)}
         return coords[[row_of[k] for k in keys]].astype(np.float64), True
     coords = project_2d(vectors, kind, seed=seed, perplexity=perplexity)  # type: ignore[arg-type]
-    spec = {
-        "id": set_id, "name": f"{kind}:{source['name']}", "kind": kind, "model": source.get("model", ""),
-        "prompt": source.get("prompt", ""), "keyed_by": "item",
-        "provenance": {"source_set": source["id"], "source_name": source["name"], "seed": seed,
-                       "perplexity": float(perplexity) if kind == "tsne" else None, "n_items": len(keys),
-                       "keys_sha256": keys_digest(keys)},
-    }
     workspace.write_batch(rows=[(spec, keys, coords)])
     return coords, False
 
@@ -144,11 +142,11 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
     from clipclust.core import plots
     reporter = reporter or SilentReporter()
     if kind not in KINDS:
-        raise InputError(f"--kind {kind}: expected one of {', '.join(KINDS)}")
+        raise InputError(f"{opt('kind')} {kind}: expected one of {', '.join(KINDS)}")
     if perplexity <= 0:
-        raise InputError(f"--perplexity {perplexity}: expected a number above 0, such as 30")
+        raise InputError(f"{opt('perplexity')} {perplexity}: expected a number above 0, such as 30")
     if per_cluster < 1 or thumb < 8:
-        raise InputError("--per-cluster must be at least 1 and --thumb at least 8 pixels")
+        raise InputError(f"{opt('per_cluster')} must be at least 1 and {opt('thumb')} at least 8 pixels")
     name = choose_clustering(workspace, clustering)
     stored, keys, ids, truth, context = _clustered(workspace, name)
     path = Path(out) if out is not None else Path(f"{name}-{kind}.png")  # missing folders are created
@@ -169,13 +167,13 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
     elif kind == "confusion":
         if not labelled.any():
             raise InputError(f"no item of clustering '{name}' has a label; a confusion plot compares clusters with "
-                             "labels: embed the images from class folders or with --labels CSV")
+                             f"labels: embed the images from class folders or with {opt('labels')} CSV")
         plots.confusion_plot(truth[labelled].astype(str), ids[labelled], path, title=title or f"{name}: true class vs cluster")
         summary.n_points = int(labelled.sum())
     else:
         if not any(context["width"].get(k, 0) > 0 or Path(context["path"].get(k) or "").is_file() for k in keys):
             raise InputError(f"no item of clustering '{name}' has an image (text-only descriptions?); a montage "
-                             f"shows images: list the members with 'clipclust export {name}' instead")
+                             f"shows images: list the members with {step('export', name)} instead")
         vectors = _vectors(workspace, stored, keys)
         rows, summary.skipped = _montage_images(stored, keys, ids, vectors, context["path"], per_cluster, reporter)
         plots.montage(rows, path, per_cluster=per_cluster, thumb=thumb)

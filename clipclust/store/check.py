@@ -20,11 +20,12 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt
 from clipclust.store import journal
 from clipclust.store.derived import is_derived
 from clipclust.store.files import FORMAT_NAME
 from clipclust.store.rows import decode
+from clipclust.store.workspace import Workspace
 
 BLOCK = 1 << 16
 
@@ -46,12 +47,13 @@ class CheckReport:
         return not self.problems
 
     def verdict(self) -> str:
+        """One line: ok with what the file holds, or BROKEN with the first problem and how many more."""
         if self.ok:
             undone = "; undid one interrupted write" if self.rolled_back else ""
             return (f"{self.path}: ok ({self.items} items, {self.sets} sets, {self.clusterings} clusterings, "
                     f"{self.calls} cached calls{undone})")
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-        return f"{self.path}: BROKEN: {self.problems[0]}{more}; run 'clipclust check --repair' to salvage it"
+        return f"{self.path}: BROKEN: {self.problems[0]}{more}"
 
 
 def _read_all(ds: h5py.Dataset) -> tuple[np.ndarray, str | None]:
@@ -77,12 +79,10 @@ def _duplicates(keys: np.ndarray) -> int:
 
 def check_workspace(path: str | os.PathLike[str]) -> CheckReport:
     """Read everything and test the invariants; the caller holds no lock (this takes the workspace's)."""
-    from clipclust.store import Workspace
-
     ws = Workspace(path)
     report = CheckReport(str(path))
     if not ws.exists():
-        raise InputError(f"no workspace at {path}; pass the file to check with --cache")
+        raise InputError(f"no workspace at {path}; pass the file to check with {opt('cache')}")
     try:
         with ws.open_read() as f:
             report.rolled_back = ws.rolled_back > 0
@@ -170,7 +170,7 @@ def repair_workspace(path: str | os.PathLike[str], dest: str | os.PathLike[str] 
     """
     src = Path(path)
     if not src.exists():
-        raise InputError(f"no workspace at {src}; pass the file to repair with --cache")
+        raise InputError(f"no workspace at {src}; pass the file to repair with {opt('cache')}")
     out = Path(dest) if dest else src.with_name(src.stem + ".repaired" + (src.suffix or ".h5"))
     if out.exists():
         raise InputError(f"{out} already exists; move it aside first")

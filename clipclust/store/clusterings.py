@@ -8,14 +8,19 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from clipclust.errors import InputError
+from clipclust.errors import InputError, step
+from clipclust.store.files import WorkspaceFile
 from clipclust.store.rows import SHA, STR, decode, now_iso
-from clipclust.store.sets import SetsStore
 from clipclust.store.versions import library_versions
 
 
-class ClusteringsStore(SetsStore):
-    def save_clustering(
+class Clusterings:
+    """The named clusterings of a workspace."""
+
+    def __init__(self, file: WorkspaceFile) -> None:
+        self._file = file
+
+    def save(
         self,
         name: str,
         *,
@@ -31,7 +36,7 @@ class ClusteringsStore(SetsStore):
         The new group is written complete under a temporary name and only then swapped in, all in one
         transaction: a failure at any point leaves the previous clustering as it was.
         """
-        with self.open_write() as f:
+        with self._file.open_write() as f:
             root = f.require_group("clusterings")
             staging = f"{name}.replacing"
             if staging in root:
@@ -56,15 +61,15 @@ class ClusteringsStore(SetsStore):
                 del root[name]
             root.move(staging, name)
 
-    def list_clusterings(self) -> list[str]:
-        with self.open_read() as f:
-            return self._names_in(f, "clusterings")
+    def names(self) -> list[str]:
+        with self._file.open_read() as f:
+            return _names_in(f)
 
-    def read_clustering(self, name: str) -> dict[str, Any]:
-        with self.open_read() as f:
+    def read(self, name: str) -> dict[str, Any]:
+        with self._file.open_read() as f:
             if f is None or f"clusterings/{name}" not in f or name.endswith(".replacing"):
-                known = ", ".join(self._names_in(f, "clusterings")) or "none"
-                raise InputError(f"no clustering named '{name}' (known: {known}); run 'clipclust cluster' first")
+                known = ", ".join(_names_in(f)) or "none"
+                raise InputError(f"no clustering named '{name}' (known: {known}); run {step('cluster')} first")
             g = f[f"clusterings/{name}"]
             out: dict[str, Any] = {"name": name, "params": json.loads(g.attrs["params"]), "created": g.attrs["created"]}
             for key, ds in g.items():
@@ -72,15 +77,16 @@ class ClusteringsStore(SetsStore):
                 out[key] = decode(data) if data.dtype.kind in "OS" else data
             return out
 
-    def clustering_params(self, name: str) -> dict[str, Any] | None:
+    def params(self, name: str) -> dict[str, Any] | None:
         """The stored parameters of a clustering (None when absent), without reading its rows."""
-        with self.open_read() as f:
+        with self._file.open_read() as f:
             if f is None or f"clusterings/{name}" not in f:
                 return None
             return json.loads(f[f"clusterings/{name}"].attrs["params"])
 
-    @staticmethod
-    def _names_in(f: h5py.File | None, group: str) -> list[str]:
-        if f is None or group not in f:
-            return []
-        return sorted(n for n in f[group].keys() if not n.endswith(".replacing"))
+
+
+def _names_in(f: h5py.File | None) -> list[str]:
+    if f is None or "clusterings" not in f:
+        return []
+    return sorted(n for n in f["clusterings"].keys() if not n.endswith(".replacing"))

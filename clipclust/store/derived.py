@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from clipclust.errors import ClipclustError
+from clipclust.errors import ClipclustError, opt, step
 from clipclust.store.rows import decode, read_rows
 
 RECIPE = "fuse-mean"  # the value of the `derived` attribute: (image + text) / 2
@@ -50,7 +50,7 @@ def _source(f: h5py.File, g: h5py.Group, attr: str) -> h5py.Group:
     path = f"sets/{set_id}"
     if path not in f:
         raise ClipclustError(f"the derived set {g.name} needs the set {set_id}, which the workspace lacks; "
-                             "run 'clipclust check --repair' or embed again with the same options")
+                             f"run {step('check', opt('repair'))} or embed again with the same options")
     return f[path]
 
 

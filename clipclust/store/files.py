@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import h5py
 from filelock import FileLock, Timeout
 
 from clipclust.version import __version__
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt, step
 from clipclust.store import journal
 from clipclust.store.rows import KeyIndexes, now_iso
 
@@ -32,13 +32,20 @@ def default_lock_timeout() -> float:
 
 
 class WorkspaceFile:
-    """The file, its lock and its transactions; the other store modules add what lives in it."""
+    """The file, its lock and its transactions; the workspace's other parts read and write inside them.
 
-    def __init__(self, path: str | os.PathLike[str], lock_timeout: float | None = None):
+    ``upgrade`` converts what an older format wrote; it runs inside the first write transaction, which
+    then stamps the current version (a kill undoes both).  ``key_indexes`` are the per-process key -> row
+    indexes every part shares.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], lock_timeout: float | None = None,
+                 upgrade: Callable[[h5py.File], None] | None = None):
         self.path = Path(path)
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
         self._lock = FileLock(str(self.path) + ".lock", timeout=self.lock_timeout)
-        self._keys = KeyIndexes()
+        self._upgrade = upgrade
+        self.key_indexes = KeyIndexes()
         self.rolled_back = 0  # interrupted transactions this object found and undid
 
     @contextlib.contextmanager
@@ -48,7 +55,7 @@ class WorkspaceFile:
         except Timeout:
             raise ClipclustError(
                 f"workspace {self.path} is in use by another clipclust process (waited {self.lock_timeout:g}s); "
-                "wait for it to finish, raise CLIPCLUST_LOCK_TIMEOUT, or pass another --cache"
+                f"wait for it to finish, raise CLIPCLUST_LOCK_TIMEOUT, or pass another {opt('cache')}"
             ) from None
         try:
             if journal.rollback(self.path):  # a writer was killed mid-transaction: undo its half
@@ -75,7 +82,10 @@ class WorkspaceFile:
                 raise
             try:
                 self._check_format(f)
-                self._upgrade(f)
+                if int(f.attrs.get("format_version", 0)) < FORMAT_VERSION:
+                    if self._upgrade is not None:
+                        self._upgrade(f)
+                    f.attrs["format_version"] = FORMAT_VERSION
                 yield f
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -121,24 +131,23 @@ class WorkspaceFile:
 
     def _unreadable(self, exc: OSError) -> ClipclustError:
         return ClipclustError(
-            f"workspace {self.path} is not a readable HDF5 file ({exc}); run 'clipclust check --repair' "
+            f"workspace {self.path} is not a readable HDF5 file ({exc}); run {step('check', opt('repair'))} "
             "to salvage what it holds"
         )
 
     def _check_format(self, f: h5py.File) -> None:
         if f.attrs.get("format") != FORMAT_NAME:
-            raise InputError(f"{self.path} is an HDF5 file but not a clipclust workspace; pass another --cache")
+            raise InputError(f"{self.path} is an HDF5 file but not a clipclust workspace; pass another {opt('cache')}")
         version = int(f.attrs.get("format_version", 0))
         if version > FORMAT_VERSION:
             raise InputError(
                 f"workspace {self.path} has format {version}, newer than this clipclust understands; upgrade clipclust"
             )
 
-    def _upgrade(self, f: h5py.File) -> None:
-        """Bring an older format up to date inside the first write transaction (so a kill undoes it whole)."""
-
     def exists(self) -> bool:
         return self.path.exists()
 
-    def file_guard(self, f: h5py.File) -> str:
+    @staticmethod
+    def guard(f: h5py.File) -> str:
+        """The file's creation id: a replaced file starts fresh key indexes."""
         return str(f.attrs.get("created", ""))

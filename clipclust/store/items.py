@@ -93,9 +93,14 @@ class _Counts:
         self.kept = len(text.encode()) < self.LIMIT
 
 
-class ItemsStore(WorkspaceFile):
+class Items:
+    """The items table of a workspace: read whole, counted per split and label, upserted by batch."""
+
+    def __init__(self, file: WorkspaceFile) -> None:
+        self._file = file
+
     @staticmethod
-    def _items_group(f: h5py.File) -> h5py.Group:
+    def _group(f: h5py.File) -> h5py.Group:
         if "items" in f:
             return f["items"]
         g = f.create_group("items")
@@ -109,7 +114,7 @@ class ItemsStore(WorkspaceFile):
         return g
 
     @staticmethod
-    def _read_items(f: h5py.File | None) -> ItemTable:
+    def _read(f: h5py.File | None) -> ItemTable:
         if f is None or "items" not in f:
             empty = np.zeros(0, "int64")
             return ItemTable([], [], [], [], empty, empty, empty, empty)
@@ -125,14 +130,14 @@ class ItemsStore(WorkspaceFile):
             mtime_ns=g["mtime_ns"][:],
         )
 
-    def items(self) -> ItemTable:
-        with self.open_read() as f:
-            return self._read_items(f)
+    def table(self) -> ItemTable:
+        with self._file.open_read() as f:
+            return self._read(f)
 
-    def item_counts(self) -> dict[tuple[str, str], int]:
+    def counts(self) -> dict[tuple[str, str], int]:
         """(split, label) -> number of items, reading only those two columns, block by block."""
         counts: Counter[tuple[Any, Any]] = Counter()
-        with self.open_read() as f:
+        with self._file.open_read() as f:
             if f is None or "items" not in f:
                 return {}
             kept = _Counts.load(f["items"], scan=False)
@@ -147,18 +152,18 @@ class ItemsStore(WorkspaceFile):
             out[key] = out.get(key, 0) + n
         return out
 
-    def count_items(self) -> int:
-        with self.open_read() as f:
+    def count(self) -> int:
+        with self._file.open_read() as f:
             return 0 if f is None or "items" not in f else int(f["items/sha256"].shape[0])
 
-    def _upsert_items(self, f: h5py.File, records: Sequence[ItemRecord]) -> None:
+    def upsert_in(self, f: h5py.File, records: Sequence[ItemRecord]) -> None:
         """Add new contents; for known ones refresh path, and label/split/size where the record gives them.
 
         Only the rows of this batch are read and only changed values written, so the cost of a batch does
         not depend on how many items the workspace holds.
         """
-        g = self._items_group(f)
-        known = self._keys.of(g["sha256"], self.file_guard(f))
+        g = self._group(f)
+        known = self._file.key_indexes.of(g["sha256"], self._file.guard(f))
         counts = _Counts.load(g)
         new: dict[str, ItemRecord] = {}
         changes: dict[int, ItemRecord] = {}
@@ -200,7 +205,8 @@ class ItemsStore(WorkspaceFile):
             counts.move([], [(r.split, r.label) for r in recs])
         counts.save(g)
 
-    def upsert_items(self, records: Sequence[ItemRecord]) -> None:
+    def upsert(self, records: Sequence[ItemRecord]) -> None:
+        """Upsert in a transaction of its own."""
         if records:
-            with self.open_write() as f:
-                self._upsert_items(f, records)
+            with self._file.open_write() as f:
+                self.upsert_in(f, records)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clipclust.store.call_store import CallsStore
+from clipclust.store.files import WorkspaceFile
 
 
-class MemoStore(CallsStore):
-    def memo_get(self, key: str) -> Any:
-        with self.open_read() as f:
+class Memo:
+    """JSON values by key in one attribute of the file: small facts worth not recomputing."""
+
+    def __init__(self, file: WorkspaceFile) -> None:
+        self._file = file
+
+    def get(self, key: str) -> Any:
+        with self._file.open_read() as f:
             if f is None or "memo" not in f.attrs:
                 return None
             return json.loads(f.attrs["memo"]).get(key)
 
-    def memo_put(self, key: str, value: Any) -> None:
-        with self.open_write() as f:
+    def put(self, key: str, value: Any) -> None:
+        with self._file.open_write() as f:
             memo = json.loads(f.attrs["memo"]) if "memo" in f.attrs else {}
             memo[key] = value
             f.attrs["memo"] = json.dumps(memo, sort_keys=True)

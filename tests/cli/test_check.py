@@ -8,7 +8,7 @@ import os
 import h5py
 import numpy as np
 
-from clipclust.store import ItemRecord, Workspace
+from clipclust.store import ItemRecord, SetSpec, Workspace
 
 
 def _workspace(path, n: int = 300) -> list[str]:
@@ -17,7 +17,7 @@ def _workspace(path, n: int = 300) -> list[str]:
     for lo in range(0, n, 50):
         block = shas[lo : lo + 50]
         ws.write_batch(items=[ItemRecord(s, f"/img/{s}.png", "a") for s in block],
-                       rows=[({"id": "img", "name": "image", "kind": "image"}, block, np.ones((len(block), 256)))])
+                       rows=[(SetSpec(id="img", name="image", kind="image"), block, np.ones((len(block), 256)))])
     ws.put_many({f"call {i}": f"answer {i}" for i in range(20)})
     ws.save_clustering("c", keys=shas, ids=np.zeros(n, int), params={"k": 1})
     return shas

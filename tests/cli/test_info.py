@@ -39,3 +39,40 @@ def test_info_shows_bytes_per_set_and_size_on_disk(cli, tmp_path):
     assert human_bytes(image["bytes"]) in table
     assert [human_bytes(n) for n in (999, 1000, 1_234_567, 5 * 10**12, 7 * 10**15)] == \
         ["999 B", "1.0 kB", "1.2 MB", "5.0 TB", "7000.0 TB"]
+
+
+def test_info_json_is_pinned(cli, tmp_path):
+    """`info --json` byte for byte: its keys, their order, and the values of a known workspace."""
+    import json
+
+    from ..workspaces import MODEL, blob_workspace
+
+    ws, keys, _, y = blob_workspace(tmp_path / "ws.h5", n_per_class=2, n_classes=2, split="train")
+    ws.save_clustering("hand", keys=keys, ids=y, params={"k": 2})
+    (image,) = ws.list_sets()
+    expected = {
+        "cache": str(tmp_path / "ws.h5"), "size_on_disk": (tmp_path / "ws.h5").stat().st_size, "items": 4,
+        "splits": {"train": {"c0": 2, "c1": 2}},
+        "sets": [{"id": image.id, "name": "image", "kind": "image", "shape": [4, 8], "model": MODEL, "prompt": "",
+                  "keyed_by": "item", "created": image.created, "updated": image.updated,
+                  "bytes": ws.set_storage_bytes()[image.id], "derived": False, "bytes_not_stored": 0}],
+        "clusterings": ["hand"], "cached_calls": 0,
+    }
+    res = cli("info", "--json")
+    assert res.code == 0 and res.out == json.dumps(expected, indent=2) + "\n"
+    lines = cli("info").out.splitlines()
+    assert lines[0] == f"workspace {tmp_path / 'ws.h5'}: 4 items, {human_bytes_of(tmp_path / 'ws.h5')} on disk"
+    assert lines[-1] == "clusterings: hand"
+
+
+def test_no_workspace_is_one_line_exit_2(cli, tmp_path):
+    res = cli("info")
+    assert res.code == 2
+    assert res.err == (f"clipclust: error: no workspace at {tmp_path / 'ws.h5'}; run 'clipclust embed IMAGES' first "
+                       "or pass --cache\n")
+
+
+def human_bytes_of(path) -> str:
+    from clipclust.cli.info import human_bytes
+
+    return human_bytes(path.stat().st_size)

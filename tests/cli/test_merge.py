@@ -133,7 +133,7 @@ def test_conflicting_rows_labels_and_clusterings_keep_the_first_and_are_reported
     assert any("clustering 'kmeans-image' differs in" in c for c in conflicts)
     assert all(c in result.err for c in conflicts)  # reported on stderr too
     merged = Workspace(tmp_path / "m.h5")
-    keys_m, rows_m = merged.read_set(image["id"])
+    keys_m, rows_m = merged.read_set(image.id)
     assert np.array_equal(dict(zip(keys_m, rows_m))[keys[1]], X[1])  # the first input's row
     assert merged.read_clustering("kmeans-image")["ids"].max() == 1  # a's K=2 clustering
     assert merged.get_many(["call-2"]) == {"call-2": "two"}

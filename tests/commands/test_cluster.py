@@ -202,7 +202,7 @@ def test_fused_workflow_classifies_the_test_split(tmp_path):
         assert name == str(np.bincount(members).argmax())
     assert [stored["names"][c] for c in stored["test_ids"]] == stored["predicted"]
     report = evaluate_clustering(ws, summary.name)
-    assert report["accuracy"] == 1.0 and report["n_predicted_labelled"] == 60 and report["purity"] == 1.0
+    assert report.accuracy == 1.0 and report.n_predicted_labelled == 60 and report.purity == 1.0
     assert run_clustering(ws, method="fused").reused
 
 
@@ -210,7 +210,7 @@ def test_fused_workflow_can_be_named_by_either_set_and_k(tmp_path):
     world = fused_workspace(tmp_path / "ws.h5")
     by_test_set = run_clustering(world["ws"], method="fused", on=f"fused-all:{TEMPLATE}", k=5, name="f5")
     assert by_test_set.k == 5 and by_test_set.n_clusters == 5
-    assert evaluate_clustering(world["ws"], "f5")["accuracy"] == 1.0
+    assert evaluate_clustering(world["ws"], "f5").accuracy == 1.0
 
 
 def test_image_only_baseline_is_the_same_workflow_on_image_vectors(tmp_path):
@@ -218,7 +218,7 @@ def test_image_only_baseline_is_the_same_workflow_on_image_vectors(tmp_path):
     summary = run_clustering(world["ws"], method="fused", on="image")
     assert summary.name == "fused-image" and summary.on == "image" and summary.test_on == "image"
     report = evaluate_clustering(world["ws"], "fused-image")
-    assert report["accuracy"] == 1.0  # separated classes: the nearest labelled centroid is right
+    assert report.accuracy == 1.0  # separated classes: the nearest labelled centroid is right
 
 
 def test_fused_workflow_is_deterministic_under_its_seed(tmp_path):
@@ -239,7 +239,7 @@ def test_grouped_prompts_predict_groups_and_are_scored_against_groups(tmp_path):
     assert set(stored["predicted"]) == {"even", "odd"} and set(stored["names"]) == {"even", "odd"}
     assert stored["params"]["prediction_space"] == "group"
     report = evaluate_clustering(world["ws"], summary.name)
-    assert report["accuracy"] == 1.0 and report["n_classes"] == 2
+    assert report.accuracy == 1.0 and report.n_classes == 2
 
 
 def test_swapped_prompts_report_the_original_classes(tmp_path):
@@ -249,7 +249,7 @@ def test_swapped_prompts_report_the_original_classes(tmp_path):
     stored = world["ws"].read_clustering("swapped")
     assert stored["predicted"] == [world["labels"][c] for c in world["test_y"]]
     assert stored["params"]["prediction_space"] == "label"
-    assert evaluate_clustering(world["ws"], "swapped")["accuracy"] == 1.0
+    assert evaluate_clustering(world["ws"], "swapped").accuracy == 1.0
 
 
 def test_fused_without_training_labels_is_a_clear_error(tmp_path):
@@ -304,7 +304,7 @@ def test_stored_params_are_json_with_provenance(tmp_path):
 def test_a_second_models_set_gets_its_own_default_name(tmp_path):
     """Two models' 'image' sets: each k-means run is stored under its own name; neither replaces the other."""
     ws, keys, X, _ = blob_workspace(tmp_path / "ws.h5")
-    other = dict(spec("image", "image"), id="b" * 16, model="synthetic:other@sha256:1111")
+    other = spec("image", "image").replace_fields(id="b" * 16, model="synthetic:other@sha256:1111")
     ws.write_batch(rows=[(other, keys, X[:, ::-1].copy())])
     first = run_clustering(ws, k=4, model=MODEL)
     second = run_clustering(ws, k=4, model="synthetic:other@sha256:1111")

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_digits
 
-from clipclust.store import ItemRecord, Workspace
+from clipclust.store import ItemRecord, SetSpec, Workspace
 from clipclust.commands.cluster import run_clustering
 from clipclust.errors import InputError
 from clipclust.commands.evaluate import evaluate, evaluate_clustering, evaluate_zero_shot, probe_set
@@ -31,7 +31,7 @@ def stored_clustering(tmp_path, ids, labels, vectors=None, name="hand"):
     ws.write_batch(items=[ItemRecord(sha256=k, path=f"/x/{i}", label=lab) for i, (k, lab) in enumerate(zip(keys, labels))],
                    rows=[(image, keys, vectors)])
     ws.save_clustering(name, keys=keys, ids=np.asarray(ids), params={
-        "method": "hand", "sets": {"input": {"id": image["id"], "name": "image"}}})
+        "method": "hand", "sets": {"input": {"id": image.id, "name": "image"}}})
     return ws, keys, vectors
 
 
@@ -40,25 +40,25 @@ def test_hand_made_clustering_matches_hand_and_sklearn(tmp_path):
     ids = [1, 1, 0, 0, 0, 2, 2, 2]  # cluster 1 -> a, 0 -> b, 2 -> c: 7 of 8 right
     ws, _, X = stored_clustering(tmp_path, ids, labels)
     report = evaluate_clustering(ws, "hand")
-    assert report["acc"] == pytest.approx(7 / 8) and report["purity"] == pytest.approx(7 / 8)
-    assert report["nmi"] == pytest.approx(skm.normalized_mutual_info_score(labels, ids))
-    assert report["ami"] == pytest.approx(skm.adjusted_mutual_info_score(labels, ids))
-    assert report["ari"] == pytest.approx(skm.adjusted_rand_score(labels, ids))
-    assert report["rand_index"] == pytest.approx(skm.rand_score(labels, ids))
-    assert report["silhouette"] == pytest.approx(skm.silhouette_score(X, ids))
-    assert report["cluster_sizes"] == {"0": 3, "1": 2, "2": 3} and report["unmatched_classes"] == []
-    assert report["mapping"] == {"0": "b", "1": "a", "2": "c"}
-    assert report["accuracy"] is None  # no predictions stored
+    assert report.acc == pytest.approx(7 / 8) and report.purity == pytest.approx(7 / 8)
+    assert report.nmi == pytest.approx(skm.normalized_mutual_info_score(labels, ids))
+    assert report.ami == pytest.approx(skm.adjusted_mutual_info_score(labels, ids))
+    assert report.ari == pytest.approx(skm.adjusted_rand_score(labels, ids))
+    assert report.rand_index == pytest.approx(skm.rand_score(labels, ids))
+    assert report.silhouette == pytest.approx(skm.silhouette_score(X, ids))
+    assert report.cluster_sizes == {"0": 3, "1": 2, "2": 3} and report.unmatched_classes == []
+    assert report.mapping == {"0": "b", "1": "a", "2": "c"}
+    assert report.accuracy is None  # no predictions stored
 
 
 def test_acc_is_invariant_to_relabelling_and_handles_k_not_c(tmp_path):
     labels = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
     renamed = evaluate_clustering(stored_clustering(tmp_path / "1", [7] * 4 + [3] * 4 + [5] * 4, labels)[0], "hand")
-    assert renamed["acc"] == 1.0
+    assert renamed.acc == 1.0
     fewer = evaluate_clustering(stored_clustering(tmp_path / "2", [0] * 8 + [1] * 4, labels)[0], "hand")
-    assert fewer["acc"] == pytest.approx(8 / 12) and len(fewer["unmatched_classes"]) == 1
+    assert fewer.acc == pytest.approx(8 / 12) and len(fewer.unmatched_classes) == 1
     more = evaluate_clustering(stored_clustering(tmp_path / "3", [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], labels)[0], "hand")
-    assert more["acc"] == pytest.approx(6 / 12) and more["purity"] == 1.0 and more["n_clusters"] == 6
+    assert more.acc == pytest.approx(6 / 12) and more.purity == 1.0 and more.n_clusters == 6
 
 
 def test_external_metrics_use_labelled_items_and_silhouette_all(tmp_path):
@@ -66,8 +66,8 @@ def test_external_metrics_use_labelled_items_and_silhouette_all(tmp_path):
     ids = [0, 0, 0, 1, 1, 1]
     ws, _, X = stored_clustering(tmp_path, ids, labels)
     report = evaluate_clustering(ws, "hand")
-    assert report["n_items"] == 6 and report["n_labelled"] == 4 and report["acc"] == 1.0
-    assert report["silhouette"] == pytest.approx(skm.silhouette_score(X, ids))
+    assert report.n_items == 6 and report.n_labelled == 4 and report.acc == 1.0
+    assert report.silhouette == pytest.approx(skm.silhouette_score(X, ids))
 
 
 def test_no_labels_is_an_input_error_when_named_and_a_warning_among_others(tmp_path):
@@ -81,7 +81,7 @@ def test_no_labels_is_an_input_error_when_named_and_a_warning_among_others(tmp_p
     ws.save_clustering("other", keys=labelled_keys, ids=np.array([0, 0, 1, 1]), params={"method": "hand"})
     reporter = SilentReporter()
     result = evaluate(ws, reporter=reporter)
-    assert result.reports["other"]["acc"] == 1.0 and result.reports["hand"]["acc"] is None
+    assert result.reports["other"].acc == 1.0 and result.reports["hand"].acc is None
     assert any("'hand' has no labelled item" in w for w in reporter.warnings)
     assert any("no longer stored; silhouette left out" in w for w in reporter.warnings)  # 'other' has no set
 
@@ -105,8 +105,8 @@ def test_fused_clustering_reports_classification_accuracy(tmp_path):
     stored = world["ws"].read_clustering("fused-a-photo-of")
     truth = [world["labels"][c] for c in world["test_y"]]
     expected = np.mean(np.array(stored["predicted"]) == np.array(truth))
-    assert report["accuracy"] == pytest.approx(expected) and report["n_predicted"] == len(truth)
-    assert report["predicted_on"] == f"fused-all:{TEMPLATE}"
+    assert report.accuracy == pytest.approx(expected) and report.n_predicted == len(truth)
+    assert report.predicted_on == f"fused-all:{TEMPLATE}"
 
 
 def test_zero_shot_accuracy_from_the_stored_similarities(tmp_path):
@@ -119,7 +119,7 @@ def test_zero_shot_accuracy_from_the_stored_similarities(tmp_path):
     rows = [i for i, k in enumerate(keys) if label_of[k]]
     expected = np.mean([world["classes"][int(np.argmax(sims[i]))] == label_of[keys[i]] for i in rows])
     report = evaluate_zero_shot(ws, info)
-    assert report["accuracy"] == pytest.approx(expected) and report["n_labelled"] == len(rows)
+    assert report.accuracy == pytest.approx(expected) and report.n_labelled == len(rows)
     result = evaluate(ws, zero_shot=True)
     assert list(result.reports) == [f"zeroshot:{TEMPLATE}"]  # only what was asked for
 
@@ -134,21 +134,21 @@ def test_zero_shot_with_grouped_prompts_compares_groups(tmp_path):
     expected = np.mean([world["classes"][int(np.argmax(s))] == groups[label_of[k]] for k, s in zip(keys, sims)
                         if label_of[k]])
     report = evaluate_zero_shot(world["ws"], info)
-    assert report["n_classes"] == 2 and report["accuracy"] == pytest.approx(expected)
+    assert report.n_classes == 2 and report.accuracy == pytest.approx(expected)
 
 
 class TestProbe:
     def test_separable_blobs_with_a_hold_out(self, tmp_path):
         ws, *_ = blob_workspace(tmp_path / "ws.h5", n_per_class=20)
         report = probe_set(ws, "image", "svm")
-        assert report["accuracy"] == 1.0 and report["n_test"] == 16 and report["n_train"] == 64
-        assert report["standardize"] is True and report["max_entropy"] == pytest.approx(np.log(8))
+        assert report.accuracy == 1.0 and report.n_test == 16 and report.n_train == 64
+        assert report.standardize is True and report.max_entropy == pytest.approx(np.log(8))
 
     def test_named_splits(self, tmp_path):
         ws, keys, *_ = blob_workspace(tmp_path / "ws.h5", n_per_class=10, split="train")
         ws.upsert_items([ItemRecord(sha256=k, path="", split="test") for k in keys[::5]])
         report = probe_set(ws, "image", "logreg", split=("train", "test"))
-        assert (report["n_train"], report["n_test"]) == (32, 8) and report["split"] == "splits train/test"
+        assert (report.n_train, report.n_test) == (32, 8) and report.split == "splits train/test"
         with pytest.raises(InputError, match="no labelled item of 'image' is in split 'val'"):
             probe_set(ws, "image", split=("train", "val"))
 
@@ -156,8 +156,8 @@ class TestProbe:
         world = fused_workspace(tmp_path / "ws.h5", noise=0.8)
         cold = probe_set(world["ws"], "zeroshot", "logreg", temperature=0.05)
         warm = probe_set(world["ws"], "zeroshot", "logreg")
-        assert cold["standardize"] is False and cold["set_kind"] == "zeroshot"
-        assert cold["mean_entropy"] < warm["mean_entropy"] <= warm["max_entropy"]
+        assert cold.standardize is False and cold.set_kind == "zeroshot"
+        assert cold.mean_entropy < warm.mean_entropy <= warm.max_entropy
 
     def test_temperature_with_standardising_is_warned_about(self, tmp_path):
         ws, *_ = blob_workspace(tmp_path / "ws.h5")
@@ -168,9 +168,9 @@ class TestProbe:
     @pytest.mark.parametrize(
         "kwargs, message",
         [
-            ({"kind": "forest"}, "--probe forest: expected svm or logreg"),
-            ({"temperature": 0.0}, "--temperature 0.0"),
-            ({"scale": "minmax"}, "--scale minmax"),
+            ({"kind": "forest"}, "probe forest: expected svm or logreg"),
+            ({"temperature": 0.0}, "temperature 0.0"),
+            ({"scale": "minmax"}, "scale minmax"),
             ({"on": "fused-all"}, "not one vector per item"),
             ({"on": "nope"}, "no stored set matches 'nope'"),
         ],
@@ -192,9 +192,44 @@ def test_kmeans_on_digit_pixels_through_the_workspace_reaches_the_known_scores(t
     ws = Workspace(tmp_path / "digits.h5")
     keys = [hashlib.sha256(f"digit-{i}".encode()).hexdigest() for i in range(len(y))]
     ws.write_batch(items=[ItemRecord(sha256=k, path=f"digits/{i}", label=str(t)) for i, (k, t) in enumerate(zip(keys, y))],
-                   rows=[({"id": "pixels", "name": "pixels", "kind": "pixels"}, keys, X)])
+                   rows=[(SetSpec(id="pixels", name="pixels", kind="pixels"), keys, X)])
     summary = run_clustering(ws, on="pixels", k=10, seed=0)
     assert summary.name == "kmeans-pixels"
     report = evaluate(ws).reports["kmeans-pixels"]
-    assert 0.75 < report["acc"] < 0.85 and 0.70 < report["nmi"] < 0.80  # far above would mean a label leak
-    assert report["n_items"] == 1797 and report["n_classes"] == 10 and report["silhouette"] > 0.1
+    assert 0.75 < report.acc < 0.85 and 0.70 < report.nmi < 0.80  # far above would mean a label leak
+    assert report.n_items == 1797 and report.n_classes == 10 and report.silhouette > 0.1
+
+
+def test_reports_are_dataclasses_whose_dicts_keep_the_json_shape(tmp_path):
+    """`evaluate --json` prints ``EvaluationResult.to_dict()``: one object per report, keys in this order."""
+    from clipclust.commands.evaluate import ClassificationReport, ClusteringReport, ProbeReport
+
+    world = fused_workspace(tmp_path / "ws.h5")
+    run_clustering(world["ws"], k=5, on="image")
+    result = evaluate(world["ws"], ["kmeans-image"], zero_shot=True, probe="svm")
+    clustering, zero_shot, probe = result.reports.values()
+    assert isinstance(clustering, ClusteringReport) and isinstance(zero_shot, ClassificationReport)
+    assert isinstance(probe, ProbeReport) and probe.kind == "probe"
+    scores = ["kind", "name", "method", "on", "n_labelled", "n_items", "n_clusters", "n_noise", "cluster_sizes",
+              "silhouette", "n_classes", "acc", "nmi", "ami", "ari", "rand_index", "purity", "mapping",
+              "unmatched_classes", "silhouette_metric", "accuracy", "n_predicted", "n_predicted_labelled",
+              "predicted_on"]
+    as_json = result.to_dict()
+    assert list(as_json) == ["kmeans-image", f"zeroshot:{TEMPLATE}", "probe:svm:image"]
+    assert list(as_json["kmeans-image"]) == scores + ["cluster_names"]
+    assert list(as_json[f"zeroshot:{TEMPLATE}"]) == scores + ["n_outside_classes"]
+    assert list(as_json["probe:svm:image"]) == ["kind", "name", "probe", "on", "set_kind", "split", "n_train", "n_test",
+                                                "n_classes", "accuracy", "temperature", "standardize", "mean_entropy",
+                                                "max_entropy"]
+    assert as_json["kmeans-image"]["acc"] == clustering.acc == 1.0
+
+
+def test_errors_name_settings_and_steps_in_python_words(tmp_path):
+    ws, *_ = blob_workspace(tmp_path / "ws.h5", n_per_class=2)
+    with pytest.raises(InputError, match=r"holds no clustering yet; run clipclust.cluster\(\) first \(or ask for "
+                                         r"zero_shot or probe\)"):
+        evaluate(ws)
+    with pytest.raises(InputError, match=r"no zero-shot set is stored; run clipclust.embed\(\) first"):
+        evaluate(ws, zero_shot=True)
+    with pytest.raises(InputError, match="metric manhattan: expected euclidean or cosine"):
+        evaluate(ws, metric="manhattan")  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from clipclust.store import ItemRecord, Workspace
+from clipclust.store import ItemRecord, SetSpec, Workspace
 from clipclust.errors import ClipclustError, InputError
 
 from ..conftest import write_digits
@@ -22,8 +22,8 @@ from ..conftest import write_digits
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _spec(set_id: str = "s1", kind: str = "image") -> dict:
-    return {"id": set_id, "name": kind, "kind": kind, "model": "m", "prompt": "", "keyed_by": "item", "provenance": {}}
+def _spec(set_id: str = "s1", kind: str = "image") -> SetSpec:
+    return SetSpec(id=set_id, name=kind, kind=kind, model="m")
 
 
 def _sha(i: int) -> str:
@@ -47,7 +47,7 @@ def test_write_batch_dedups_and_updates_items(tmp_path):
 def test_resolve_set_by_id_name_and_kind(tmp_path):
     ws = Workspace(tmp_path / "ws.h5")
     for sid, name, kind in (("a1", "fused-label:P <>", "fused-label"), ("b2", "fused-all:P <>", "fused-all")):
-        ws.write_batch(rows=[({**_spec(sid, kind), "name": name}, [_sha(0)], np.zeros((1, 2), np.float32))])
+        ws.write_batch(rows=[(_spec(sid, kind).replace_fields(name=name), [_sha(0)], np.zeros((1, 2), np.float32))])
     assert ws.resolve_set("b2").name == "fused-all:P <>"
     assert ws.resolve_set("fused-label").id == "a1"
     with pytest.raises(InputError, match="matches 2 sets"):
@@ -166,8 +166,8 @@ def test_killed_mid_run_leaves_a_readable_file_and_resumes(tmp_path, tiny_open_c
     assert summary["cached"] >= done and summary["new"] + summary["cached"] == 400
 
 
-def _image_spec(**provenance) -> dict:
-    return {"id": "s", "name": "image", "kind": "image", "provenance": provenance}
+def _image_spec(**provenance) -> SetSpec:
+    return SetSpec(id="s", name="image", kind="image", provenance=provenance)
 
 
 def test_set_digest_changes_only_when_rows_change(tmp_path):
@@ -178,7 +178,7 @@ def test_set_digest_changes_only_when_rows_change(tmp_path):
     assert ws.set_digest("s") == first
     ws.write_batch(rows=[(_image_spec(), [_sha(3)], np.ones((1, 4)))])
     second = ws.set_digest("s")
-    ws.write_batch(rows=[({**_image_spec(), "replace": True}, [_sha(1)], np.zeros((1, 4)))])
+    ws.write_batch(rows=[(_image_spec().replace_fields(replace=True), [_sha(1)], np.zeros((1, 4)))])
     assert len({first, second, ws.set_digest("s")}) == 3
     keys, data = ws.read_set("s")
     assert keys == [_sha(1), _sha(2), _sha(3)] and data[0].sum() == 0 and data[1].sum() == 4
