@@ -253,7 +253,7 @@ def evaluate_prototypes(workspace: Workspace, info: SetInfo, folder: Path, *,
 def probe_set(workspace: Workspace, on: str = "image", kind: str = "svm", *, split: tuple[str, str] | None = None,
               test_fraction: float = 0.2, temperature: float | None = None, scale: str = "auto", seed: int = 0,
               model: str | None = None, reporter: Reporter | None = None) -> ProbeReport:
-    """The thesis' linear probe (seed 002) on a stored set: how linearly separable its labelled items are.
+    """The Dissecting CLIP thesis' linear probe on a stored set: how linearly separable its labelled items are.
 
     The train/test split is two split names (``split=("train", "test")``) or, without them, a stratified
     hold-out of ``test_fraction``.  ``scale`` "auto" standardises features but not cosine logits

@@ -128,7 +128,7 @@ def cluster_accuracy(y_true, y_pred) -> ClusterAccuracy:
 
 
 def purity(y_true, y_pred) -> float:
-    """Sum over clusters of the largest true-class count, divided by N (thesis, seed 002).
+    """Sum over clusters of the largest true-class count, divided by N (Benedetto's Dissecting CLIP thesis).
 
     Unlike ACC, several clusters may vote for the same class, so purity rises with the number of
     clusters; report it next to ACC, not instead of it. Noise points (id -1) count as wrong.
@@ -245,7 +245,7 @@ def classification_accuracy(y_true, y_pred) -> float:
 def logit_entropy(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
     """Shannon entropy (nats) of softmax(logits / temperature), one value per row.
 
-    The thesis (seed 002) uses it to show how flat class-agnostic cosine logits are: close to log(D)
+    The Dissecting CLIP thesis uses it to show how flat class-agnostic cosine logits are: close to log(D)
     means the prompts barely discriminate, which is why a temperature below 1 is applied.
     """
     logits = np.asarray(logits, dtype=np.float64)
@@ -268,7 +268,7 @@ def linear_probe(
     temperature: float | None = None,
     standardize: bool = True,
 ) -> ProbeResult:
-    """Linear-probe accuracy of features, as in the Dissecting CLIP thesis (seed 002).
+    """Linear-probe accuracy of features, as in Benedetto's Dissecting CLIP thesis.
 
     Features are divided by ``temperature`` (for cosine logits; None = unchanged), standardised with a
     StandardScaler fitted on the training rows (``standardize``), then classified by

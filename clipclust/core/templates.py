@@ -11,7 +11,7 @@ from clipclust.errors import InputError, opt
 
 PLACEHOLDER = "<>"
 
-# The 32 class-agnostic prompts of the Dissecting-CLIP thesis (seed 002, section 3.2.1), in its order.
+# The 32 class-agnostic prompts of the Dissecting CLIP thesis (section 3.2.1), in its order.
 GENERIC_32 = (
     "a photo of an object",
     "a photo of something natural",

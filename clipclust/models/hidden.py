@@ -1,4 +1,4 @@
-"""Hidden states and the logit lens of transformers language models (ESMC, seed 001).
+"""Hidden states and the logit lens of transformers language models (ESMC).
 
 ESMC reads what an LLM "thinks" right after a criterion prompt ("The color of the car is"): the hidden
 state at one (layer, token position), or its logit lens (final norm + output head + softmax).  This

@@ -1,4 +1,4 @@
-"""Tests of the fused-embedding workflow (seed 000) on synthetic embeddings with a known answer."""
+"""Tests of the fused-embedding workflow (Oliveira et al.) on synthetic embeddings with a known answer."""
 
 from __future__ import annotations
 
