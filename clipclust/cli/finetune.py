@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, List, Optional
 import typer
 
 from clipclust.errors import InputError
-from clipclust.methods.finetuning import FinetuneOption, finetune_methods
+from clipclust.methods.finetuning import finetune_methods
+from clipclust.methods.registry import Option
 from clipclust.models.clip import DEFAULT_MODEL
 from clipclust.core.templates import parse_classes
 from clipclust.cli import common
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
     app.command("finetune", help=HELP)(with_method_options(finetune_command))
 
 
-def _flag(method: str, option: FinetuneOption) -> Any:
+def _flag(method: str, option: Option) -> Any:
     """A method option as a flag whose help starts with the method's name; unset, it is None (the method's
     default, shown in the help, applies)."""
     flag = common.flag_for(option.name, FLAGS)

@@ -233,11 +233,12 @@ class _ZeroShotTargets:
 
 
 def test_a_method_registered_from_outside_runs_without_the_loop_naming_it(tiny_open_clip, tmp_path, monkeypatch):
-    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, FinetuneOption, finetune_methods
+    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, finetune_methods
+    from clipclust.methods.registry import Option
 
     finetune_methods()
     spec = FinetuneMethod("zeroshot", "Zero-shot targets", "contrastive on zero-shot labels", _ZeroShotTargets,
-                          options=(FinetuneOption("weight", default=1.0, type=float),))
+                          options=(Option("weight", default=1.0, type=float),))
     monkeypatch.setitem(FINETUNE_METHODS, "zeroshot", spec)
     ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 16))
     summary = finetune(ws, tmp_path / "out", _options(tiny_open_clip, method="zeroshot", weight=0.5, epochs=1,
