@@ -82,6 +82,10 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
                                                           "latteclip or flyp")
     other = cli(*base, "--classes", "a,b", "--method", "flyp", "--alpha", "0.5")
     assert other.code == 2 and one_error_line(other).endswith("--alpha: applies to the latteclip method, not flyp")
+    for flag in ("--class-template", "--template"):
+        empty = cli(*base, "--classes", "a,b", flag, "")
+        assert empty.code == 2 and one_error_line(empty) == (
+            f"clipclust: error: empty {flag}; give a template such as 'This is digit <>'")
     wrong = cli(*base, "--classes", "a,b", "--texts", "class,caption")
     assert wrong.code == 2 and "--texts: unknown text kind 'caption'" in one_error_line(wrong)
     assert cli(*base, "--classes", "a,b", "--texts", "class", "--resume").code == 2
