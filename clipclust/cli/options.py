@@ -143,7 +143,7 @@ class SectionedCommand(TyperCommand):
     (which declares only the common options) and read from the context with :func:`given_options`.
     """
 
-    find_sections: ClassVar[Callable[[], Sequence[Section]]] = staticmethod(lambda: ())
+    find_sections: ClassVar[Callable[[], Sequence[Section]]]  # set by :meth:`of`
 
     @classmethod
     def of(cls, sections: Callable[[], Sequence[Section]]) -> type["SectionedCommand"]:
