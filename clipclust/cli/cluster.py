@@ -13,10 +13,10 @@ import typer
 from rich.table import Table
 
 from clipclust.commands.cluster import ClusteringSummary, run_clustering
-from clipclust.methods import ClusterRequest, get_method
+from clipclust.methods import METHODS, REFINEMENTS, ClusterRequest, get_method, load_builtin_methods
 from clipclust.errors import InputError
 from clipclust.cli import common
-from clipclust.cli.options import SectionedCommand, flag_spellings, given_options
+from clipclust.cli.options import Section, SectionedCommand, flag_spellings, given_options
 
 HELP = """Cluster a stored set and keep the result under a name (re-running the same request reuses it).
 
@@ -37,7 +37,16 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cluster", help=HELP, cls=SectionedCommand)(cluster_command)
+    app.command("cluster", help=HELP, cls=SectionedCommand.of(sections))(cluster_command)
+
+
+def sections() -> list[Section]:
+    """The methods in registry order, then the refinements, each with its declared options."""
+    load_builtin_methods()
+    found = [Section(spec.name, spec.name, spec.summary, spec.options) for spec in METHODS.values()]
+    found += [Section(spec.name, f"{spec.name} refinement", f"{spec.summary} (--refine {spec.name})", spec.options)
+              for spec in REFINEMENTS.values()]
+    return found
 
 
 def _k_range(text: str) -> tuple[int, int]:
@@ -65,7 +74,7 @@ def cluster_command(
     force: bool = typer.Option(False, "--force", help="Recompute even if the same clustering is stored."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    with common.errors({"k": "-k", **flag_spellings()}):
+    with common.errors({"k": "-k", **flag_spellings(ctx)}):
         # A method option is passed only when given (a flag left out is None), so a method's spec can refuse
         # the options of other methods and fill in its own defaults.
         request = ClusterRequest(method=method, on=on, k=k, seed=seed, name=name, model=model, split=split,

@@ -1,24 +1,25 @@
 """`clipclust finetune`: parse options, call clipclust.commands.finetune.finetune, show progress, print a summary.
 
 The shared flags are declared here; each fine-tuning method's own options (clipclust.methods.finetuning)
-become flags under a heading of their own, so a method's new option needs no edit here.
+become flags under a heading of their own (clipclust.cli.options, as for cluster's methods), so a method's
+new option needs no edit here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
 from clipclust.errors import InputError
-from clipclust.methods.finetuning import FinetuneOption, finetune_methods
+from clipclust.methods.finetuning import finetune_methods
 from clipclust.models.clip import DEFAULT_MODEL
 from clipclust.core.templates import parse_classes
 from clipclust.cli import common
+from clipclust.cli.options import Section, SectionedCommand, flag_spellings, given_options
 
 HELP = f"""Fine-tune CLIP on the workspace's images without labels: \
 {" or ".join(f"{m.title} ({m.summary})" for m in finetune_methods().values())}.
@@ -39,53 +40,16 @@ FLAGS = {"templates": "--template", "from_file": "--from"}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune", help=HELP)(with_method_options(finetune_command))
+    app.command("finetune", help=HELP, cls=SectionedCommand.of(sections))(finetune_command)
 
 
-def _flag(method: str, option: FinetuneOption) -> Any:
-    """A method option as a flag whose help starts with the method's name; unset, it is None (the method's
-    default, shown in the help, applies)."""
-    flag = common.flag_for(option.name, FLAGS)
-    decls = [f"{flag}/--no-{flag[2:]}"] if option.type is bool else [flag]
-    text = f"{method}: {option.help}" + (f" One of: {', '.join(option.choices)}." if option.choices else "")
-    if option.default is not None:
-        default = option.default
-        text += f"  [default: {','.join(map(str, default)) if isinstance(default, (tuple, list)) else default}]"
-    return typer.Option(None, *decls, help=text, show_default=False)
-
-
-def method_parameters(shared: set[str]) -> list[inspect.Parameter]:
-    """One keyword parameter per fine-tuning method option (once per name, for the first method declaring it)."""
-    parameters: dict[str, inspect.Parameter] = {}
-    for method in finetune_methods().values():
-        for option in method.options:
-            if option.name in shared:
-                raise ValueError(f"{method.name}'s option '{option.name}' has the name of a shared setting")
-            if option.name not in parameters:
-                parameters[option.name] = inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY,
-                                                            default=_flag(method.name, option),
-                                                            annotation=Optional[option.type])
-    return list(parameters.values())
-
-
-def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``command`` with the methods' flags; their values reach it as one ``method_options`` dict."""
-    signature = inspect.signature(command, eval_str=True)
-    shared = [p for p in signature.parameters.values() if p.name != "method_options"]
-    generated = method_parameters({p.name for p in shared})
-
-    @functools.wraps(command)
-    def run(**kwargs: Any) -> Any:
-        method_options = {p.name: kwargs.pop(p.name) for p in generated}
-        return command(**kwargs, method_options=method_options)
-
-    params = [*shared, *generated]
-    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    run.__annotations__ = {p.name: p.annotation for p in params}
-    return run
+def sections() -> list[Section]:
+    """One heading per fine-tuning method, in registry order, with the options it declares."""
+    return [Section(m.name, m.name, f"{m.title}: {m.summary}", m.options) for m in finetune_methods().values()]
 
 
 def finetune_command(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the tuned model, prototypes and checkpoints."),
     method: str = typer.Option("latteclip", "--method", help=f"{' or '.join(finetune_methods())}."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Class names, comma-separated."),
@@ -109,12 +73,10 @@ def finetune_command(
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Also a checkpoint every N steps (besides every epoch)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    *,
-    method_options: dict[str, Any],
 ) -> None:
     from clipclust.commands.finetune import FinetuneOptions, finetune  # torch: loaded only when fine-tuning
 
-    with common.errors(FLAGS):
+    with common.errors({**FLAGS, **flag_spellings(ctx)}):
         names = parse_classes(classes, str(classes_file) if classes_file else None)
         if names is None:
             raise InputError("finetune needs the class names: --classes a,b,c or --classes-file FILE")
@@ -122,8 +84,7 @@ def finetune_command(
             method=method, classes=names, model=model, domain=domain, class_template=class_template,
             templates=template or None, split=split, epochs=epochs, steps=steps, lr=lr, batch_size=batch_size,
             warmup=warmup, weight_decay=weight_decay, augment=augment, seed=seed, device=device, precision=precision,
-            workers=workers, save_every=save_every,
-            options={name: value for name, value in method_options.items() if value is not None},
+            workers=workers, save_every=save_every, options=given_options(ctx),
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         try:

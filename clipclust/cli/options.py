@@ -1,12 +1,14 @@
-"""Command-line flags generated from the method registry, and help that lists them under each method.
+"""Command-line flags generated from a method registry, and help that lists them under each method.
 
-Every :class:`~clipclust.methods.registry.Option` a method or a refinement declares becomes one flag:
-``--name-with-dashes`` (or the option's own ``flag`` spelling) and its ``short`` alias, typed, its choices
-as the metavar and its default in the help.  An option that several methods declare (``criterion``) is one
-flag.  The flags are made each time the command is built, so a method registered before the command
-runs brings its own.  :class:`SectionedCommand` parses them with the command's own options and lists them
-under one heading per method; the app prints plain click help (``rich_markup_mode=None``), where Typer's
-``rich_help_panel`` would not show, so the sections are written here.
+A command hands over its registry as a list of :class:`Section` (``cluster``: the clustering methods and
+refinements; ``finetune``: the fine-tuning methods); its own parameters are its common options.  Every
+:class:`~clipclust.methods.registry.Option` a section declares becomes one flag: ``--name-with-dashes``
+(or the option's own ``flag`` spelling) and its ``short`` alias, typed, its choices as the metavar and its
+default in the help.  An option that several methods declare (``criterion``) is one flag.  The flags are
+made each time the command is built, so a method registered before the command runs brings its own.
+:class:`SectionedCommand` parses them with the common options and lists them under one heading per method;
+the app prints plain click help (``rich_markup_mode=None``), where Typer's ``rich_help_panel`` would not
+show, so the sections are written here.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import typer
 import typer.main
 from typer.core import TyperCommand
 
-from clipclust.methods import METHODS, REFINEMENTS, Option, load_builtin_methods
+from clipclust.methods.registry import Option
 
-__all__ = ["Flag", "Section", "SectionedCommand", "flag_spellings", "given_options", "method_flags", "sections"]
+__all__ = ["Flag", "Section", "SectionedCommand", "flag_spellings", "given_options", "method_flags"]
 
 
 @dataclass(frozen=True)
@@ -33,15 +35,6 @@ class Section:
     title: str
     text: str
     options: tuple[Option, ...]
-
-
-def sections() -> list[Section]:
-    """The methods in registry order, then the refinements, each with its declared options."""
-    load_builtin_methods()
-    found = [Section(spec.name, spec.name, spec.summary, spec.options) for spec in METHODS.values()]
-    found += [Section(spec.name, f"{spec.name} refinement", f"{spec.summary} (--refine {spec.name})", spec.options)
-              for spec in REFINEMENTS.values()]
-    return found
 
 
 def spelling(option: Option) -> str:
@@ -84,13 +77,13 @@ class Flag:
                                  default=default)
 
 
-def method_flags() -> dict[str, Flag]:
-    """One flag per option name over all methods and refinements (options only Python can pass have none).
+def method_flags(sections: Sequence[Section]) -> dict[str, Flag]:
+    """One flag per option name over all the sections (options only Python can pass have none).
 
     Two declarations of one name must agree on its type and spelling: they are one flag.
     """
     declared: dict[str, list[tuple[str, Option]]] = {}
-    for section in sections():
+    for section in sections:
         for option in section.options:
             if option.type is not object:
                 declared.setdefault(option.name, []).append((section.owner, option))
@@ -105,9 +98,10 @@ def method_flags() -> dict[str, Flag]:
     return flags
 
 
-def flag_spellings() -> dict[str, str]:
-    """Library option name -> its flag, where the flag is not simply ``--name-with-dashes``."""
-    return {name: spelling(flag.option) for name, flag in method_flags().items() if flag.option.flag}
+def flag_spellings(ctx: typer.Context) -> dict[str, str]:
+    """Library option name -> its flag, where the running command's method flag is not ``--name-with-dashes``."""
+    flags: dict[str, Flag] = getattr(ctx.command, "flags", {})
+    return {name: spelling(flag.option) for name, flag in flags.items() if flag.option.flag}
 
 
 def given_options(ctx: typer.Context) -> dict[str, Any]:
@@ -142,15 +136,24 @@ def _row(flag: Flag, owner: str, option: Option) -> str:
 
 
 class SectionedCommand(TyperCommand):
-    """A command whose method options come from the registry and whose help lists them by method.
+    """A command whose method options come from a registry and whose help lists them by method.
 
-    The flags' values are left out of the call to the command function (which declares only the
-    common options) and read from the context with :func:`given_options`.
+    ``SectionedCommand.of(sections)`` is the class to give ``app.command(cls=...)``: ``sections`` is called
+    each time the command is built.  The flags' values are left out of the call to the command function
+    (which declares only the common options) and read from the context with :func:`given_options`.
     """
+
+    find_sections: ClassVar[Callable[[], Sequence[Section]]]  # set by :meth:`of`
+
+    @classmethod
+    def of(cls, sections: Callable[[], Sequence[Section]]) -> type["SectionedCommand"]:
+        """The command class whose method options are those of ``sections()``, in that order."""
+        return type(cls.__name__, (cls,), {"find_sections": staticmethod(sections)})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.flags = method_flags()
+        self.sections = list(self.find_sections())
+        self.flags = method_flags(self.sections)
         taken = {name for param in self.params for name in (param.name, *param.opts, *param.secondary_opts)}
         for flag in self.flags.values():
             clash = taken & {flag.name, *flag.decls}
@@ -171,11 +174,10 @@ class SectionedCommand(TyperCommand):
         own = [record for name, record in records.items() if record is not None and name not in self.flags]
         with formatter.section("Options"):
             formatter.write_dl(own)
-        for section in sections():
+        for section in self.sections:  # a method without options of its own still says what it does
             rows = [(records[o.name][0], _row(self.flags[o.name], section.owner, o)) for o in section.options
                     if o.name in self.flags and records.get(o.name) is not None]
-            if not rows:
-                continue
             with formatter.section(section.title):
                 formatter.write_text(section.text)
-                formatter.write_dl(rows)
+                if rows:
+                    formatter.write_dl(rows)

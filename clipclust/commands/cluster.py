@@ -13,8 +13,8 @@ from clipclust.store import Workspace
 from clipclust.errors import InputError
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.methods.inputs import jsonable, set_ref
-from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodSpec, PreparedInput, RefinementSpec,
-                                        get_method, get_refinement, resolve_options)
+from clipclust.methods.registry import (METHODS, REFINEMENTS, ClusteringSummary, ClusterRequest, MethodSpec,
+                                        PreparedInput, RefinementSpec, get_method, get_refinement, resolve_options)
 
 __all__ = ["ClusteringSummary", "run_clustering"]
 
@@ -62,7 +62,7 @@ def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, 
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     spec = get_method(req.method)
-    options, refine_options = resolve_options(spec, req.options, _refinement(req, spec))
+    options, refine_options = resolve_options(spec, req.options, METHODS, _refinement(req, spec), REFINEMENTS)
     req = dataclasses.replace(req, options=options, refine_options=refine_options)
     prepared = spec.prepare(workspace, req)
     try:

@@ -27,7 +27,6 @@ __all__ = [
     "BUILTIN_FINETUNE_METHODS",
     "FINETUNE_METHODS",
     "FinetuneMethod",
-    "FinetuneOption",
     "Objective",
     "TextEncoder",
     "finetune_methods",
@@ -38,16 +37,6 @@ __all__ = [
 
 # The fine-tuning packages shipped with clipclust, in the order help lists them.
 BUILTIN_FINETUNE_METHODS = ("latteclip", "flyp")
-
-
-@dataclass(frozen=True)
-class FinetuneOption(Option):
-    """A fine-tuning method's setting: the registry's :class:`Option` plus the value ``type`` and the
-    ``choices`` a caller (the CLI) needs to offer it.  ``identity`` True: the run records it, and a resumed
-    run must ask for the same (unless the method records its own ``params``)."""
-
-    type: type = str
-    choices: tuple[str, ...] = ()
 
 
 class TextEncoder(Protocol):
@@ -103,14 +92,16 @@ class FinetuneMethod:
     ``objective(options)`` makes a run's :class:`Objective`; ``descriptions(options)`` says
     which description kinds ("image", "group") the run reads, each with the set asked for (None: the only
     one stored); ``params(options, sources)``, when given, is what the run records in its checkpoint
-    instead of its identity options (``sources``: kind -> the set used).  A resumed run must record the same.
+    instead of its options marked ``identity`` (``sources``: kind -> the set used).  A resumed run must record
+    the same.  ``options`` are the registry's :class:`~clipclust.methods.registry.Option`, as a clustering
+    method's are, so the CLI makes them flags the same way.
     """
 
     name: str
     title: str  # the method's name in prose: "LatteCLIP"
     summary: str  # what it does, one phrase
     objective: Callable[[dict[str, Any]], Objective]
-    options: tuple[FinetuneOption, ...] = ()
+    options: tuple[Option, ...] = ()
     descriptions: Callable[[dict[str, Any]], dict[str, str | None]] = _no_descriptions
     params: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]] | None = None
 
@@ -148,17 +139,7 @@ def get_finetune_method(name: str) -> FinetuneMethod:
 
 
 def resolve_finetune_options(spec: FinetuneMethod, given: dict[str, Any]) -> dict[str, Any]:
-    """The method's options: given values checked (choices too), defaults filled; an option of another
-    fine-tuning method, or of none, is refused."""
-    declared = {opt.name: opt for opt in spec.options}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key not in declared:
-            owners = [m.name for m in finetune_methods().values() if any(o.name == key for o in m.options)]
-            where = f"applies to the {' or '.join(owners)} method" if owners else "is not a setting of any method"
-            raise InputError(f"{where}, not {spec.name}", option=key)
-        choices = declared[key].choices
-        if choices and value not in choices:
-            raise InputError(f"'{value}': expected one of {', '.join(choices)}", option=key)
-    return resolve_options(spec, given)  # type: ignore[arg-type]  # reads .name and .options only
+    """The method's options: given values checked, defaults filled; an option of another fine-tuning method,
+    or of none, is refused (the clustering registry's rules, checked against this registry)."""
+    own, _ = resolve_options(spec, given, finetune_methods())
+    return own

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from clipclust.errors import InputError, opt
 
@@ -33,6 +33,7 @@ __all__ = [
     "MethodOutput",
     "MethodSpec",
     "Option",
+    "OptionOwner",
     "PreparedInput",
     "RefinementSpec",
     "at_least_one",
@@ -115,6 +116,8 @@ class Option:
             return self.shown_default
         if self.default is None or self.default is False:
             return None
+        if isinstance(self.default, (tuple, list)):
+            return ",".join(map(str, self.default))
         return str(self.default)
 
     def clean(self, value: Any) -> Any:
@@ -284,25 +287,41 @@ def get_refinement(name: str) -> RefinementSpec:
     return spec
 
 
-def _owners(name: str) -> str:
-    """Who declares the option ``name``, for the message refusing it elsewhere."""
-    methods = sorted(m.name for m in METHODS.values() if any(o.name == name for o in m.options))
-    refinements = sorted(r.name for r in REFINEMENTS.values() if any(o.name == name for o in r.options))
-    parts = ([f"the {' or '.join(methods)} method"] if methods else []) + [f"{opt('refine')} {r}" for r in refinements]
+class OptionOwner(Protocol):
+    """What declares options: a method or refinement of either registry (clustering, fine-tuning)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def options(self) -> tuple[Option, ...]: ...
+
+
+def _owners(name: str, methods: Mapping[str, OptionOwner], refinements: Mapping[str, OptionOwner]) -> str:
+    """Who in the registry declares the option ``name``, for the message refusing it elsewhere."""
+    def declaring(owners: Mapping[str, OptionOwner]) -> list[str]:
+        return sorted(o.name for o in owners.values() if any(option.name == name for option in o.options))
+
+    in_methods = declaring(methods)
+    parts = [f"the {' or '.join(in_methods)} method"] if in_methods else []
+    parts += [f"{opt('refine')} {r}" for r in declaring(refinements)]
     return f"applies to {' or '.join(parts)}" if parts else "is not a setting of any method"
 
 
-def resolve_options(spec: MethodSpec, given: dict[str, Any],
-                    refinement: RefinementSpec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def resolve_options(spec: OptionOwner, given: dict[str, Any], methods: Mapping[str, OptionOwner],
+                    refinement: OptionOwner | None = None, refinements: Mapping[str, OptionOwner] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The method's options and the refinement's: given values checked, defaults filled.
 
-    An option that neither declares is refused, naming who does; one both declare (``device``) goes to both.
+    ``methods`` (and ``refinements``) are the registry ``spec`` belongs to: an option that neither ``spec``
+    nor ``refinement`` declares is refused, naming those of the registry that do.  One both declare
+    (``device``) goes to both.
     """
     own = {o.name: o for o in spec.options}
     theirs = {o.name: o for o in refinement.options} if refinement is not None else {}
     for key, value in given.items():
         if value is not None and key not in own and key not in theirs:
-            raise InputError(f"{_owners(key)}, not {spec.name}", option=key)
+            raise InputError(f"{_owners(key, methods, refinements or {})}, not {spec.name}", option=key)
     return _resolved(own, given), _resolved(theirs, given)
 
 

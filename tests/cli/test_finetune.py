@@ -9,6 +9,7 @@ import pytest
 
 from ..conftest import write_digits
 from .conftest import one_error_line
+from .test_cluster import help_sections
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -81,6 +82,10 @@ def test_bad_input_is_one_line_exit_2(cli, tiny_open_clip, tmp_path):
                                                           "latteclip or flyp")
     other = cli(*base, "--classes", "a,b", "--method", "flyp", "--alpha", "0.5")
     assert other.code == 2 and one_error_line(other).endswith("--alpha: applies to the latteclip method, not flyp")
+    for flag in ("--class-template", "--template"):
+        empty = cli(*base, "--classes", "a,b", flag, "")
+        assert empty.code == 2 and one_error_line(empty) == (
+            f"clipclust: error: empty {flag}; give a template such as 'This is digit <>'")
     wrong = cli(*base, "--classes", "a,b", "--texts", "class,caption")
     assert wrong.code == 2 and "--texts: unknown text kind 'caption'" in one_error_line(wrong)
     assert cli(*base, "--classes", "a,b", "--texts", "class", "--resume").code == 2
@@ -106,5 +111,45 @@ def test_help_lists_each_methods_options_from_the_registry(cli):
     assert "--method <str> latteclip or flyp." in text
     for flag in ("--texts", "--image-descriptions", "--group-descriptions", "--alpha", "--momentum"):
         assert f"{flag} <" in text
-    assert "latteclip: Texts to mix: class, image and/or group (class always). [default: class,image,group]" in text
-    assert "latteclip: Prototype momentum. [default: 0.99]" in text
+    assert "--texts <str> Texts to mix: class, image and/or group (class always). [default: class,image,group]" in text
+    assert "--momentum <float> Prototype momentum. [default: 0.99]" in text
+
+
+def test_help_shows_the_common_options_then_one_section_per_method(cli):
+    """The generator cluster's help uses: the common options, then each method under its name, flyp too."""
+    result = cli("finetune", "--help")
+    assert result.code == 0, result.err
+    section = help_sections(result.out)
+    assert list(section) == ["Options", "latteclip", "flyp"]
+    assert section["Options"][:3] == ["--out", "--method", "--classes"] and "--template" in section["Options"]
+    assert not {"--texts", "--alpha"} & set(section["Options"])
+    assert section["latteclip"] == ["--texts", "--image-descriptions", "--group-descriptions", "--alpha", "--momentum"]
+    assert section["flyp"] == []
+    assert 'flyp:\n  FLYP + pseudo-labels: contrastive on "a photo of a {c}."' in result.out
+
+
+def test_a_toy_methods_option_is_a_flag_under_its_heading_and_reaches_the_run(cli, monkeypatch):
+    """A fine-tuning method brings its flag, its help section and its value without an edit in cli/."""
+    from clipclust.errors import InputError
+    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, finetune_methods
+    from clipclust.methods.registry import Option
+
+    finetune_methods()
+    monkeypatch.setitem(FINETUNE_METHODS, "toy", FinetuneMethod(
+        "toy", "Toy", "for tests", objective=lambda options: None,
+        options=(Option("weight", type=float, default=1.0, flag="toy-weight", short="W", help="how much"),)))
+    shown = cli("finetune", "--help").out
+    assert "toy:\n  Toy: for tests\n  -W, --toy-weight <float>  how much  [default: 1.0]" in shown
+    other = cli("finetune", "--out", "o", "--classes", "a,b", "--method", "flyp", "-W", "2")
+    assert other.code == 2 and one_error_line(other) == (
+        "clipclust: error: --toy-weight: applies to the toy method, not flyp")
+    seen = []
+
+    def finetune(workspace, out, options, **kwargs):
+        seen.append(options)
+        raise InputError("seen")
+
+    monkeypatch.setattr("clipclust.commands.finetune.finetune", finetune)
+    result = cli("finetune", "--out", "o", "--classes", "a,b", "--method", "toy", "--toy-weight", "0.5")
+    assert result.code == 2 and one_error_line(result) == "clipclust: error: seen"
+    assert seen[0].method == "toy" and seen[0].options == {"weight": 0.5}

@@ -186,6 +186,15 @@ def test_missing_descriptions_say_which_describe_command_makes_them(tiny_open_cl
     assert not (tmp_path / "out").exists()  # nothing was written by the failed runs
 
 
+@pytest.mark.parametrize("setting, value", [("class_template", ""), ("class_template", "  "), ("templates", ["<>", " "])])
+def test_an_empty_template_is_refused_naming_its_own_setting(tiny_open_clip, tmp_path, setting, value):
+    ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 4))
+    with pytest.raises(InputError, match=f"empty {setting}; give a template") as empty:
+        finetune(ws, tmp_path / "out", _options(tiny_open_clip, **{setting: value}))
+    assert empty.value.option is None and _as_cli(empty.value).startswith(f"empty --{setting.replace('_', '-')};")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_broken_mid_run_fails_with_its_path_and_keeps_the_last_checkpoint(tiny_open_clip, tmp_path):
     from clipclust.errors import ClipclustError
 
@@ -233,11 +242,12 @@ class _ZeroShotTargets:
 
 
 def test_a_method_registered_from_outside_runs_without_the_loop_naming_it(tiny_open_clip, tmp_path, monkeypatch):
-    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, FinetuneOption, finetune_methods
+    from clipclust.methods.finetuning import FINETUNE_METHODS, FinetuneMethod, finetune_methods
+    from clipclust.methods.registry import Option
 
     finetune_methods()
     spec = FinetuneMethod("zeroshot", "Zero-shot targets", "contrastive on zero-shot labels", _ZeroShotTargets,
-                          options=(FinetuneOption("weight", default=1.0, type=float),))
+                          options=(Option("weight", default=1.0, type=float),))
     monkeypatch.setitem(FINETUNE_METHODS, "zeroshot", spec)
     ws = _workspace(tmp_path / "ws.h5", write_digits(tmp_path / "digits", 16))
     summary = finetune(ws, tmp_path / "out", _options(tiny_open_clip, method="zeroshot", weight=0.5, epochs=1,

@@ -6,16 +6,17 @@ from __future__ import annotations
 import pytest
 
 from clipclust.errors import InputError
-from clipclust.methods.finetuning import (FINETUNE_METHODS, FinetuneMethod, FinetuneOption, finetune_methods,
-                                          get_finetune_method, resolve_finetune_options)
+from clipclust.methods.finetuning import (FINETUNE_METHODS, FinetuneMethod, finetune_methods, get_finetune_method,
+                                          resolve_finetune_options)
+from clipclust.methods.registry import Option, resolve_options
 
 
 @pytest.fixture()
 def toy(monkeypatch) -> FinetuneMethod:
     finetune_methods()
     spec = FinetuneMethod("toy", "Toy", "for tests", objective=lambda options: None, options=(
-        FinetuneOption("mode", default="a", choices=("a", "b")), FinetuneOption("sizes", default=(1, 2), type=int),
-        FinetuneOption("threads", default=1, type=int, identity=False)))
+        Option("mode", default="a", choices=("a", "b")), Option("sizes", default=(1, 2), type=int),
+        Option("threads", default=1, type=int, identity=False)))
     monkeypatch.setitem(FINETUNE_METHODS, "toy", spec)
     return spec
 
@@ -36,6 +37,20 @@ def test_options_are_checked_against_the_method_that_declares_them(toy):
         resolve_finetune_options(toy, {"alpha": 0.5})
     with pytest.raises(InputError, match="is not a setting of any method"):
         resolve_finetune_options(toy, {"beta": 0.5})
+
+
+def test_the_registry_passed_is_the_one_that_names_an_options_owner(toy):
+    """One resolver for both registries: each refuses a foreign option naming its own methods, never the other's."""
+    from clipclust.methods import METHODS, load_builtin_methods
+
+    load_builtin_methods()
+    with pytest.raises(InputError, match="^criterion: is not a setting of any method, not toy$") as clustering:
+        resolve_finetune_options(toy, {"criterion": "mood"})  # a clustering option, unknown to fine-tuning
+    assert clustering.value.option == "criterion"
+    with pytest.raises(InputError, match="^alpha: is not a setting of any method, not kmeans$"):
+        resolve_options(METHODS["kmeans"], {"alpha": 0.5}, METHODS)  # a fine-tuning option, unknown to clustering
+    with pytest.raises(InputError, match="^mode: applies to the toy method, not kmeans$"):
+        resolve_options(METHODS["kmeans"], {"mode": "a"}, FINETUNE_METHODS)
 
 
 def test_a_method_records_its_identity_options_unless_it_says_what_to_record(toy):

@@ -53,7 +53,8 @@ class FinetuneOptions:
 
 
 def class_template(opts: FinetuneOptions) -> str:
-    return opts.class_template or with_domain(CLASS_TEMPLATE, opts.domain)
+    """The class description asked for (an empty one is refused by :func:`validate`), or the default."""
+    return opts.class_template if opts.class_template is not None else with_domain(CLASS_TEMPLATE, opts.domain)
 
 
 def templates(opts: FinetuneOptions) -> list[str]:
@@ -66,8 +67,9 @@ def validate(opts: FinetuneOptions) -> tuple[FinetuneMethod, dict[str, Any]]:
     method_options = resolve_finetune_options(spec, dict(opts.options))
     if len(set(opts.classes)) < 2 or len(set(opts.classes)) != len(opts.classes):
         raise InputError("fine-tuning needs at least two distinct class names")
-    for template in [class_template(opts), *templates(opts)]:
-        check_template(template)
+    check_template(class_template(opts), option="class_template")
+    for template in templates(opts):
+        check_template(template, option="templates")
     checks = [("epochs", opts.epochs >= 1, "must be at least 1"),
               ("steps", opts.steps is None or opts.steps >= 1, "must be at least 1"),
               ("lr", opts.lr > 0, "the learning rate must be positive"),

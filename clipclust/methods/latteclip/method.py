@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from clipclust.methods.contrastive import pseudo_labels
-from clipclust.methods.finetuning import FinetuneMethod, FinetuneOption, TextEncoder, register_finetune_method
+from clipclust.methods.finetuning import FinetuneMethod, TextEncoder, register_finetune_method
 from clipclust.methods.latteclip import objective
+from clipclust.methods.registry import Option
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -85,14 +86,13 @@ LATTECLIP = register_finetune_method(FinetuneMethod(
     summary="class, image and group descriptions mixed into class prototypes, dual pseudo-labels",
     objective=LatteClipObjective,
     options=(
-        FinetuneOption("texts", default=TEXT_KINDS, type=str, check=parse_texts,
-                       help="Texts to mix: class, image and/or group (class always)."),
-        FinetuneOption("image_descriptions", help="Image-description set (name or id; default: the only one)."),
-        FinetuneOption("group_descriptions", help="Group-description set (name or id; default: the only one)."),
-        FinetuneOption("alpha", default=objective.ALPHA, type=float, check=unit_interval,
-                       help="Prototype weight in the mixed text."),
-        FinetuneOption("momentum", default=objective.MOMENTUM, type=float, check=unit_interval,
-                       help="Prototype momentum."),
+        Option("texts", default=TEXT_KINDS, check=parse_texts,
+               help="Texts to mix: class, image and/or group (class always)."),
+        Option("image_descriptions", help="Image-description set (name or id; default: the only one)."),
+        Option("group_descriptions", help="Group-description set (name or id; default: the only one)."),
+        Option("alpha", default=objective.ALPHA, type=float, check=unit_interval,
+               help="Prototype weight in the mixed text."),
+        Option("momentum", default=objective.MOMENTUM, type=float, check=unit_interval, help="Prototype momentum."),
     ),
     descriptions=_descriptions,
     params=_params,
