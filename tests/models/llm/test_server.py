@@ -37,7 +37,7 @@ from clipclust.models.llm import (
     transformers_source,
 )
 
-from .conftest import chat_reply
+from ..conftest import chat_reply
 
 MODELS_REPLY = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
 

@@ -31,7 +31,7 @@ from clipclust.models.vlm import (
     select_chat_format,
 )
 
-from .conftest import chat_reply
+from ..conftest import chat_reply
 
 MODELS_REPLY = {"object": "list", "data": [{"id": "vlm", "object": "model"}]}
 
