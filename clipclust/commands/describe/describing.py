@@ -26,7 +26,9 @@ from clipclust.errors import InputError
 from clipclust.commands.describe.importing import import_descriptions
 from clipclust.methods.ictc import describe_prompt
 from clipclust.models.llm import DecodeParams
-from clipclust.models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, describe_groups, describe_key, latteclip_prompt
+from clipclust.methods.latteclip.group import describe_groups
+from clipclust.methods.latteclip.prompts import latteclip_prompt
+from clipclust.models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, describe_key
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.sharding import Shard
 
