@@ -25,7 +25,8 @@ from clipclust.version import __version__
 from clipclust.store import Workspace, library_versions
 from clipclust.errors import ClipclustError, InputError
 from clipclust.methods.latteclip import objective as lc
-from clipclust.models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec, resolve_device, resolve_precision
+from clipclust.models.clip import DEFAULT_MODEL, ClipEncoder, load_clip, model_identity, parse_model_spec
+from clipclust.models.devices import resolve_device, resolve_precision
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.templates import check_template
 from clipclust.models import checkpoint

@@ -40,3 +40,17 @@ def test_openai_describer_sends_images_as_data_url_parts(fake_server: Any) -> No
         sizes.add(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size)
         assert b["max_tokens"] == 100 and b["temperature"] == 0
     assert sizes == {(50, 20), (10, 10), (40, 30)}
+
+
+def test_a_server_without_vision_says_so_in_one_line(fake_server: Any) -> None:
+    def handler(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.endswith("/models"):
+            return 200, MODELS_REPLY
+        return 400, {"error": {"message": "image input is not supported"}}
+
+    d = load_describer(fake_server(handler).url, retries=0)
+    with pytest.raises(ClipclustError, match="failed on an image \\(HTTP 400: image input is not supported\\); "
+                                             "does the server load a vision model") as caught:
+        d.describe([solid((1, 2, 3))], "Describe it.")
+    assert "\n" not in str(caught.value) and "--" not in str(caught.value)
+    d.close()
