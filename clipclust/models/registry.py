@@ -118,6 +118,8 @@ class Registry:
     def register(self, backend: Backend) -> Backend:
         if any(b.name == backend.name for b in self.backends):
             raise ValueError(f"{self.kind} backend {backend.name!r} is registered twice")
+        if not backend.forms <= set(FORMS):
+            raise ValueError(f"{self.kind} backend {backend.name!r} takes unknown forms {sorted(backend.forms - set(FORMS))}")
         self.backends.append(backend)
         return backend
 

@@ -81,6 +81,8 @@ def test_a_backend_gets_only_the_options_it_declares_and_unset_ones_are_dropped(
     assert opened.opts == {"size": 3}
     with pytest.raises(ValueError, match="registered twice"):
         toys(None).register(Backend("toy", frozenset({"url"}), Toy))
+    with pytest.raises(ValueError, match=r"unknown forms \['http'\]"):
+        toys(None).register(Backend("web", frozenset({"http"}), Toy))
     with pytest.raises(InputError, match="unknown model 'hf:x/y': pass a toy$"):
         toys(None).open("hf:x/y")
 

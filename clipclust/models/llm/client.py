@@ -231,7 +231,11 @@ class ServedModel:
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         self.client = OpenAIClient(base_url, api_key=api_key, timeout=timeout, retries=retries)
-        self.model = self.client.resolve_model(model)
+        try:
+            self.model = self.client.resolve_model(model)
+        except Exception:
+            self.client.close()
+            raise
         self.identity = f"{self.prefix}:{self.client.base_url}#{self.model}"
         self.name = f"{self.model} @ {self.client.base_url}"
         self.max_concurrency = concurrency

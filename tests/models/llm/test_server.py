@@ -4,6 +4,7 @@ server for the paths a real server will not show on demand."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -122,3 +123,32 @@ def test_several_served_models_need_a_name(fake_server: Any) -> None:
     with pytest.raises(InputError, match="several models"):
         OpenAIGenerator(srv.url)
     assert OpenAIGenerator(srv.url, "b").identity.endswith("#b")
+
+
+def test_a_rejected_option_is_asked_once_and_a_fault_is_retried(fake_server: Any) -> None:
+    """llama-cpp-python's server rejects json_schema with a 500 "validation error": a verdict, not a fault,
+    so it is not retried; an overloaded server's 503 during the same discovery is."""
+    def validating(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.endswith("/models"):
+            return 200, MODELS_REPLY
+        if body["response_format"]["type"] == "json_schema":
+            return 500, {"error": {"message": "1 validation error: Input should be 'text' or 'json_object'"}}
+        return 200, chat_reply(json.dumps({"answer": "blue"}))
+
+    srv = fake_server(validating)
+    gen = OpenAIGenerator(srv.url, retries=3)
+    started = time.perf_counter()
+    assert gen.generate([colour_request("the sea")]) == ["blue"] and gen.constraint_strategy == "json_object"
+    assert time.perf_counter() - started < 1.5  # no backoff spent on the verdict (three retries: > 2.5 s)
+    assert [b["response_format"]["type"] for _, p, b in srv.requests if b] == ["json_schema", "json_object"]
+
+    busy = {"n": 0}
+
+    def overloaded_once(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.endswith("/models"):
+            return 200, MODELS_REPLY
+        busy["n"] += 1
+        return (503, {"error": {"message": "busy"}}) if busy["n"] == 1 else (200, chat_reply('{"answer": "red"}'))
+
+    gen = OpenAIGenerator(fake_server(overloaded_once).url, retries=3)
+    assert gen.generate([colour_request("a tomato")]) == ["red"] and gen.constraint_strategy == "json_schema"
