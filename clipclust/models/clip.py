@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt
+from clipclust.models.devices import resolve_device, resolve_precision, torch_dtype
 from clipclust.models.hub import hub_offline, hub_offline_reason, is_cached
+from clipclust.models.registry import Backend, ModelRef, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -27,10 +29,9 @@ DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 LOCAL_HINT = (
-    "pass a local path instead: --model DIR (a transformers CLIP folder, or a folder with "
-    f"{OPEN_CLIP_CONFIG} and open_clip weights) or --model ARCH/CHECKPOINT.pt"
+    f"pass a local path instead: {opt('model')} DIR (a transformers CLIP folder, or a folder with "
+    f"{OPEN_CLIP_CONFIG} and open_clip weights) or {opt('model')} ARCH/CHECKPOINT.pt"
 )
-LOCAL_DIR = "local-dir:"  # open_clip's own prefix for a folder holding open_clip_config.json and weights
 
 
 @dataclass(frozen=True)
@@ -45,42 +46,56 @@ class ModelSpec:
     hub_id: str = ""  # transformers hub id
 
 
+def _open_clip_folder(ref: ModelRef) -> bool:
+    return ref.form != "dir" or (ref.path is not None and (ref.path / OPEN_CLIP_CONFIG).is_file())
+
+
+def _transformers_folder(ref: ModelRef) -> bool:
+    return ref.form != "dir" or (ref.path is not None and (ref.path / "config.json").is_file())
+
+
+def _checkpoint_beside_config(ref: ModelRef) -> bool:
+    return ref.form != "file" or (ref.path is not None and (ref.path.parent / OPEN_CLIP_CONFIG).is_file())
+
+
+ENCODERS = Registry(
+    "CLIP", f"use ARCH/PRETRAINED (e.g. {DEFAULT_MODEL}), hf-hub:ORG/NAME, hf:ORG/NAME, or a path",
+    refusals={
+        "dir": lambda ref: f"{ref.raw}: folder has neither {OPEN_CLIP_CONFIG} (open_clip) nor config.json (transformers)",
+        "file": lambda ref: f"{ref.raw}: an open_clip checkpoint needs its architecture: {opt('model')} ARCH/{ref.raw}",
+    },
+)
+"""CLIP encoders by model string: open_clip (its registry names, hf-hub:, its folders and checkpoints) and
+transformers (hf:, folders with config.json).  A folder with both configs is open_clip's."""
+
+ENCODERS.register(Backend("open_clip", frozenset({"name", "hf-hub", "local-dir", "dir", "file"}),
+                          lambda spec: _load_open_clip(parse_model_spec(spec)),
+                          takes=lambda ref: _open_clip_folder(ref) and _checkpoint_beside_config(ref)))
+ENCODERS.register(Backend("transformers", frozenset({"hf", "dir"}),
+                          lambda spec: _load_transformers(parse_model_spec(spec)), takes=_transformers_folder))
+
+
 def parse_model_spec(spec: str) -> ModelSpec:
     """Decide which backend and loading path a --model string means; bad names are input errors."""
     spec = spec.strip()
     if not spec:
-        raise InputError("empty --model; e.g. --model ViT-B-32/laion2b_s34b_b79k")
-    if spec.startswith("hf:"):
-        return ModelSpec(spec, "transformers", hub_id=spec[3:])
-    if spec.startswith("hf-hub:"):
-        if not spec[len("hf-hub:"):].strip("/"):
+        raise InputError(f"empty {opt('model')}; e.g. {opt('model')} {DEFAULT_MODEL}")
+    backend, ref = ENCODERS.resolve(spec)
+    if backend.name == "transformers":
+        return ModelSpec(spec, "transformers", hub_id=ref.name if ref.form == "hf" else "",
+                         path=str(ref.path) if ref.form == "dir" else "")
+    if ref.form == "hf-hub":
+        if not ref.name.strip("/"):
             raise InputError(f"model '{spec}': name the hub repository, e.g. hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
         return ModelSpec(spec, "open_clip", arch=spec)
-    if spec.startswith(LOCAL_DIR):
-        folder = Path(spec[len(LOCAL_DIR):]).expanduser()
-        if not (folder / OPEN_CLIP_CONFIG).is_file():
-            raise InputError(f"model '{spec}': {folder} is not a folder with {OPEN_CLIP_CONFIG} and open_clip weights")
-        return ModelSpec(spec, "open_clip", path=str(folder))
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if (path / OPEN_CLIP_CONFIG).is_file():
-            return ModelSpec(spec, "open_clip", path=str(path))
-        if (path / "config.json").is_file():
-            return ModelSpec(spec, "transformers", path=str(path))
-        raise InputError(f"{spec}: folder has neither {OPEN_CLIP_CONFIG} (open_clip) nor config.json (transformers)")
-    if path.is_file():
-        sibling = path.parent / OPEN_CLIP_CONFIG
-        if sibling.is_file():
-            return ModelSpec(spec, "open_clip", path=str(path))
-        raise InputError(f"{spec}: an open_clip checkpoint needs its architecture: --model ARCH/{spec}")
-    if "/" in spec:
-        arch, pretrained = spec.split("/", 1)
-        if Path(pretrained).expanduser().is_file():
-            return ModelSpec(spec, "open_clip", arch=arch, path=str(Path(pretrained).expanduser()))
-        return ModelSpec(spec, "open_clip", arch=arch, pretrained=pretrained)
-    raise InputError(
-        f"unknown model '{spec}': use ARCH/PRETRAINED (e.g. {DEFAULT_MODEL}), hf-hub:ORG/NAME, hf:ORG/NAME, or a path"
-    )
+    if ref.form == "local-dir" and not (ref.path is not None and (ref.path / OPEN_CLIP_CONFIG).is_file()):
+        raise InputError(f"model '{spec}': {ref.path} is not a folder with {OPEN_CLIP_CONFIG} and open_clip weights")
+    if ref.form != "name":
+        return ModelSpec(spec, "open_clip", path=str(ref.path))
+    arch, pretrained = spec.split("/", 1)
+    if Path(pretrained).expanduser().is_file():
+        return ModelSpec(spec, "open_clip", arch=arch, path=str(Path(pretrained).expanduser()))
+    return ModelSpec(spec, "open_clip", arch=arch, pretrained=pretrained)
 
 
 def _weight_files(spec: ModelSpec) -> list[Path]:
@@ -128,28 +143,6 @@ def model_identity(spec: ModelSpec, memo: Callable[[str], Any] | None = None, re
     return f"{label}:{Path(spec.path).name}@sha256:{digest}"
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"--device {device}: expected auto, cpu or cuda[:N]")
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    if precision == "auto":
-        return "fp16" if device.startswith("cuda") else "fp32"
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise InputError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
-    if precision == "fp16" and device == "cpu":
-        raise InputError("--precision fp16 is not supported on CPU; use fp32 or bf16")
-    return precision
-
-
 def _input_size(model: Any, backend: str) -> int | None:
     """The square side the model sees (224 for ViT-B/32), so decoding can stop at that resolution."""
     try:
@@ -167,8 +160,6 @@ class ClipEncoder:
 
     def __init__(self, model: Any, preprocess: Callable[[Any], Any], tokenize: Callable[[list[str]], Any], *,
                  identity: str, device: str, precision: str, backend: str, describe: dict[str, Any]):
-        import torch
-
         self.model = model.eval()
         self._preprocess = preprocess
         self._tokenize = tokenize
@@ -177,7 +168,7 @@ class ClipEncoder:
         self.precision = precision
         self.backend = backend
         self.describe = describe
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.dtype = torch_dtype(precision)
         self.model.to(device=device, dtype=self.dtype)
         self.input_size = _input_size(model, backend)
 
@@ -262,7 +253,8 @@ def _load_open_clip(spec: ModelSpec) -> tuple[Any, Any, Any, dict[str, Any]]:
         )
         return model, preprocess, open_clip.get_tokenizer(name), {"checkpoint": str(path)}
     if not spec.arch.startswith("hf-hub:") and spec.arch.replace("/", "-") not in open_clip.list_models():
-        raise InputError(f"unknown open_clip architecture '{spec.arch}' in --model {spec.raw}; see open_clip.list_models()")
+        raise InputError(f"unknown open_clip architecture '{spec.arch}' in {opt('model')} {spec.raw}; "
+                         "see open_clip.list_models()")
     pretrained = spec.path or spec.pretrained or None
     model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=pretrained)
     return model, preprocess, open_clip.get_tokenizer(spec.arch), {"arch": spec.arch, "pretrained": pretrained or ""}
@@ -314,16 +306,15 @@ def load_clip(spec_text: str, *, device: str = "auto", precision: str = "auto", 
     """
     spec = parse_model_spec(spec_text)
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, gpu_default="fp16")
     identity = identity or model_identity(spec)
-    loader = _load_open_clip if spec.backend == "open_clip" else _load_transformers
     offline = "" if spec.path else hub_offline_reason()
     hub_config = _hub_config(spec)
     if offline and hub_config is not None and not is_cached(*hub_config):  # known before torch is imported
         raise _offline_error(spec, offline)
     try:
         with hub_offline(bool(offline)):
-            model, preprocess, tokenize, info = loader(spec)
+            model, preprocess, tokenize, info = ENCODERS.open(spec.raw)
     except (InputError, ClipclustError):
         raise
     except Exception as exc:  # network, missing files, bad checkpoints: all end the same way for the user

@@ -31,8 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from clipclust.errors import InputError
+from clipclust.models.devices import device_and_dtype
+from clipclust.models.registry import Backend, Registry
 
-__all__ = ["HiddenModel", "load_hidden_model", "model_source"]
+__all__ = ["READERS", "HiddenModel", "load_hidden_model", "model_source"]
 
 
 def model_source(spec: str | os.PathLike[str]) -> tuple[str, dict[str, Any], str]:
@@ -43,39 +45,21 @@ def model_source(spec: str | os.PathLike[str]) -> tuple[str, dict[str, Any], str
     """
     from clipclust.models.llm import directory_sha256, file_sha256
 
-    s = str(spec)
-    if s.startswith("hf:"):
-        repo = s[3:].strip("/")
+    _, ref = READERS.resolve(spec)
+    if ref.form == "hf":
+        repo = ref.name.strip("/")
         if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
-            raise InputError(f"expected hf:ORG/NAME, got {s!r}")
+            raise InputError(f"expected hf:ORG/NAME, got {ref.raw!r}")
         return repo, {}, f"hf:{repo}"
-    path = Path(s).expanduser()
-    if path.suffix.lower() == ".gguf":
+    path = ref.path
+    assert path is not None
+    if ref.form == "gguf":
         if not path.is_file():
             raise InputError(f"GGUF file not found: {path}")
         return str(path.parent), {"gguf_file": path.name}, f"gguf:sha256:{file_sha256(path)}"
-    if not path.is_dir():
-        raise InputError(f"model not found: {path} (pass hf:ORG/NAME, a folder saved with save_pretrained, "
-                         "or a .gguf file)")
     if not (path / "config.json").exists():
         raise InputError(f"{path} has no config.json: not a transformers model folder")
     return str(path), {}, f"dir:sha256:{directory_sha256(path)}"
-
-
-def _device_and_dtype(device: str, dtype: str, torch: Any) -> tuple[str, Any]:
-    """cuda when asked or available; bf16 (fp16 where bf16 is missing) on GPU, fp32 on CPU by default."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device} was asked for but CUDA is not available; use cpu or auto")
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return device, torch.float32
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise InputError(f"dtype {dtype}: expected auto, fp32, fp16 or bf16")
-    return device, table[dtype]
 
 
 class _Enough(Exception):
@@ -309,11 +293,9 @@ def _quiet_gguf_conversion() -> Any:
         module.tqdm = original
 
 
-def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, device: str = "auto",
-                      dtype: str = "auto", batch_size: int = 8) -> HiddenModel:
-    """Open a text LLM (``images=False``) or an image-text-to-text model for hidden states and the lens."""
+def _open(spec: str, *, images: bool = False, device: str = "auto", dtype: str = "auto",
+          batch_size: int = 8) -> HiddenModel:
     try:
-        import torch
         import transformers
     except ImportError as exc:
         raise InputError("ESMC needs torch and transformers: pip install torch transformers") from exc
@@ -325,7 +307,7 @@ def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, dev
             except ImportError:
                 raise InputError(f"loading a GGUF file in transformers needs the {package} package: "
                                  f"pip install gguf accelerate") from None
-    device, torch_dtype = _device_and_dtype(device, dtype, torch)
+    device, torch_dtype = device_and_dtype(device, dtype)
     transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr; theirs would interleave
     try:
         with _quiet_gguf_conversion() if "gguf_file" in extra else contextlib.nullcontext():
@@ -342,3 +324,17 @@ def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, dev
     name = Path(str(spec)).name if not str(spec).startswith("hf:") else str(spec)[3:]
     return HiddenModel(model=model, tokenizer=tokenizer, processor=processor, identity=identity, name=name,
                        device=device, n_layers=_count_layers(model), images=images, batch_size=batch_size)
+
+
+READERS = Registry("hidden-state", "pass hf:ORG/NAME, a folder saved with save_pretrained, or a .gguf file")
+"""Hidden-state readers by model string: transformers opens hub models, folders and (dequantised) GGUF files."""
+
+READERS.register(Backend("transformers", frozenset({"hf", "dir", "gguf"}), _open,
+                         options=frozenset({"images", "device", "dtype", "batch_size"}),
+                         identity=lambda spec, **_: model_source(spec)[2]))
+
+
+def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, device: str = "auto",
+                      dtype: str = "auto", batch_size: int = 8) -> HiddenModel:
+    """Open a text LLM (``images=False``) or an image-text-to-text model for hidden states and the lens."""
+    return READERS.open(spec, images=images, device=device, dtype=dtype, batch_size=batch_size)

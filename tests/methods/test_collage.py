@@ -1,13 +1,20 @@
-"""Collage geometry: LatteCLIP's 2x2 on a 672x672 black canvas with 20 px gaps, aspect kept, centred."""
+"""Collages: LatteCLIP's 2x2 on a 672x672 black canvas with 20 px gaps, aspect kept, centred; its prompts, and
+group descriptions (items sharing a label, one collage each) through the call cache."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipclust.methods.latteclip.collage import collage, collage_2x2, collage_id, grid_shape
 from clipclust.errors import InputError
+from clipclust.methods.latteclip.collage import collage, collage_2x2, collage_id, grid_shape
+from clipclust.methods.latteclip.group import describe_groups, group_indices
+from clipclust.methods.latteclip.prompts import latteclip_prompt
+from clipclust.models.llm import DecodeParams, MemoryCallStore
+from clipclust.models.vlm import CachedDescriber, Describer
 
 
 def bbox(canvas: Image.Image, colour: tuple[int, int, int]) -> tuple[int, int, int, int]:
@@ -73,3 +80,62 @@ def test_collage_id_depends_on_members_order_and_layout() -> None:
     a = collage_id(["x", "y"])
     assert a == collage_id(["x", "y"]) and len(a) == 64
     assert len({a, collage_id(["y", "x"]), collage_id(["x", "y"], gap=10), collage_id(["x", "y"], canvas=336)}) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Group descriptions: items sharing a label, one collage each, described through the call cache
+# ------------------------------------------------------------------------------------------------
+
+
+class CountingDescriber(Describer):
+    identity = "counting-vlm"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def describe(self, images: Any, prompt: str, params: DecodeParams | None = None) -> list[str]:
+        self.seen.extend(im.size for im in images)
+        return [f"{prompt}:{im.size[0]}x{im.size[1]}:{im.getpixel((0, 0))}" for im in images]
+
+
+def solid(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> Image.Image:
+    return Image.new("RGB", size, colour)
+
+
+def test_latteclip_prompts_name_the_domain() -> None:
+    assert latteclip_prompt("food") == "Describe the food in the photo concisely, less than 20 words."
+    assert latteclip_prompt("flower", group=True) == (
+        "Describe the common visual attributes of the flower in all the photos concisely, less than 20 words.")
+
+
+def test_group_indices_partition_each_label_deterministically() -> None:
+    labels = ["cat"] * 10 + ["dog"] * 3 + [None] * 2
+    groups = group_indices(labels, 4, seed=0)
+    assert groups == group_indices(labels, 4, seed=0)
+    assert sorted(i for g in groups for i in g) == list(range(13))  # unlabeled items left out
+    assert [len(g) for g in groups] == [4, 4, 2, 3]
+    assert all(len({labels[i] for i in g}) == 1 for g in groups)
+    assert group_indices(labels, 4, seed=1) != groups
+    # Ordering by content hash makes the groups independent of input order.
+    ids = [f"h{i:02d}" for i in range(15)]
+    perm = list(reversed(range(15)))
+    g1 = {frozenset(ids[i] for i in g) for g in group_indices(labels, 4, ids=ids)}
+    g2 = {frozenset([ids[p] for p in perm][i] for i in g) for g in group_indices([labels[p] for p in perm], 4, ids=[ids[p] for p in perm])}
+    assert g1 == g2
+
+
+def test_describe_groups_builds_collages_only_on_a_miss() -> None:
+    inner = CountingDescriber()
+    cached = CachedDescriber(inner, MemoryCallStore())
+    images = [solid((i * 20, 0, 0)) for i in range(6)]
+    ids = [f"h{i}" for i in range(6)]
+    labels = ["a", "a", "a", "a", "b", "b"]
+    prompt = latteclip_prompt("flower", group=True)
+    assert prompt == "Describe the common visual attributes of the flower in all the photos concisely, less than 20 words."
+    out = describe_groups(cached, images, ids, labels, prompt)
+    assert [g.label for g in out] == ["a", "b"] and [len(g.members) for g in out] == [4, 2]
+    assert inner.seen == [(672, 672), (672, 672)]  # one collage per group
+    assert out[0].input_id == collage_id([ids[i] for i in out[0].members])
+    again = describe_groups(cached, images, ids, labels, prompt)
+    assert again == out and len(inner.seen) == 2
+    assert collage_id(["a", "b"]) == "ed5412ac78830cf04ca78048b1e22b1f6f192c39e9f2fb45bfda8d664be6487e"  # pinned

@@ -111,11 +111,13 @@ Handler = Callable[[str, str, dict[str, Any] | None], tuple[int, Any]]
 
 
 class FakeServer:
-    """Answers each request with ``handler(method, path, body) -> (status, json)``; records bodies."""
+    """Answers each request with ``handler(method, path, body) -> (status, json)`` (bytes go out as they are,
+    as an HTML page); records bodies and headers."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         fake = self
 
@@ -125,10 +127,12 @@ class FakeServer:
                 body = json.loads(self.rfile.read(n)) if n else None
                 with fake.lock:
                     fake.requests.append((method, self.path, body))
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, payload = fake.handler(method, self.path, body)
-                data = json.dumps(payload).encode()
+                raw = isinstance(payload, bytes)
+                data = payload if raw else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if raw else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

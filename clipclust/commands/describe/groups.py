@@ -16,7 +16,9 @@ from clipclust.commands.describe.per_item import loader
 from clipclust.core.progress import Reporter
 from clipclust.errors import InputError, opt
 from clipclust.models.llm import DecodeParams
-from clipclust.models.vlm import CachedDescriber, describe_groups, latteclip_prompt
+from clipclust.methods.latteclip.group import describe_groups
+from clipclust.methods.latteclip.prompts import latteclip_prompt
+from clipclust.models.vlm import CachedDescriber
 from clipclust.store import SetSpec, Workspace
 
 

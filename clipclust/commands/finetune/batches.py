@@ -18,7 +18,7 @@ from clipclust.methods.contrastive import CLASS_TEMPLATE
 from clipclust.store import SetInfo, Workspace
 from clipclust.core.images import UnreadableImage, decode_image
 from clipclust.errors import InputError
-from clipclust.models.vlm import latteclip_prompt
+from clipclust.methods.latteclip.prompts import latteclip_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -11,30 +11,26 @@ recomputes only that step, and each finished call is stored at once so that an i
 only the calls in flight.
 
 One module per concern: :mod:`.requests` (decoding, requests, keys), :mod:`.hashing` (file
-identities), :mod:`.generator` (the interface), :mod:`.calls` (the call cache), :mod:`.llama`
-(llama.cpp), :mod:`.server` (OpenAI-compatible servers), :mod:`.hf` (transformers) and
-:mod:`.factory` (specs, identities without loading, lazy loading).
+identities), :mod:`.generator` (the interface), :mod:`.caching` (the call cache), :mod:`.llama`
+(llama.cpp), :mod:`.client` (the ``openai`` client of OpenAI-compatible servers), :mod:`.server` (text
+generation on them), :mod:`.hf` (transformers) and :mod:`.factory` (the backends' registry, identities
+without loading, lazy loading). :mod:`clipclust.models.vlm` builds its describers on the same pieces.
 """
 
 from __future__ import annotations
 
-from clipclust.models.llm.requests import (  # noqa: F401
+from clipclust.models.llm.requests import (
+    KEY_VERSION,
     DecodeParams,
     GenerationRequest,
-    KEY_VERSION,
     Message,
     canonical_key,
     chat,
     generation_key,
 )
-from clipclust.models.llm.hashing import (  # noqa: F401
-    directory_sha256,
-    file_sha256,
-)
-from clipclust.models.llm.generator import (  # noqa: F401
-    TextGenerator,
-)
-from clipclust.models.llm.caching import (  # noqa: F401
+from clipclust.models.llm.hashing import directory_sha256, file_sha256
+from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.caching import (
     CacheStats,
     CachedGenerator,
     CallStore,
@@ -42,63 +38,28 @@ from clipclust.models.llm.caching import (  # noqa: F401
     ProgressFn,
     run_cached,
 )
-from clipclust.models.llm.llama import (  # noqa: F401
-    LlamaCppGenerator,
-    _CTX_RE,
-    check_gguf_path,
-    choice_grammar,
-    gbnf_literal,
-    import_llama_cpp,
-    load_llama,
-)
-from clipclust.models.llm.server import (  # noqa: F401
-    CONSTRAINT_STRATEGIES,
-    HTTPStatusError,
-    OpenAIClient,
-    OpenAIGenerator,
-    normalise_base_url,
-    pool_iter,
-)
-from clipclust.models.llm.hf import (  # noqa: F401
-    has_chat_template,
-    TransformersGenerator,
-    _PLAIN_TEMPLATE_NOTE,
-    _TokenTrie,
-    dtype_kwarg,
-    import_transformers,
-    plain_chat_prompt,
-    resolve_device,
-    resolve_dtype,
-    transformers_source,
-)
-from clipclust.models.llm.factory import (  # noqa: F401
-    LazyGenerator,
-    _GGUF_OPTS,
-    _HF_OPTS,
-    _HTTP_OPTS,
-    image_data_url,
-    known_identity,
-    load_generator,
-    pick_options,
-    spec_kind,
-)
-
-# The names these helpers had before vlm.py and other modules shared them (kept for existing callers).
-_HTTPStatusError, _import_llama_cpp, _import_transformers = HTTPStatusError, import_llama_cpp, import_transformers
-_pick, _pool_iter = pick_options, pool_iter
+from clipclust.models.llm.llama import LlamaCppGenerator, choice_grammar, gbnf_literal, load_llama
+from clipclust.models.llm.client import OpenAIClient, normalise_base_url
+from clipclust.models.llm.server import CONSTRAINT_STRATEGIES, OpenAIGenerator
+from clipclust.models.llm.hf import TransformersGenerator, transformers_source
+from clipclust.models.llm.factory import GENERATORS, LazyGenerator, known_identity, load_generator
 
 __all__ = [
     "CONSTRAINT_STRATEGIES",
+    "GENERATORS",
+    "KEY_VERSION",
     "CacheStats",
     "CachedGenerator",
     "CallStore",
     "DecodeParams",
     "GenerationRequest",
+    "LazyGenerator",
     "LlamaCppGenerator",
     "MemoryCallStore",
     "Message",
     "OpenAIClient",
     "OpenAIGenerator",
+    "ProgressFn",
     "TextGenerator",
     "TransformersGenerator",
     "canonical_key",
@@ -108,9 +69,10 @@ __all__ = [
     "file_sha256",
     "gbnf_literal",
     "generation_key",
-    "image_data_url",
+    "known_identity",
     "load_generator",
+    "load_llama",
     "normalise_base_url",
     "run_cached",
-    "spec_kind",
+    "transformers_source",
 ]

@@ -1,9 +1,11 @@
-"""The TextGenerator interface every backend implements."""
+"""The TextGenerator interface every backend implements, and the loop of backends that answer one call at a time."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from clipclust.models.llm.requests import DecodeParams, GenerationRequest
 
@@ -44,6 +46,15 @@ class TextGenerator(ABC):
         self.close()
 
 
-# --------------------------------------------------------------------------------------------------
-# The call cache
-# --------------------------------------------------------------------------------------------------
+T = TypeVar("T")
+
+
+def serial_batches(items: Sequence[T], batch_size: int, lock: threading.Lock,
+                   run: Callable[[list[T]], list[str]]) -> Iterator[tuple[int, str]]:
+    """``run`` on consecutive batches of ``items``, one batch at a time under ``lock`` (an in-process model
+    answers one call at a time, whichever thread asks), yielding ``(index, answer)`` as each batch ends."""
+    for start in range(0, len(items), batch_size):
+        with lock:
+            answers = run(list(items[start:start + batch_size]))
+        for j, answer in enumerate(answers):
+            yield start + j, answer

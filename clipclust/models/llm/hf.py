@@ -12,7 +12,8 @@ from typing import Any
 
 from clipclust.errors import InputError
 
-from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.devices import device_and_dtype
+from clipclust.models.llm.generator import TextGenerator, serial_batches
 from clipclust.models.llm.hashing import directory_sha256
 from clipclust.models.llm.requests import DecodeParams, GenerationRequest, Message
 
@@ -24,24 +25,6 @@ def import_transformers() -> tuple[Any, Any]:
     except ImportError as e:
         raise InputError("transformers models need torch and transformers: pip install torch transformers") from e
     return torch, transformers
-
-
-def resolve_device(device: str, torch: Any) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str, torch: Any) -> Any:
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise InputError(f"unknown dtype {dtype!r}; choose auto, fp32, fp16 or bf16")
-    return table[dtype]
 
 
 def dtype_kwarg(transformers: Any, dtype: Any) -> dict[str, Any]:
@@ -85,7 +68,52 @@ def transformers_source(spec: str | os.PathLike[str]) -> tuple[str, str | None]:
     return str(p), f"dir:sha256:{directory_sha256(p)}"
 
 
-_PLAIN_TEMPLATE_NOTE = "plain-template"
+PLAIN_TEMPLATE_NOTE = "plain-template"
+
+
+def template_identity(prefix: str, source: str, identity: str) -> str:
+    """``PREFIX:identity``, marked when the model ships no chat template (its prompts are built by hand,
+    so a template added later changes the answers)."""
+    return f"{prefix}:{identity}" + ("" if has_chat_template(source) else f":{PLAIN_TEMPLATE_NOTE}")
+
+
+def known_identity(prefix: str, spec: str | os.PathLike[str]) -> str | None:
+    """The identity a transformers model opens with, without loading it; None before its first download."""
+    source, identity = transformers_source(spec)
+    return None if identity is None else template_identity(prefix, source, identity)
+
+
+def open_pretrained(spec: str | os.PathLike[str], device: str, dtype: str) -> tuple[Any, Any, str, str | None, str, dict[str, Any]]:
+    """What loading a transformers model takes: ``(torch, transformers, source, identity or None, device,
+    from_pretrained dtype keywords)``, the device and dtype resolved by :mod:`clipclust.models.devices`."""
+    torch, transformers = import_transformers()
+    source, identity = transformers_source(spec)
+    device, torch_dtype = device_and_dtype(device, dtype)
+    return torch, transformers, source, identity, device, dtype_kwarg(transformers, torch_dtype)
+
+
+def loaded_identity(prefix: str, source: str, identity: str | None, model: Any) -> str:
+    """The identity of a loaded model: as :func:`known_identity` computes it, the snapshot's commit taken
+    from the model on its first download."""
+    if identity is None:
+        commit = getattr(model.config, "_commit_hash", None) or _hub_commit(source)
+        identity = f"hf:{source}@{commit or 'unknown'}"
+    return template_identity(prefix, source, identity)
+
+
+def pad_left(tokenizer: Any) -> None:
+    """Left padding (so that every prompt of a batch ends where generation starts), eos as pad if none."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def sampling(params: DecodeParams, torch: Any) -> dict[str, Any]:
+    """``generate`` keywords for the decoding settings: greedy, or seeded sampling."""
+    if params.greedy:
+        return dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    torch.manual_seed(params.seed)
+    return dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
 
 
 def plain_chat_prompt(messages: Sequence[Message]) -> str:
@@ -140,29 +168,20 @@ class TransformersGenerator(TextGenerator):
         default_params: DecodeParams | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        torch, transformers = import_transformers()
-        source, identity = transformers_source(spec)
-        self.device = resolve_device(device, torch)
+        torch, transformers, source, identity, self.device, dtype_kw = open_pretrained(spec, device, dtype)
         self.batch_size = max(1, batch_size)
         self.default_params = default_params or DecodeParams()
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, trust_remote_code=trust_remote_code,
-                **dtype_kwarg(transformers, resolve_dtype(dtype, self.device, torch)),
+                source, trust_remote_code=trust_remote_code, **dtype_kw,
             ).to(self.device)
         except OSError as e:
             raise InputError(f"could not load transformers model {spec}: {e}") from e
         self.model.eval()
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        pad_left(self.tokenizer)
         self.has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if identity is None:  # first download: the snapshot's commit is known now
-            commit = getattr(self.model.config, "_commit_hash", None) or _hub_commit(source)
-            identity = f"hf:{source}@{commit or 'unknown'}"
-        # From the files, as known_identity() computes it without loading.
-        self.identity = f"transformers:{identity}" + ("" if has_chat_template(source) else f":{_PLAIN_TEMPLATE_NOTE}")
+        self.identity = loaded_identity("transformers", source, identity, self.model)
         self.name = str(spec)
         self._torch = torch
         self._lock = threading.Lock()
@@ -193,11 +212,7 @@ class TransformersGenerator(TextGenerator):
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=eos_ids or None,
         )
-        if params.greedy:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            torch.manual_seed(params.seed)
+        gen_kwargs.update(sampling(params, torch))
         tries: list[_TokenTrie | None] = []
         for r in requests:
             if r.choices is None:
@@ -244,12 +259,7 @@ class TransformersGenerator(TextGenerator):
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
         params = params or self.default_params
-        for start in range(0, len(requests), self.batch_size):
-            chunk = list(requests[start : start + self.batch_size])
-            with self._lock:
-                texts = self._batch(chunk, params)
-            for j, t in enumerate(texts):
-                yield start + j, t
+        return serial_batches(requests, self.batch_size, self._lock, lambda batch: self._batch(batch, params))
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -6,14 +6,15 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt
 
-from clipclust.models.llm.generator import TextGenerator
+from clipclust.models.llm.generator import TextGenerator, serial_batches
 from clipclust.models.llm.hashing import file_sha256
-from clipclust.models.llm.requests import DecodeParams, GenerationRequest
+from clipclust.models.llm.requests import DecodeParams, GenerationRequest, Message
 
 
 def import_llama_cpp() -> Any:
@@ -114,6 +115,16 @@ def load_llama(
         ) from e
 
 
+def chat_completion(llama: Any, messages: Sequence[Message], params: DecodeParams, **extra: Any) -> str:
+    """One chat completion of a loaded model with the decoding settings (no repetition penalty: it would
+    bend constrained and short answers); the answer's text, unstripped."""
+    out = llama.create_chat_completion(
+        messages=[dict(m) for m in messages], temperature=params.temperature, top_p=params.top_p,
+        max_tokens=params.max_tokens, seed=params.seed, repeat_penalty=1.0, **extra,
+    )
+    return out["choices"][0]["message"].get("content") or ""
+
+
 class LlamaCppGenerator(TextGenerator):
     """A GGUF chat model run in-process by llama-cpp-python.
 
@@ -150,34 +161,23 @@ class LlamaCppGenerator(TextGenerator):
         self.n_ctx = int(self.llama.n_ctx())
 
     def _one(self, request: GenerationRequest, params: DecodeParams) -> str:
-        llama_cpp = import_llama_cpp()
-        kwargs: dict[str, Any] = dict(
-            messages=[dict(m) for m in request.messages],
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            seed=params.seed,
-            repeat_penalty=1.0,
-        )
+        extra: dict[str, Any] = {}
         if request.choices is not None:
-            kwargs["grammar"] = llama_cpp.LlamaGrammar.from_string(
-                choice_grammar(request.choices), verbose=False
-            )
+            extra["grammar"] = import_llama_cpp().LlamaGrammar.from_string(choice_grammar(request.choices), verbose=False)
             # Never cut a choice short: a token covers at least one character, and decoding stops
             # as soon as the grammar is complete.
-            kwargs["max_tokens"] = max(params.max_tokens, max(len(c) for c in request.choices) + 2)
+            params = replace(params, max_tokens=max(params.max_tokens, max(len(c) for c in request.choices) + 2))
         try:
-            out = self.llama.create_chat_completion(**kwargs)
+            text = chat_completion(self.llama, request.messages, params, **extra)
         except ValueError as e:
             m = _CTX_RE.search(str(e))
             if m:
                 raise InputError(
                     f"prompt of {m.group(1)} tokens does not fit the context window of {m.group(2)} "
-                    f"tokens of {self.path.name}: raise n_ctx (--n-ctx), lower max_tokens, or shorten "
-                    "the prompt (e.g. fewer labels in step 2b via a higher min-count)"
+                    f"tokens of {self.path.name}: raise {opt('n_ctx')}, lower max_tokens, or shorten the "
+                    f"prompt (e.g. fewer labels in step 2b via a higher {opt('min_count')})"
                 ) from e
             raise ClipclustError(f"llama.cpp failed on {self.path.name}: {e}") from e
-        text = out["choices"][0]["message"].get("content") or ""
         if request.choices is not None and text in request.choices:
             return text  # exact, even for a choice with edge whitespace
         return text.strip()
@@ -185,18 +185,13 @@ class LlamaCppGenerator(TextGenerator):
     def generate(
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> list[str]:
-        params = params or self.default_params
-        with self._lock:
-            return [self._one(r, params) for r in requests]
+        return [t for _, t in self.generate_iter(requests, params)]
 
     def generate_iter(
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
         params = params or self.default_params
-        for i, r in enumerate(requests):
-            with self._lock:
-                text = self._one(r, params)
-            yield i, text
+        return serial_batches(requests, 1, self._lock, lambda batch: [self._one(batch[0], params)])
 
     def reset_prompt_cache(self) -> None:
         """Forget the evaluated prefix so the next call evaluates its prompt from scratch (benchmark
