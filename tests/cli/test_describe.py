@@ -58,12 +58,13 @@ def test_describe_folder_stores_a_text_set_and_reruns_for_free(
     assert "colour" in info.prompt and info.model.startswith("transformers-vlm:")
     calls = ws.count_calls()
 
-    import clipclust.models.vlm as vlm
+    from clipclust.models.vlm.hf import TransformersDescriber
 
     def no_loading(*_: object, **__: object) -> None:
         raise AssertionError("the VLM was loaded with every description stored")
 
-    monkeypatch.setattr(vlm, "TransformersDescriber", no_loading)  # a re-run with nothing to compute loads nothing
+    # a re-run with nothing to compute loads nothing (the registry builds this class on first use)
+    monkeypatch.setattr(TransformersDescriber, "__init__", no_loading)
     again = cli(*args, "--json")
     assert again.code == 0, again.err
     summary = json.loads(again.out)
