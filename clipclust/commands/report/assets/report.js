@@ -3,9 +3,9 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#17becf", "#bcbd22", "#8c564b", "#e377c2", "#ff7f0e",
-    "#393b79", "#637939"];
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#393b79", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#843c39",
+    "#637939"];
   const NOISE = "#b8bcc4";
   const PACK = 256;
   const SHOWN = 300; // items the drawer lists (its CSV holds them all)
@@ -186,10 +186,13 @@
     if (!D.map) { $("map-note").textContent = "No stored vectors place these items on a map."; return; }
     const n = D.map.x.length;
     M.xs = new Float32Array(n); M.ys = new Float32Array(n);
+    let x0 = 1, x1 = 0, y0 = 1, y1 = 0;
     for (let i = 0; i < n; i++) {
       M.xs[i] = D.map.x[i] < 0 ? NaN : D.map.x[i] / 65535;
       M.ys[i] = D.map.y[i] < 0 ? NaN : D.map.y[i] / 65535;
+      if (D.map.x[i] >= 0) { x0 = Math.min(x0, M.xs[i]); x1 = Math.max(x1, M.xs[i]); y0 = Math.min(y0, M.ys[i]); y1 = Math.max(y1, M.ys[i]); }
     }
+    M.box = x1 >= x0 ? [(x0 + x1) / 2, (y0 + y1) / 2, Math.max(x1 - x0, 1e-3), Math.max(y1 - y0, 1e-3)] : [0.5, 0.5, 1, 1];
     canvas.addEventListener("wheel", onWheel, { passive: false });
     canvas.addEventListener("pointerdown", onDown);
     canvas.addEventListener("pointermove", onMove);
@@ -201,11 +204,12 @@
     $("zoom-reset").onclick = resetView;
     new ResizeObserver(() => requestDraw()).observe(canvas);
   }
-  function base() { return Math.min(canvas.width, canvas.height) * 0.92; }
-  function toScreen(i) {
-    const b = base() * S.zoom;
-    return [canvas.width / 2 + (M.xs[i] - 0.5) * b + S.px, canvas.height / 2 + (0.5 - M.ys[i]) * b + S.py];
+  function frame() { // screen x = ox + x * k, screen y = oy - y * k: the points fitted to the canvas, zoomed, panned
+    const [mx, my, sx, sy] = M.box, W = canvas.width, H = canvas.height;
+    const k = Math.min((W - 24 * dpr) / sx, (H - 24 * dpr) / sy) * S.zoom;
+    return { k, ox: W / 2 + S.px - mx * k, oy: H / 2 + S.py + my * k };
   }
+  function toScreen(i) { const f = frame(); return [f.ox + M.xs[i] * f.k, f.oy - M.ys[i] * f.k]; }
   function radius(n) {
     const r = n > 50000 ? 1 : n > 10000 ? 1.5 : n > 2000 ? 2.5 : 3.5;
     return Math.min(r * Math.sqrt(S.zoom), 9) * dpr;
@@ -240,7 +244,7 @@
     const dim = S.match !== null || S.focus !== null;
     const lit = (i) => (S.match === null || S.match[i]) && (S.focus === null || v.ids[i] === S.focus);
     const stamp = stampFor(radius(clustering().ids.length));
-    const bw = base() * S.zoom, cx = W / 2 + S.px, cy = H / 2 + S.py;
+    const f = frame();
     let drawn = 0;
     for (let pass = dim ? 0 : 1; pass < 2; pass++) {
       for (let i = 0; i < n; i++) {
@@ -248,7 +252,7 @@
         if (c === -2 || M.xs[i] !== M.xs[i]) continue;
         const bright = !dim || !!lit(i);
         if ((pass === 1) !== bright) continue;
-        const x = Math.round(cx + (M.xs[i] - 0.5) * bw), y = Math.round(cy + (0.5 - M.ys[i]) * bw);
+        const x = Math.round(f.ox + M.xs[i] * f.k), y = Math.round(f.oy - M.ys[i] * f.k);
         if (x < -10 || y < -10 || x > W + 10 || y > H + 10) continue;
         const col = bright ? on.get(c) : off.get(c);
         for (let s = 0; s < stamp.length; s += 2) {
@@ -296,14 +300,20 @@
     if (!M.hoverFrame) M.hoverFrame = requestAnimationFrame(() => { M.hoverFrame = 0; setHover(nearest(M.mouse[0], M.mouse[1])); });
   }
   function nearest(x, y) {
-    const v = view(), bw = base() * S.zoom, cx = canvas.width / 2 + S.px, cy = canvas.height / 2 + S.py;
+    const v = view(), f = frame();
     let best = -1, bestD = Math.pow(Math.max(8 * dpr, radius(clustering().ids.length) + 3 * dpr), 2);
     for (let i = 0; i < M.xs.length; i++) {
       if (v.ids[i] === -2 || M.xs[i] !== M.xs[i]) continue;
-      const dx = cx + (M.xs[i] - 0.5) * bw - x, dy = cy + (0.5 - M.ys[i]) * bw - y, d = dx * dx + dy * dy;
+      const dx = f.ox + M.xs[i] * f.k - x, dy = f.oy - M.ys[i] * f.k - y, d = dx * dx + dy * dy;
       if (d < bestD) { bestD = d; best = i; }
     }
     return best;
+  }
+  function pinTip() { // #item=SHA256 (or a prefix): that item's tooltip, as if the mouse were on its point
+    if (!M.xs || S.pin < 0 || M.xs[S.pin] !== M.xs[S.pin] || view().ids[S.pin] === -2) return;
+    const [x, y] = toScreen(S.pin), r = canvas.getBoundingClientRect();
+    M.mouse = [x, y, r.left + x / dpr, r.top + y / dpr];
+    setHover(S.pin);
   }
   function setHover(i) {
     const tip = $("tip");
@@ -386,7 +396,7 @@
       if (show) visible++;
       const first = card.representatives.find((i) => textOf(i));
       const node = el("article", { class: "card", "data-cluster": card.id, hidden: !show, style: `--c:${colour(card.id)}` },
-        el("header", {}, el("h3", {}, card.name), el("span", { class: "cid" }, card.id >= 0 ? "#" + card.id : ""),
+        el("header", {}, el("h3", {}, card.name), el("span", { class: "cid" }, card.id >= 0 && card.name !== "cluster " + card.id ? "#" + card.id : ""),
           el("span", { class: "size" }, `${card.size.toLocaleString()} items · ${(100 * card.size / total).toFixed(1)}%`)),
         C.criterion ? el("div", { class: "muted" }, "criterion: " + C.criterion) : null,
         S.match ? el("div", { class: "hits" }, `${hits.toLocaleString()} match${hits === 1 ? "" : "es"}`) : null,
@@ -451,7 +461,7 @@
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
     const k = D.clusterings.findIndex((C) => C.name === p.get("clustering"));
-    return { k: k >= 0 ? k : S.cur, q: p.get("q") || "", cluster: p.get("cluster"), csv: p.get("csv") };
+    return { k: k >= 0 ? k : S.cur, q: p.get("q") || "", cluster: p.get("cluster"), csv: p.get("csv"), item: p.get("item") };
   }
   function writeHash() {
     const p = new URLSearchParams();
@@ -465,6 +475,7 @@
     S.q = h.q; $("search").value = h.q;
     setClustering(h.k, true);
     if (h.cluster !== null && view().members.has(Number(h.cluster))) openCluster(Number(h.cluster));
+    S.pin = h.item ? D.items.keys.findIndex((key) => key.startsWith(h.item.toLowerCase())) : -1;
     if (h.csv) $("csv-check").textContent = csvOf(S.drawer ? S.drawer.rows : S.match ? matchedRows() : clustering().ids.map((_, j) => (clustering().rows ? clustering().rows[j] : j)));
   }
 
@@ -498,9 +509,10 @@
     $("search-csv").onclick = () => download(`${clustering().name}-search`, matchedRows());
     $("drawer-close").onclick = closeDrawer;
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDrawer(); });
-    window.addEventListener("hashchange", applyHash);
+    window.addEventListener("hashchange", () => { applyHash(); draw(); pinTip(); });
     applyHash();
     draw();
+    pinTip();
     document.body.dataset.loadMs = Math.round(performance.now());
     document.body.dataset.ready = "1";
   }
