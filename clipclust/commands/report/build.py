@@ -144,9 +144,9 @@ def report(workspace: Workspace, names: Sequence[str] = (), out: str | Path = "r
         reporter.warn(f"{len(found.missing)} image file(s) are missing or unreadable (moved or deleted since "
                       f"embedding?); the report shows placeholders, e.g. {found.missing[0]}")
     return ReportSummary(
-        path=str(target), bytes=size, clusterings=[v.name for v in views], n_items=len(catalog),
+        path=str(out), bytes=size, clusterings=[v.name for v in views], n_items=len(catalog),
         n_cards=sum(len(v.cards) for v in views), thumbnails=thumbnails, n_thumbnails=len(inline_keys),
         thumbnails_made=found.made, thumbnails_reused=found.reused, missing=found.missing,
-        n_text_items=int((found.kinds == TEXT).sum()), folder=str(folder_for(target)) if packs is not None else None,
+        n_text_items=int((found.kinds == TEXT).sum()), folder=str(folder_for(Path(out))) if packs is not None else None,
         map=None if placed is None else f"{placed.kind} of '{placed.set_name}'",
         map_cached=bool(placed and placed.cached), seconds=time.perf_counter() - started)
