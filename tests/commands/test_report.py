@@ -79,6 +79,9 @@ def llm_workspace(path: Path, images: Path, *, n_text: int = 4, image_set: bool 
                        params={"method": "ictc", "criterion": "mood",
                                "sets": {"input": set_ref(ws.resolve_set("description"))}},
                        extra={"raw_labels": raw})
+    if image_set:  # a clustering of the images alone, stored in another order: its own rows of the catalog
+        ws.save_clustering("kmeans-image", keys=keys[:12][::-1], ids=np.array([0] * 4 + [1] * 4 + [2] * 4),
+                           params={"method": "kmeans", "sets": {"input": set_ref(ws.resolve_set("image"))}})
     return ws, keys
 
 
@@ -135,10 +138,11 @@ def test_llm_names_raw_labels_text_items_and_missing_images(tmp_path):
     ws, keys = llm_workspace(tmp_path / "ws.h5", tmp_path / "images")
     for name in ("00.png", "01.png"):
         (tmp_path / "images" / "warm" / name).unlink()
-    summary = report(ws, out=tmp_path / "r.html")
+    summary = report(ws, ["ictc-mood", "kmeans-image"], out=tmp_path / "r.html")
     assert summary.n_text_items == 4 and sorted(Path(p).name for p in summary.missing) == ["00.png", "01.png"]
     data = payload(tmp_path / "r.html")
-    view = data["clusterings"][0]
+    view, images = data["clusterings"]
+    assert images["name"] == "kmeans-image" and images["rows"] == list(range(12))[::-1]
     assert [card["name"] for card in view["cards"]] == ["cheerful", "serene"] and view["criterion"] == "mood"
     assert view["cards"][0]["raw_labels"][0] == ["happy", 5]
     assert data["texts"][0]["name"] == "description:mood" and view["text"] == 0
@@ -243,6 +247,11 @@ def test_llm_cards_text_items_placeholders_and_folder_packs_in_chromium(tmp_path
     assert searched.body["matches"] == "2" and searched.shown_cards == [1]
     named = open_page(tmp_path / "r.html", "q=cheerful")  # a cluster's name finds all its items
     assert named.body["matches"] == "8" and named.shown_cards == [0]
+    other = open_page(tmp_path / "r.html", "clustering=kmeans-image&q=warm/&csv=1")
+    assert other.console == [] and sorted(other.shown_cards) == [1, 2] and other.body["map-points"] == "12"
+    rows = list(csv.DictReader(io.StringIO(other.text_of("csv-check"))))
+    assert sorted(r["sha256"] for r in rows) == sorted(keys[:6])  # the images of warm/, by the clustering's rows
+    assert {r["cluster"] for r in rows} == {"1", "2"} and rows[0]["description"].startswith("a sunny beach")
 
     report(ws, out=tmp_path / "r.html", thumbnails="folder", per_cluster=1, borderline=0)
     data = payload(tmp_path / "r.html")

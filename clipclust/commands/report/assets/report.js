@@ -407,6 +407,7 @@
         el("header", {}, el("h3", {}, card.name), el("span", { class: "cid" }, card.id >= 0 && card.name !== "cluster " + card.id ? "#" + card.id : ""),
           el("span", { class: "size" }, `${card.size.toLocaleString()} items · ${(100 * card.size / total).toFixed(1)}%`)),
         C.criterion ? el("div", { class: "muted" }, "criterion: " + C.criterion) : null,
+        mostly(card.id),
         S.match ? el("div", { class: "hits" }, `${hits.toLocaleString()} match${hits === 1 ? "" : "es"}`) : null,
         el("div", { class: "row-title" }, card.id < 0 ? "some members" : "typical: nearest the centre"),
         el("div", { class: "tiles" }, card.representatives.map((i) => tile(i))),
@@ -425,6 +426,15 @@
     $("cards").replaceChildren(...cards);
     $("cards-title").textContent = S.match ? `Clusters with matches (${visible} of ${C.cards.length})` : `Clusters (${C.cards.length})`;
     document.body.dataset.cards = visible;
+  }
+  function mostly(c) { // the labels most of a cluster's labelled items have, from the cluster x label table
+    const T = clustering().table, r = T ? T.clusters.indexOf(c) : -1;
+    if (r < 0) return null;
+    const counts = T.counts[r], total = counts.reduce((a, b) => a + b, 0);
+    const top = counts.map((n, j) => [n, T.labels[j]]).filter(([n]) => n > 0).sort((a, b) => b[0] - a[0]).slice(0, 3);
+    if (!total) return null;
+    return el("div", { class: "muted", title: `labels of the ${total} labelled items` },
+      "labels: " + top.map(([n, l]) => `${l} ${Math.round(100 * n / total)}%`).join(" · "));
   }
   function renderSearch() {
     const count = $("search-count"), csv = $("search-csv");
