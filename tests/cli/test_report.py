@@ -55,7 +55,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, cluster
     result = cli("report", *args, *([] if "-o" in args else ["-o", str(tmp_path / "out" / "r.html")]))
     assert result.code == 2 and result.out == ""
     assert needle in one_error_line(result)
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_empty_workspace_and_no_workspace(cli, tmp_path):

@@ -107,21 +107,26 @@ def render_page(payload: dict[str, Any], thumbnails: Sequence[str], *, title: st
 
 
 def writable_target(out: Path) -> Path:
-    """``out`` made absolute, its folder created; an input error now, before any work, when it cannot be written."""
+    """``out`` made absolute; an input error now, before any work, when it cannot be written.
+
+    Missing folders are created only when the page is written, so a report that fails leaves none behind.
+    """
     out = Path(out).expanduser().absolute()
     if out.is_dir():
         raise InputError(f"{out} is a folder; name the HTML file to write, e.g. {out / 'report.html'}", option="output")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write {out}: {exc.strerror or exc}", option="output") from None
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write {out}: {existing} is not a folder", option="output")
+    if not os.access(existing, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"cannot write {out}: permission denied", option="output")
     return out
 
 
 def _write_packs(folder: Path, packs: Sequence[Sequence[str]]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    staging.chmod(0o755)
     for n, pack in enumerate(packs):
         text = f"clipclustPack({n},{json.dumps(list(pack), separators=(',', ':'))});\n"
         (staging / f"thumbs-{n:04d}.js").write_text(text, encoding="ascii")
@@ -131,6 +136,10 @@ def _write_packs(folder: Path, packs: Sequence[Sequence[str]]) -> Path:
 def write_report(out: Path, html: str, packs: Sequence[Sequence[str]] | None) -> int:
     """Write the page (and, given ``packs``, its folder) atomically; returns the page's size in bytes."""
     folder = folder_for(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}", option="output") from None
     handle, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     staging: Path | None = None
     try:
