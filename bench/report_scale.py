@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
@@ -191,8 +190,8 @@ def main() -> None:
         rows.append((n, first, second, load_ms, draw_ms, wall))
         print(f"{n} items: {first.seconds:.1f}s / {second.seconds:.1f}s, {second.bytes:,} bytes, "
               f"load {load_ms:.0f} ms", file=sys.stderr)
-    print(f"| items | first report (map, thumbnails made) | second report (reused) | bytes | bytes per item "
-          f"| Chromium load | map repaint | Chromium wall |")
+    print("| items | first report (map, thumbnails made) | second report (reused) | bytes | bytes per item "
+          "| Chromium load | map repaint | Chromium wall |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, first, second, load_ms, draw_ms, wall in rows:
         print(f"| {n:,} | {first.seconds:.1f} s ({first.map}, {first.thumbnails_made:,} made) | "

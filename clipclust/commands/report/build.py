@@ -124,7 +124,9 @@ def report(workspace: Workspace, names: Sequence[str] = (), out: str | Path = "r
     inline_keys = [catalog.keys[i] for i in np.flatnonzero(inline) if catalog.keys[i] in found.data]
     slots, packs = None, None
     if thumbnails == "folder":
-        have = [i for i, k in enumerate(catalog.keys) if k in found.data]
+        first = np.full(len(catalog), np.iinfo(np.int64).max)
+        first[views[0].rows] = views[0].ids  # a cluster of the first clustering shown fills few packs
+        have = sorted((i for i, k in enumerate(catalog.keys) if k in found.data), key=lambda i: (first[i], i))
         slots = np.full(len(catalog), -1, dtype=np.int64)
         slots[have] = np.arange(len(have))
         ordered = [found.data[catalog.keys[i]] for i in have]

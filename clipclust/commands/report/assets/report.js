@@ -100,6 +100,14 @@
   }
   function hasThumb(i) { return D.items.thumb[i] >= 0 || (D.items.slot && D.items.slot[i] >= 0); }
 
+  const waiting = new Map();
+  const seen = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting || !waiting.has(entry.target)) continue;
+      waiting.get(entry.target)(); waiting.delete(entry.target); seen.unobserve(entry.target);
+    }
+  }, { rootMargin: "200px" });
+  function later(node, show) { waiting.set(node, show); seen.observe(node); }
   function tile(i, extra) {
     const kind = D.items.kinds[i], path = D.items.paths[i], v = view();
     const label = v.labelOf(i);
@@ -109,9 +117,10 @@
     else if (kind === 1) node = el("figure", { class: "tile missing", title: title + "\n(image file missing)" }, "image missing");
     else if (!hasThumb(i)) node = el("figure", { class: "tile path", title }, fileName(path));
     else {
-      const img = el("img", { alt: fileName(path), loading: "lazy" });
-      thumbSrc(i).then((src) => { if (src) img.src = src; else img.replaceWith(fileName(path)); });
+      const img = el("img", { alt: fileName(path) });
+      const show = () => thumbSrc(i).then((src) => { if (src) img.src = src; else img.replaceWith(fileName(path)); });
       node = el("a", { class: "tile", title, href: fileUrl(path), target: "_blank", rel: "noopener" }, img);
+      if (D.items.thumb[i] >= 0) show(); else later(node, show); // a pack is loaded when its tile is seen
     }
     node.dataset.row = i;
     if (S.match && S.match[i]) node.classList.add("found");
@@ -183,7 +192,11 @@
   const M = { xs: null, ys: null, image: null, frame: 0, drag: null, stamp: null, stampR: -1 };
   const canvas = $("map");
   function setupMap() {
-    if (!D.map) { $("map-note").textContent = "No stored vectors place these items on a map."; return; }
+    if (!D.map) {
+      $("map-note").textContent = "No stored vectors place these items on a map.";
+      document.querySelector(".map-tools").hidden = true;
+      return;
+    }
     const n = D.map.x.length;
     M.xs = new Float32Array(n); M.ys = new Float32Array(n);
     let x0 = 1, x1 = 0, y0 = 1, y1 = 0;
