@@ -418,7 +418,7 @@
       const first = card.representatives.find((i) => textOf(i));
       const node = el("article", { class: "card", "data-cluster": card.id, hidden: !show, style: `--c:${colour(card.id)}` },
         el("header", {}, el("h3", {}, card.name), el("span", { class: "cid" }, card.id >= 0 && card.name !== "cluster " + card.id ? "#" + card.id : ""),
-          el("span", { class: "size" }, `${card.size.toLocaleString()} items · ${(100 * card.size / total).toFixed(1)}%`)),
+          el("span", { class: "size" }, `${card.size.toLocaleString()} item${card.size === 1 ? "" : "s"} · ${(100 * card.size / total).toFixed(1)}%`)),
         C.criterion ? el("div", { class: "muted" }, "criterion: " + C.criterion) : null,
         mostly(card.id),
         S.match ? el("div", { class: "hits" }, `${hits.toLocaleString()} match${hits === 1 ? "" : "es"}`) : null,
@@ -431,7 +431,7 @@
         card.raw_labels.length ? el("div", { class: "chips" }, card.raw_labels.map(([l, n]) => el("span", { class: "chip" }, l, " ", el("i", {}, "×" + n)))) : null,
         first !== undefined ? el("blockquote", { class: "desc", title: D.items.paths[first] }, textOf(first)) : null,
         el("footer", {},
-          el("button", { type: "button", onclick: () => openCluster(card.id) }, `All ${card.size.toLocaleString()} items`),
+          el("button", { type: "button", onclick: () => openCluster(card.id) }, (card.size === 1 ? "The 1 item" : `All ${card.size.toLocaleString()} items`)),
           el("button", { type: "button", onclick: () => download(`${C.name}-${card.name}`, members) }, "CSV"),
           missing ? el("span", { class: "warn" }, `${missing} image${missing === 1 ? "" : "s"} missing`) : null));
       cards.push(node);
