@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from clipclust.store import Workspace
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, render
 
 DEFAULT_CACHE = "clipclust.h5"
 
@@ -52,6 +52,14 @@ def reset_state() -> None:
     STATE.json = False
     STATE.quiet = False
     STATE.debug = debug_from_env()
+
+
+def cache_path(value: str | None) -> str | None:
+    """--cache as given; an empty one is refused rather than read as the default ./clipclust.h5."""
+    if value is not None and not value.strip():
+        raise fail(f"--cache {value!r} is empty: pass a workspace file such as {DEFAULT_CACHE}, or leave --cache "
+                   f"out for ./{DEFAULT_CACHE}")
+    return value
 
 
 def debug_from_env() -> bool:
@@ -205,6 +213,7 @@ class RichReporter:
             yield lambda n=1: progress.advance(task_id, n)
 
     def warn(self, message: str) -> None:
+        message = render(message, flag_for, command_line)
         self.warnings.append(message)
         if not self.quiet:
             self.console.print(f"warning: {message}", markup=False, highlight=False)

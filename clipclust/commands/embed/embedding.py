@@ -17,12 +17,14 @@ from clipclust.commands.embed.images import encode_images
 from clipclust.commands.embed.options import EmbedOptions, EmbedSummary, check_options, default_workers
 from clipclust.commands.embed.plan import EmbedPlan, plan_sets, wanted_texts
 from clipclust.commands.embed.sources import (
+    drop_copies_of_stored,
     drop_known_unreadable,
     find_sources,
     hash_sources,
     item_labels,
     refresh_items,
     relabelled,
+    warn_copies,
 )
 from clipclust.commands.embed.texts import encode_texts, missing_classes
 from clipclust.core.progress import Reporter, SilentReporter
@@ -43,16 +45,18 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     check_options(opts)
     workers = opts.workers or default_workers()
     summary = EmbedSummary()
-    sources = find_sources(inputs, opts.folder_labels, opts.labels_csv)
+    sources = find_sources(inputs, opts.folder_labels, opts.labels_csv, reporter, summary.skipped)
     summary.found = len(sources)
     model_spec = parse_model_spec(opts.model)
     items = workspace.items()
     hashed = hash_sources(sources, items, workers, reporter)
     summary.skipped.extend(hashed.skipped)
-    summary.duplicates = hashed.duplicates
     if not hashed.files:
         raise InputError(f"none of the {len(sources)} files in {', '.join(map(str, inputs))} could be read")
     stored = items.index()
+    drop_copies_of_stored(hashed, items, stored)
+    warn_copies(hashed.copies, reporter)
+    summary.duplicates = hashed.duplicates
     labels = item_labels(hashed.files, items, stored)
     # after the labels: every shard plans the same classes, hence the same sets
     files = hashed.files if opts.shard is None else opts.shard.take(hashed.files, lambda s: s.sha256)
@@ -79,7 +83,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     if todo:
         assert encoder is not None
         summary.new = encode_images(workspace, encoder, todo, plan, opts.split, opts.batch_size, workers, reporter,
-                                    summary.skipped)
+                                    summary.skipped, opts.max_pixels)
     if summary.new + summary.cached == 0:
         raise InputError(f"none of the {len(sources)} files could be decoded as an image; see the warnings above")
     summary.sets = plan.set_names()
