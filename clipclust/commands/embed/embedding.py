@@ -84,7 +84,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
         assert encoder is not None
         summary.new = encode_images(workspace, encoder, todo, plan, opts.split, opts.batch_size, workers, reporter,
                                     summary.skipped, opts.max_pixels)
-    if summary.new + summary.cached == 0:
+    if summary.new + summary.cached == 0 and not hashed.duplicates:  # (only copies of stored images: nothing to do)
         raise InputError(f"none of the {len(sources)} files could be decoded as an image; see the warnings above")
     summary.sets = plan.set_names()
     summary.seconds = time.perf_counter() - started
