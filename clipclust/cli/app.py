@@ -115,6 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code; usage errors are one line and exit 2."""
     typer.completion.completion_init()  # answer the completion scripts in completions/ (_CLIPCLUST_COMPLETE)
     common.reset_state()
+    common.bytes_safe_stdout()
     command = typer.main.get_command(app)
     try:
         with common.library_output_hidden():

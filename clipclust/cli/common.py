@@ -7,6 +7,7 @@ errors become one line and an exit code: 2 for bad input, 1 for runtime failures
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -60,6 +61,12 @@ def cache_path(value: str | None) -> str | None:
         raise fail(f"--cache {value!r} is empty: pass a workspace file such as {DEFAULT_CACHE}, or leave --cache "
                    f"out for ./{DEFAULT_CACHE}")
     return value
+
+
+def bytes_safe_stdout() -> None:
+    """A file name that is not valid UTF-8 is printed as its own bytes (as ls does), not as a crash."""
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
 
 
 def debug_from_env() -> bool:

@@ -42,8 +42,6 @@ def _output(path: Optional[Path]) -> Iterator[TextIO]:
         with output_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
             yield fh
         return
-    with contextlib.suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     try:
         yield sys.stdout
         sys.stdout.flush()

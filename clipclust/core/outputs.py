@@ -39,6 +39,9 @@ def output_path(path: str | os.PathLike[str], setting: str = "output") -> Iterat
     target = Path(path)
     if target.is_dir():
         raise InputError(f"cannot write {target}: it is a folder; name a file with {opt(setting)}")
+    above = next((p for p in target.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"cannot write {target}: {above} is a file, not a folder; pass another {opt(setting)}")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,10 @@ def _is_hdf5(path: Path, size: int) -> bool:
     return False
 
 
+class ReadOnlyWorkspace(InputError):
+    """The workspace cannot be written where it is (a read-only mount, no permission): reads still work."""
+
+
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 _FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -116,6 +120,9 @@ class WorkspaceFile:
                 f"wait for it to finish, raise CLIPCLUST_LOCK_TIMEOUT, or pass another {opt('cache')}"
             ) from None
         except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                raise InputError(f"{lock_file} is a folder, so workspace {self.path} cannot be locked; remove that "
+                                 "folder (clipclust keeps an empty lock file there)") from None
             if writing or exc.errno not in _READ_ONLY:
                 raise self._write_error(exc) from None
             yield  # read-only folder: read without the lock
@@ -141,8 +148,8 @@ class WorkspaceFile:
         disk is not (exit 1), and the journal has undone the half-written batch."""
         reason = exc.strerror or str(exc)
         if exc.errno in _READ_ONLY:
-            return InputError(f"workspace {self.path} is read-only here ({reason}): {doing} it; make it writable or "
-                              f"pass another {opt('cache')}")
+            return ReadOnlyWorkspace(f"workspace {self.path} is read-only here ({reason}): {doing} it; make it "
+                                     f"writable or pass another {opt('cache')}")
         if exc.errno in _FULL:
             return ClipclustError(f"workspace {self.path}: {reason}; the batch being written was undone and what "
                                   f"earlier batches stored is kept: free some space and run the same command again")

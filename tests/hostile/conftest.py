@@ -145,8 +145,9 @@ def _package_root() -> Path:
 class Hostile:
     """Runs commands against ``ws`` (default workspace) and asserts the promise on each."""
 
-    def __init__(self, request: pytest.FixtureRequest, tmp: Path, capsys: pytest.CaptureFixture[str],
+    def __init__(self, request: pytest.FixtureRequest, tmp: Path, capsys: pytest.CaptureFixture[bytes],
                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """``capsys`` is pytest's capsysbinary: a file name that is not UTF-8 reaches stdout as its bytes."""
         self.request, self.tmp, self.capsys, self.monkeypatch = request, tmp, capsys, monkeypatch
         self.ws = tmp / "ws.h5"
         self.model: Path | None = None  # the tiny CLIP the fixtures embedded with, for -m
@@ -171,7 +172,7 @@ class Hostile:
         with _alarm(guard, argv):
             code_got = main(argv)
         captured = self.capsys.readouterr()
-        result = Outcome(code_got, captured.out, captured.err)
+        result = Outcome(code_got, captured.out.decode("utf-8", "replace"), captured.err.decode("utf-8", "replace"))
         return self._judge(argv, result, code, lines, match, "in-process")
 
     # as a subprocess
@@ -251,9 +252,9 @@ def _alarm(seconds: float, argv: list[str]) -> Iterator[None]:
 
 
 @pytest.fixture()
-def hostile(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def hostile(request: pytest.FixtureRequest, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes],
             monkeypatch: pytest.MonkeyPatch) -> Hostile:
-    return Hostile(request, tmp_path, capsys, monkeypatch)
+    return Hostile(request, tmp_path, capsysbinary, monkeypatch)
 
 
 # -- workspaces to be hostile to

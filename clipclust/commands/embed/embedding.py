@@ -9,8 +9,9 @@ is done.  The stages, in order: ``sources`` (find, hash, what is cached), ``plan
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from clipclust.commands.embed.derive import derive_from_store, missing_rows, plan_fused_storage
 from clipclust.commands.embed.images import encode_images
@@ -30,7 +31,7 @@ from clipclust.commands.embed.texts import encode_texts, missing_classes
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.errors import InputError
 from clipclust.models.clip import ClipEncoder, load_clip, model_identity, parse_model_spec
-from clipclust.store import Workspace
+from clipclust.store import ReadOnlyWorkspace, Workspace
 
 
 def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | None = None,
@@ -61,7 +62,7 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     # after the labels: every shard plans the same classes, hence the same sets
     files = hashed.files if opts.shard is None else opts.shard.take(hashed.files, lambda s: s.sha256)
     wanted = wanted_texts(opts, labels)  # checked before the model is identified or anything is written
-    model_id = model_identity(model_spec, workspace.memo_get, workspace.memo_put) if encoder is None else encoder.identity
+    model_id = model_identity(model_spec, workspace.memo_get, _remember(workspace)) if encoder is None else encoder.identity
     summary.model = model_id
     plan = plan_sets(model_id, opts, wanted, labels)
 
@@ -89,6 +90,16 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     summary.sets = plan.set_names()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _remember(workspace: Workspace) -> Callable[[str, Any], None]:
+    """memo_put for a cache of what a run found (a model file's hash): where the workspace is read-only
+    the entry is just not kept, and a run that has nothing else to write succeeds."""
+    def put(key: str, value: Any) -> None:
+        with contextlib.suppress(ReadOnlyWorkspace):
+            workspace.memo_put(key, value)
+
+    return put
 
 
 def _load(opts: EmbedOptions, model_id: str, reporter: Reporter) -> ClipEncoder:
