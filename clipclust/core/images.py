@@ -291,15 +291,20 @@ def _reason(exc: BaseException, empty: bool) -> str:
 
 
 def _opened_checked(im: Image.Image, min_size: int | None, max_pixels: int | None) -> tuple[int, int]:
-    """Set a JPEG's reduced decode, then refuse an image whose decode would exceed ``max_pixels``; its full size."""
+    """Set a JPEG's reduced decode, then refuse an image whose decode, or whose resize to ``min_size`` on its
+    short side (what a model's preprocessing does), would exceed ``max_pixels``; returns its full size."""
     full = im.size
     if min_size and im.format == "JPEG" and min(full) >= 2 * min_size:
         im.draft("RGB", (min_size, min_size))
     pixels = im.size[0] * im.size[1]
+    limit = f"over the limit of {format_count(max_pixels or 0)} ({opt('max_pixels')}); raise it to take this image"
     if max_pixels and pixels > max_pixels:
         scaled = f" (decoded at {im.size[0]}x{im.size[1]})" if im.size != full else ""
-        raise ImageTooLarge(f"{full[0]}x{full[1]} pixels{scaled} is {format_count(pixels)} pixels, over the limit of "
-                            f"{format_count(max_pixels)} ({opt('max_pixels')}); raise it to take this image")
+        raise ImageTooLarge(f"{full[0]}x{full[1]} pixels{scaled} is {format_count(pixels)} pixels, {limit}")
+    short, long = sorted(im.size)
+    if max_pixels and min_size and 0 < short < min_size and min_size * (min_size * long // short) > max_pixels:
+        grown = f"{min_size * long // short}x{min_size}"
+        raise ImageTooLarge(f"{full[0]}x{full[1]} pixels would be {grown} when resized for the model, {limit}")
     return full
 
 
