@@ -7,6 +7,7 @@ errors become one line and an exit code: 2 for bad input, 1 for runtime failures
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -169,8 +170,23 @@ def errors(flags: dict[str, str] | None = None) -> Iterator[None]:
                    "per run, then re-run to resume", 1) from exc
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except OSError as exc:
+        if exc.errno is None or STATE.debug:
+            raise internal_error(exc) from None
+        raise os_failure(exc) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         raise internal_error(exc) from None
+
+
+def os_failure(exc: OSError) -> "typer.Exit":
+    """An operating-system error the library did not word itself, as one line: a place the user can change
+    (permissions, a read-only mount, a missing or wrong path) exits 2; a full disk or a failing device 1."""
+    place = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+    what = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return fail(f"{what}{reason}; free some space and run the same command again (what was saved is kept)", 1)
+    return fail(f"{what}{reason}", 2 if exc.errno in place else 1)
 
 
 SHARD_HELP = ("Only shard I of N of the items (by content hash), e.g. 2/8, each into its own --cache; "

@@ -481,3 +481,44 @@ def test_a_new_image_set_in_a_workspace_of_another_folder(embedded):
         im.save(p)
     assert counts(embed(h, h.tmp / "more")) == (3, 0)
     h.intact(before)
+
+
+# -- descriptions imported for image files
+
+
+def _import(h: Hostile, records: list[dict], **kw):
+    import json
+
+    source = h.tmp / "descriptions.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return h.run("describe", "--from", source, "--path-field", "path", **kw)
+
+
+def test_identical_descriptions_for_images_that_are_not_there(embedded):
+    h = embedded
+    before = h.snapshot()
+    records = [{"path": str(h.tmp / "gone" / f"{i}.png"), "text": "a cat on a mat"} for i in (1, 2)]
+    result = _import(h, records, lines=1, match=r"2 record\(s\) name a path that is neither a stored item nor an "
+                     r"image file .*1 record\(s\) skipped, e.g. descriptions.jsonl record 2: the same text as "
+                     r"descriptions.jsonl record 1; a description with no image is keyed by its text")
+    assert "1 text-only items, 1 skipped" in result.out
+    h.intact(before)
+
+
+def test_identical_descriptions_for_two_stored_images(embedded):
+    h = embedded
+    before = h.snapshot()
+    paths = [next(p for p, lab, _ in before.items.values() if lab == d) for d in ("0", "1")]
+    result = _import(h, [{"path": p, "text": "a digit"} for p in paths])
+    assert "2 matched to images, 0 text-only items, 0 skipped" in result.out
+    h.intact(before)
+
+
+def test_two_descriptions_of_one_image(embedded):
+    h = embedded
+    before = h.snapshot()
+    path = next(iter(before.items.values()))[0]
+    _import(h, [{"path": path, "text": "first"}, {"path": path, "text": "second"}], lines=1,
+            match=r"1 record\(s\) skipped, e.g. descriptions.jsonl record 2: a second description of .* \(the first, "
+                  r"descriptions.jsonl record 1, is kept\)")
+    h.intact(before)
