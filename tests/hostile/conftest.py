@@ -47,6 +47,7 @@ from ..conftest import write_digits
 
 ERROR = "clipclust: error: "
 WARNING = "warning: "
+HINTS = ("see it: ",)  # a successful command's next step on stderr (cluster's report hint): not counted
 N_IMAGES = 12  # digits 0-9, two each of 0 and 1: ten class folders
 PROMPT = "a photo of the digit <>"
 
@@ -61,6 +62,11 @@ class Outcome:
 
     @property
     def lines(self) -> list[str]:
+        """The stderr lines that report something (errors, warnings), next-step hints left out."""
+        return [line for line in self.hints_and_lines if not line.startswith(HINTS)]
+
+    @property
+    def hints_and_lines(self) -> list[str]:
         return [line for line in self.err.splitlines() if line.strip()]
 
     @property
@@ -79,6 +85,7 @@ def assert_promise(result: Outcome, code: int, lines: int, match: str | None = N
     assert "internal error" not in result.err, shown
     assert result.code == code, shown
     assert len(result.lines) == lines, shown
+    assert result.code == 0 or len(result.hints_and_lines) == lines, shown  # no hint after a failure
     for line in result.lines:
         assert line.startswith((ERROR, WARNING)), shown
     if code != 0 and result.lines:  # (check's verdict on a broken file goes to stdout, with exit 1)
@@ -194,24 +201,25 @@ class Hostile:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            self._record(argv, None, err.decode(errors="replace"), "subprocess")
+            self._record(argv, None, err.decode(errors="replace"), "subprocess", (code, lines))
             pytest.fail(f"clipclust {' '.join(argv)} hung: killed after {timeout:g}s\n{err.decode(errors='replace')}")
         result = Outcome(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
         return self._judge(argv, result, code, lines, match, "subprocess")
 
     def _judge(self, argv: list[str], result: Outcome, code: int, lines: int | None, match: str | None,
                how: str) -> Outcome:
-        self._record(argv, result.code, result.err, how)
-        assert_promise(result, code, (1 if code else 0) if lines is None else lines, match)
+        lines = (1 if code else 0) if lines is None else lines
+        self._record(argv, result.code, result.err, how, (code, lines))
+        assert_promise(result, code, lines, match)
         return result
 
-    def _record(self, argv: list[str], code: int | None, err: str, how: str) -> None:
+    def _record(self, argv: list[str], code: int | None, err: str, how: str, expected: tuple[int, int | None]) -> None:
         target = os.environ.get("HOSTILE_RECORD")
         if not target:
             return
-        lines = [line for line in err.splitlines() if line.strip()]
-        entry = {"test": self.request.node.nodeid, "argv": argv[2:], "how": how, "code": code,
-                 "lines": len(lines), "traceback": "Traceback (most recent" in err,
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith(HINTS)]
+        entry = {"test": self.request.node.nodeid, "argv": [str(a) for a in argv[2:]], "how": how, "code": code,
+                 "lines": len(lines), "traceback": "Traceback (most recent" in err, "expected": list(expected),
                  "first": lines[0][:300] if lines else "", "last": lines[-1][:300] if lines else ""}
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
