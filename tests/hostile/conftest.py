@@ -218,7 +218,8 @@ class Hostile:
         if not target:
             return
         lines = [line for line in err.splitlines() if line.strip() and not line.startswith(HINTS)]
-        entry = {"test": self.request.node.nodeid, "argv": [str(a) for a in argv[2:]], "how": how, "code": code,
+        entry = {"test": self.request.node.nodeid, "argv": [str(a) for a in argv[2:]], "cache": argv[1],
+                 "how": how, "code": code,
                  "lines": len(lines), "traceback": "Traceback (most recent" in err, "expected": list(expected),
                  "first": lines[0][:300] if lines else "", "last": lines[-1][:300] if lines else ""}
         with open(target, "a", encoding="utf-8") as fh:
