@@ -57,7 +57,7 @@ def parse_count(text: str) -> int:
     raw = text.strip().upper().replace("_", "")
     scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(raw[-1:], 1) if raw else 1
     number = float(raw[:-1] if scale > 1 else raw)
-    if not math.isfinite(number) or number != number:
+    if not math.isfinite(number):
         raise ValueError(text)
     return int(number * scale)
 
