@@ -53,7 +53,7 @@ def global_options(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    common.STATE.cache = cache or common.DEFAULT_CACHE
+    common.STATE.cache = common.cache_path(cache) or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
     common.STATE.debug = debug or common.debug_from_env()
@@ -84,8 +84,8 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_debug: bool = False,
             global_json: bool = False, **kwargs: Any) -> Any:
-        if global_cache:
-            common.STATE.cache = global_cache
+        if global_cache is not None:
+            common.STATE.cache = common.cache_path(global_cache)
         if global_debug and not common.STATE.debug:
             common.STATE.debug = True
             common.show_library_output()
@@ -116,6 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code; usage errors are one line and exit 2."""
     typer.completion.completion_init()  # answer the completion scripts in completions/ (_CLIPCLUST_COMPLETE)
     common.reset_state()
+    common.bytes_safe_stdout()
     command = typer.main.get_command(app)
     try:
         with common.library_output_hidden():

@@ -17,8 +17,7 @@ from clipclust.commands.describe.descriptions import DescribeSummary
 from clipclust.commands.describe.groups import describe_in_groups, group_labels, group_spec
 from clipclust.commands.describe.per_item import describe_each, item_spec
 from clipclust.commands.embed.options import default_workers
-from clipclust.commands.embed.sources import hash_sources, item_record
-from clipclust.core.images import find_images
+from clipclust.commands.embed.sources import find_sources, hash_sources, item_record
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.sharding import Shard
 from clipclust.errors import InputError, opt
@@ -31,9 +30,7 @@ def _collect_items(workspace: Workspace, inputs: Sequence[str] | None, split: st
                    summary: DescribeSummary) -> tuple[list[str], list[str], list[ItemRecord]]:
     """(sha256s, paths, item records to write) of the items to describe."""
     if inputs:
-        sources = find_images(list(inputs))
-        if not sources:
-            raise InputError(f"no image files found in {', '.join(map(str, inputs))}")
+        sources = find_sources(list(inputs), reporter=reporter, skipped=summary.skipped)
         hashed = hash_sources(sources, workspace.items(), default_workers(), reporter)
         summary.skipped.extend(hashed.skipped)
         records = [item_record(s, split) for s in hashed.files]

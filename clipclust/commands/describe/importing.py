@@ -198,21 +198,35 @@ def import_into_workspace(
     item_records: list[ItemRecord] = []
     keys: list[str] = []
     texts: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # item key -> the record that gave it
+    unmatched: list[str] = []  # records whose path names no stored item nor image file
     for n, rec in enumerate(records, start=1):
         where = f"{src.name} record {n}"
         item = _image_item(rec, by_path, items, near, split, where, reporter) if rec.path else None
         kind = "matched" if item is not None else "text_only"
         if item is None:
+            if rec.path:
+                unmatched.append(f"{where} ({rec.path})")
             item = ItemRecord(sha256=text_item_sha256(rec.text), path=rec.path or "", label=rec.label or "", split=split)
         if item.sha256 in seen:
-            summary.skipped.append((where, "a second description of the same item (the first is kept)"))
+            why = (f"the same text as {seen[item.sha256]}; a description with no image is keyed by its text, so "
+                   "it is stored once" if kind == "text_only" else
+                   f"a second description of {item.path} (the first, {seen[item.sha256]}, is kept)")
+            summary.skipped.append((where, why))
             continue
-        seen.add(item.sha256)
+        seen[item.sha256] = where
         setattr(summary, kind, getattr(summary, kind) + 1)
         item_records.append(item)
         keys.append(item.sha256)
         texts.append(rec.text)
+    notes = []  # one line for both: what became text-only, and what was stored once
+    if unmatched:
+        notes.append(f"{len(unmatched)} record(s) name a path that is neither a stored item nor an image file and "
+                     f"were kept as text-only items, e.g. {unmatched[0]}")
+    if summary.skipped:
+        notes.append(f"{len(summary.skipped)} record(s) skipped, e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]}")
+    if notes:
+        reporter.warn("; ".join(notes))
     model = f"import:{src.name}"
     spec = description_spec("description", f"description:import-{src.stem}", model, "",
                             {"file": str(src.resolve()), "text_field": text_field, "path_field": path_field or "",
