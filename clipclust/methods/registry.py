@@ -13,6 +13,7 @@ flags: the CLI maps an :class:`~clipclust.errors.InputError`'s ``option`` to its
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
@@ -122,6 +123,8 @@ class Option:
 
     def clean(self, value: Any) -> Any:
         """``value`` checked against the choices and the check; a bad one is an InputError naming this option."""
+        if self.type is float and isinstance(value, (int, float)) and not math.isfinite(value):
+            raise InputError(f"{value}: expected a finite number", option=self.name)
         if self.choices and value not in self.choices:
             raise InputError(f"'{value}': expected one of {', '.join(self.choices)}", option=self.name)
         if self.check is None:

@@ -72,8 +72,9 @@ def validate(opts: FinetuneOptions) -> tuple[FinetuneMethod, dict[str, Any]]:
         check_template(template, option="templates")
     checks = [("epochs", opts.epochs >= 1, "must be at least 1"),
               ("steps", opts.steps is None or opts.steps >= 1, "must be at least 1"),
-              ("lr", opts.lr > 0, "the learning rate must be positive"),
+              ("lr", 0 < opts.lr < float("inf"), "the learning rate must be a positive finite number"),
               ("batch_size", opts.batch_size >= 2, "must be at least 2"),
+              ("weight_decay", 0 <= opts.weight_decay < float("inf"), "must be a finite number of 0 or more"),
               ("warmup", opts.warmup is None or opts.warmup >= 0, "warm-up steps cannot be negative"),
               ("save_every", opts.save_every is None or opts.save_every >= 1, "must be at least 1")]
     for name, ok, message in checks:
