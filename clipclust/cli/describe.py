@@ -9,7 +9,7 @@ import typer
 
 from clipclust.commands.describe import describe_items, import_into_workspace
 from clipclust.errors import InputError
-from clipclust.models.llm import DecodeParams
+from clipclust.models.llm import DEFAULT_TIMEOUT, DecodeParams
 from clipclust.models.vlm import DESCRIBE_PARAMS
 from clipclust.core.sharding import parse_shard
 from clipclust.cli import common, stdin
@@ -45,6 +45,9 @@ def describe_command(
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="GGUF: layers on the GPU (-1 = all)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="GGUF: CPU threads."),
     device: Optional[str] = typer.Option(None, "--device", help="transformers: auto, cpu or cuda[:N]."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.001, metavar="SECONDS",
+                                  help="Server: seconds one answer may take before the run gives up (a notice on "
+                                  "stderr after 30 s, or half of it)."),
     seed: int = typer.Option(0, "--seed", help="Decoding seed (matters with --temperature > 0)."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy (deterministic)."),
     max_tokens: int = typer.Option(DESCRIBE_PARAMS.max_tokens, "--max-tokens", min=1, help="New tokens per description."),
@@ -83,7 +86,8 @@ def describe_command(
             raise InputError("describe needs --vlm SPEC (a VLM to run) or --from FILE (descriptions to import)")
         else:
             backend = {"chat_format": chat_format, "model": model_name, "concurrency": concurrency, "n_ctx": n_ctx,
-                       "n_gpu_layers": n_gpu_layers, "n_threads": threads, "seed": seed, "device": device}
+                       "n_gpu_layers": n_gpu_layers, "n_threads": threads, "seed": seed, "device": device,
+                       "timeout": timeout}
             params = DecodeParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
             summary = describe_items(
                 common.workspace(), stdin.input_paths(images or [], null) or None, vlm=vlm, mmproj=mmproj,
@@ -98,6 +102,8 @@ def describe_command(
                 f"{summary.text_only} text-only items, {len(summary.skipped)} skipped; {summary.new_rows} new rows")
     else:
         line = f"{summary.n_items} items: {summary.described} described, {summary.cached} cached"
+        if summary.empty:
+            line += f", {summary.empty} empty answers not stored"
         if summary.n_groups is not None:
             line += f" ({summary.n_groups} groups)"
         if summary.skipped:

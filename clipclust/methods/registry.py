@@ -258,6 +258,23 @@ def at_least_one(value: Any) -> int:
     return number
 
 
+SERVER_TIMEOUT = 300.0  # clipclust.models.llm.DEFAULT_TIMEOUT, kept here so that the registry imports no model
+
+
+def _seconds(value: Any) -> float:
+    if not 0 < float(value) < float("inf"):
+        raise ValueError(f"{value}: expected a number of seconds above 0")
+    return float(value)
+
+
+def timeout_option(what: str) -> Option:
+    """The ``timeout`` of a method that may ask a model server (ictc, esmc): one flag, one default."""
+    return Option("timeout", type=float, default=SERVER_TIMEOUT, check=_seconds, identity=False,
+                  shown_default=f"{SERVER_TIMEOUT:g}",
+                  help=f"server: seconds {what} may take to answer one request before the run gives up "
+                  "(a notice on stderr after 30 s, or half of it)")
+
+
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Add (or replace) a method; each method package registers itself when its ``method`` module is imported."""
     METHODS[spec.name] = spec

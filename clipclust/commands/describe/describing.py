@@ -21,8 +21,8 @@ from clipclust.commands.embed.sources import hash_sources, item_record
 from clipclust.core.images import find_images
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.sharding import Shard
-from clipclust.errors import InputError, opt
-from clipclust.models.llm import DecodeParams
+from clipclust.errors import ClipclustError, InputError, opt
+from clipclust.models.llm import DecodeParams, tell_slow
 from clipclust.models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, load_describer
 from clipclust.store import ItemRecord, Workspace, short_hash
 
@@ -114,6 +114,7 @@ def describe_items(
     owned = describer is None
     if describer is None:
         describer = _load(vlm, mmproj, backend)
+    tell_slow(describer, reporter.warn)
     try:
         cached = CachedDescriber(describer, workspace)
         _describe_with(workspace, cached, vlm, criterion, prompt, params or DESCRIBE_PARAMS, keys, paths, records,
@@ -142,3 +143,9 @@ def _describe_with(workspace: Workspace, cached: CachedDescriber, vlm: str | Non
     else:
         describe_in_groups(workspace, cached, spec, keys, paths, labels, done, text, params, group_size or 1,
                            reporter, summary)
+    if summary.empty:  # those items are left undescribed, as if the run had not reached them
+        if not summary.described and not summary.cached:
+            raise ClipclustError(f"the VLM answered all {summary.empty} requests with an empty text; nothing was "
+                                 f"stored: does it see the images (a vision model, its projector), and is "
+                                 f"{opt('max_tokens')} large enough?")
+        reporter.warn(f"{summary.empty} of the VLM's answers were empty: not stored, a re-run asks again")

@@ -16,7 +16,7 @@ from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
-                                        PreparedInput, at_least_one, register_method)
+                                        PreparedInput, at_least_one, register_method, timeout_option)
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
@@ -91,9 +91,10 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
 
 def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
     from clipclust.methods.ictc import run_ictc
-    from clipclust.models.llm import CachedGenerator
+    from clipclust.models.llm import CachedGenerator, tell_slow
 
     ctx = prepared.context
+    tell_slow(ctx["generator"], reporter.warn)
     cached = CachedGenerator(ctx["generator"], ctx["workspace"])
     result = run_ictc(
         cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
@@ -201,7 +202,8 @@ def report_ictc(summary: ClusteringSummary) -> list[str]:
 
 
 # Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
-LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency")
+LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency",
+                       "timeout")
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
@@ -244,4 +246,5 @@ register_method(MethodSpec(
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
         Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight"),
+        timeout_option("the LLM"),
     )))
