@@ -162,9 +162,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def entry() -> None:
-    code = main()
-    if not common.STATE.debug:  # llama.cpp leaves /dev/null handles for the interpreter's exit to close;
-        import warnings         # their ResourceWarnings would be the last lines a user sees
-
-        warnings.filterwarnings("ignore", category=ResourceWarning)
-    sys.exit(code)
+    sys.exit(main())

@@ -123,7 +123,9 @@ def read_labels_csv(path: str | os.PathLike[str]) -> dict[Path, str]:
     if not csv_path.is_file():
         raise InputError(f"labels file not found: {path}")
     out: dict[Path, str] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    from clipclust.core.textfiles import read_user_text
+
+    with io.StringIO(read_user_text(csv_path), newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or not "".join(row).strip():
                 continue

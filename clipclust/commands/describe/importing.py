@@ -20,6 +20,7 @@ from typing import Any
 from clipclust.commands.describe.descriptions import description_spec
 from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
 from clipclust.core.progress import Reporter, SilentReporter
+from clipclust.core.textfiles import check_unicode, read_user_text
 from clipclust.errors import InputError
 from clipclust.store import ItemRecord, Workspace
 
@@ -49,7 +50,7 @@ def _value(row: Mapping[str, Any], field_name: str | None, where: str) -> str | 
         raise InputError(f"{where}: field {field_name!r} is not a plain value: {str(v)[:80]}")
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
-    return str(v)
+    return check_unicode(str(v), f"{where}: field {field_name!r}")
 
 
 def import_descriptions(
@@ -66,10 +67,7 @@ def import_descriptions(
         raise InputError(f"descriptions file not found: {p}")
     suffix = p.suffix.lower()
     rows: list[tuple[str, Mapping[str, Any]]] = []
-    try:
-        raw = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{p} is not UTF-8 text: {e}") from e
+    raw = read_user_text(p)
     if suffix in (".jsonl", ".ndjson", ".json"):
         stripped = raw.lstrip()
         if suffix == ".json" and stripped.startswith("["):

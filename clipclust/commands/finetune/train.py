@@ -13,6 +13,7 @@ steps exceed its whole 2000-step run (the learning rate would never reach its pe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from clipclust.commands.finetune.batches import AUGMENTATION, collect_items, epoch_batches, loader
-from clipclust.commands.finetune.settings import FinetuneOptions, class_template, templates, validate
+from clipclust.commands.finetune.settings import FinetuneOptions, base_model, class_template, templates, validate
 from clipclust.commands.finetune.trainer import BETAS, EPS, MAX_LOGIT_SCALE, Trainer, lr_at, train_dataset
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.errors import ClipclustError, InputError, opt
@@ -142,6 +143,7 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     method, method_options = validate(opts)
+    opts = dataclasses.replace(opts, model=base_model(workspace, opts.model, reporter))
     out_dir = _output_folder(Path(out), resume)
     items = collect_items(workspace, split=opts.split, descriptions=method.descriptions(method_options),
                           domain=opts.domain)

@@ -14,6 +14,7 @@ import numpy as np
 from clipclust.store import Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.core.templates import check_template
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
                                         PreparedInput, at_least_one, register_method, timeout_option)
@@ -223,7 +224,7 @@ register_method(MethodSpec(
                "LLM call per item)"),
         Option("clip_on", help="clip assignment: the image set whose vectors the names are scored against",
                shown_default="the only image set"),
-        Option("clip_template", default=CLIP_TEMPLATE,
+        Option("clip_template", default=CLIP_TEMPLATE, check=lambda t: check_template(str(t), "clip_template"),
                help="clip assignment: the template a name is put in ('<>' = the name)"),
         Option("clip_encoder", type=object, identity=False,
                help="an open ClipEncoder instead of the image set's model"),
@@ -237,14 +238,17 @@ register_method(MethodSpec(
                help="folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)"),
         Option("extra", help="an extra instruction for naming the clusters"),
         Option("min_count", type=int, check=at_least_one, help="drop raw labels seen fewer times"),
-        Option("n_ctx", type=int, identity=False, help="GGUF: context window"),
-        Option("n_gpu_layers", type=int, identity=False, help="GGUF: layers on the GPU (-1 = all)"),
-        Option("n_threads", type=int, flag="threads", identity=False, check=at_least_one, help="GGUF: CPU threads"),
+        Option("n_ctx", type=int, identity=False, help="GGUF: context window", shown_default="4096"),
+        Option("n_gpu_layers", type=int, identity=False, help="GGUF: layers on the GPU (-1 = all)",
+               shown_default="0, CPU only"),
+        Option("n_threads", type=int, flag="threads", identity=False, check=at_least_one, help="GGUF: CPU threads",
+               shown_default="auto: half the CPU cores"),
         Option("temperature", type=float, check=_not_negative, shown_default="0 (greedy)",
                help="sampling temperature"),
-        Option("top_p", type=float, check=_fraction,
+        Option("top_p", type=float, check=_fraction, shown_default="1, no cut",
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
-        Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight"),
+        Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight",
+               shown_default="4"),
         timeout_option("the LLM"),
     )))
