@@ -114,7 +114,8 @@ _register()
 
 def _refuse_non_finite(command: Any) -> None:
     """Every option of every command refuses nan and inf at the door: no setting means anything with one
-    (a learning rate of inf trains a NaN model), and one check here covers the generated method flags too."""
+    (a learning rate of inf trains a NaN model), and one check here covers the generated method flags too.
+    Every --seed takes what every random generator it seeds takes: 0 to 2**32 - 1."""
     for sub in getattr(command, "commands", {}).values():
         _refuse_non_finite(sub)
     for param in command.params:
@@ -125,6 +126,9 @@ def _finite(callback: Optional[Callable[..., Any]]) -> Callable[..., Any]:
     def check(ctx: Any, param: Any, value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise click_exc.BadParameter(f"{value} is not a finite number; give an ordinary number", ctx=ctx,
+                                         param=param)
+        if param.name == "seed" and isinstance(value, int) and not 0 <= value < 2**32:
+            raise click_exc.BadParameter(f"{value}: a seed is a whole number from 0 to {2**32 - 1}", ctx=ctx,
                                          param=param)
         return callback(ctx, param, value) if callback is not None else value
 

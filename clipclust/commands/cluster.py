@@ -33,6 +33,8 @@ def _check_request(req: ClusterRequest) -> None:
     """What the request itself says, checked before any input is read or any model is opened."""
     if req.name is not None:
         _check_name(req.name)
+    if req.seed is not None and not 0 <= req.seed < 2**32:  # what every method's random generator takes
+        raise InputError(f"{req.seed}: expected a whole number from 0 to {2**32 - 1}", option="seed")
     low, high = req.k_range
     if str(req.k).strip().lower() == "auto" and not 2 <= low <= high:
         raise InputError(f"{low}:{high}: expected MIN:MAX with 2 <= MIN <= MAX, e.g. 2:10", option="k_range")
