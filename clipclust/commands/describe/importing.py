@@ -87,11 +87,14 @@ def import_descriptions(
                     raise InputError(f"{p}:{lineno}: invalid JSON ({e.msg}); expected one object per line") from e
                 rows.append((f"{p}:{lineno}", obj))
     elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(raw), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames:
-            raise InputError(f"{p}: no header row")
-        for lineno, row in enumerate(reader, start=2):
-            rows.append((f"{p}:{lineno}", row))
+        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            if not reader.fieldnames:
+                raise InputError(f"{p}: no header row")
+            for row in reader:
+                rows.append((f"{p}:{reader.line_num}", row))
+        except csv.Error as e:
+            raise InputError(f"{p}:{reader.line_num}: not readable as {suffix[1:].upper()} ({e})") from None
     else:
         raise InputError(f"{p}: unknown descriptions format {suffix!r}; use .jsonl, .json, .csv or .tsv")
     records: list[DescriptionRecord] = []

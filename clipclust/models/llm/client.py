@@ -98,6 +98,11 @@ def _unreachable(error: BaseException) -> bool:
                                   e.errno in (-2, -3, -5, 101, 113) for e in _causes(error))
 
 
+def _pause(attempt: int) -> None:
+    """The wait before try ``attempt + 2``: 0.5 s, doubling, at most 8 s (the openai client's own backoff)."""
+    time.sleep(min(8.0, 0.5 * 2 ** attempt))
+
+
 class _Retry(Exception):
     """A failure worth another try (a dropped connection, an overloaded server); ``error`` is what the
     caller gets when the tries run out."""
@@ -140,8 +145,8 @@ class OpenAIClient:
             return None
         after = min(SLOW_NOTICE, self.timeout / 2)
         timer = threading.Timer(after, self._tell, ("slow", f"{self.base_url}{path} has not answered for {after:g} "
-                                                    f"s; waiting up to {self.timeout:g} s (the {opt('timeout')} "
-                                                    "setting) before giving up"))
+                                                    f"s; waiting up to {self.timeout:g} s (the timeout setting) "
+                                                    "before giving up"))
         timer.daemon = True
         timer.start()
         return timer
@@ -158,7 +163,7 @@ class OpenAIClient:
             except _Retry as again:
                 if attempt + 1 >= tries:
                     raise again.error from again.error.__cause__
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                _pause(attempt)
             finally:
                 if timer is not None:
                     timer.cancel()
