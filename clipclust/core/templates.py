@@ -104,7 +104,11 @@ def read_class_map(path: str) -> dict[str, str]:
             raise InputError(f"{path}: expected a JSON object label -> group")
         return {str(k): str(v) for k, v in mapping.items()}
     out: dict[str, str] = {}
-    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:  # a field past csv's size limit
+        raise InputError(f"{path}: not readable as CSV ({exc})") from None
+    for lineno, row in enumerate(rows, start=1):
         if not row:
             continue
         if len(row) < 2:

@@ -167,6 +167,7 @@ def test_k_text_is_parsed_or_refused(text: str):
 @given(st.sampled_from([".csv", ".json", ".txt"]), st.binary(max_size=200))
 @example(".json", b"[1, 2]")
 @example(".csv", b"label\n")
+@example(".csv", b'a,"' + b"x" * 200_000 + b'"\n')
 def test_a_class_map_of_any_bytes_is_read_or_refused(suffix: str, data: bytes):
     from clipclust.core.templates import read_class_map
 
@@ -196,6 +197,7 @@ def test_a_prompt_set_file_of_any_bytes_is_read_or_refused(data: bytes):
 @given(st.binary(max_size=300))
 @example("path,label\na.png,caf\xe9\n".encode("latin-1"))
 @example(b"a.png\n")
+@example(b'a.png,"' + b"x" * 200_000 + b'"\n')
 def test_a_labels_csv_of_any_bytes_is_read_or_refused(data: bytes):
     from clipclust.core.images import read_labels_csv
 
@@ -243,7 +245,7 @@ def test_a_descriptions_file_of_any_bytes_is_read_or_refused(suffix: str, data: 
         path.write_bytes(data)
         records = refused_or(import_descriptions, path, path_field=None)
     for record in records or []:
-        record.text.encode("utf-8")  # nothing that cannot be stored gets through
+        assert _storable(record.text) and _storable(record.label or "")  # nothing the workspace cannot hold
 
 
 @FILES
@@ -264,11 +266,12 @@ def test_description_records_round_trip_or_are_refused(rows: list[dict[str, str]
 
 
 def _storable(text: str) -> bool:
+    """Whether the workspace's strings can hold ``text`` (UTF-8, no NUL)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    return "\0" not in text
 
 
 # -- LLM answers into labels and names

@@ -22,6 +22,7 @@ from clipclust.core.images import find_images
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.sharding import Shard
 from clipclust.errors import ClipclustError, InputError, opt
+from clipclust.core.textfiles import check_line
 from clipclust.models.llm import DecodeParams, tell_slow
 from clipclust.models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, load_describer
 from clipclust.store import ItemRecord, Workspace, short_hash
@@ -50,6 +51,10 @@ def _collect_items(workspace: Workspace, inputs: Sequence[str] | None, split: st
 def _check(criterion: str | None, prompt: str | None, group_size: int | None, group_by: str | None) -> None:
     if criterion is not None and not criterion.strip():
         raise InputError(f"{opt('criterion')} is empty; say what to describe, e.g. {opt('criterion')} mood")
+    if criterion is not None:
+        check_line(criterion, "criterion")
+    if prompt is not None and not prompt.strip():
+        raise InputError(f"{opt('prompt')} is empty; give the prompt the VLM is asked with, or a {opt('criterion')}")
     if not prompt and not criterion:
         raise InputError(f"describe needs {opt('criterion')} TEXT (e.g. mood) or {opt('prompt')} TEXT")
     if (group_size is None) != (group_by is None):

@@ -20,7 +20,7 @@ from typing import Any
 from clipclust.commands.describe.descriptions import description_spec
 from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
 from clipclust.core.progress import Reporter, SilentReporter
-from clipclust.core.textfiles import check_unicode, read_user_text
+from clipclust.core.textfiles import check_text, read_user_text
 from clipclust.errors import InputError
 from clipclust.store import ItemRecord, Workspace
 
@@ -50,7 +50,7 @@ def _value(row: Mapping[str, Any], field_name: str | None, where: str) -> str | 
         raise InputError(f"{where}: field {field_name!r} is not a plain value: {str(v)[:80]}")
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
-    return check_unicode(str(v), f"{where}: field {field_name!r}")
+    return check_text(str(v), f"{where}: field {field_name!r}")
 
 
 def import_descriptions(

@@ -19,6 +19,7 @@ import numpy as np
 from clipclust.store import SetInfo, Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.core.textfiles import check_line
 from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.head.method import head_identity, refine_with_head
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
@@ -224,7 +225,8 @@ register_method(MethodSpec(
     "(llm) or image (mllm); the states are cached in the workspace, so another k, the head or names cost no "
     "forward pass", prepare_esmc, compute_esmc, refinable=True, report=report_esmc,
     options=(
-        Option("criterion", short="c", help="what to cluster by, e.g. color"),
+        Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
+               help="what to cluster by, e.g. color"),
         Option("llm", help="text LLM reading a description set: hf:ORG/NAME, a folder or a .gguf file"),
         Option("mllm", help="image-text-to-text model reading the images: hf:ORG/NAME or a folder"),
         Option("feature", default="hidden", choices=FEATURES,

@@ -14,6 +14,7 @@ import numpy as np
 from clipclust.store import Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.core.textfiles import check_line
 from clipclust.core.templates import check_template
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
@@ -211,7 +212,8 @@ register_method(MethodSpec(
     "item; criterion, k and llm are required, and every LLM answer is cached in the workspace, so a forced re-run "
     "loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
-        Option("criterion", short="c", help="what to cluster by, e.g. mood"),
+        Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
+               help="what to cluster by, e.g. mood"),
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
         Option("generator", type=object, identity=False, help="an open TextGenerator instead of llm"),
         Option("names", default=DEFAULT_NAMES, choices=ICTC_NAMES,

@@ -258,6 +258,7 @@ class OpenAIClient:
             content = reply.choices[0].message.content
         except (AttributeError, IndexError, TypeError) as e:
             raise ClipclustError(f"{self.base_url}/chat/completions answered without choices: {str(reply)[:200]}") from e
+        content = (content or "").replace("\0", "")  # no meaning in text, and the workspace's strings refuse it
         limit = max(MIN_ANSWER_CHARS, CHARS_PER_TOKEN * int(payload.get("max_tokens") or 0))
         if content and len(content) > limit:
             self._tell("long", f"{self.base_url} sent an answer of {len(content):,} characters for at most "
