@@ -328,10 +328,21 @@ def _renamed(encoder: Any) -> Any:
 
 
 def test_no_resource_warning_lines_after_llama_cpp_was_used(ws: Hostile, tmp_path: Path):
+    """llama-cpp-python leaves two /dev/null files open from its import; the CLI's main() must leave no
+    ResourceWarning line behind at the interpreter's exit, with Python's warnings shown (-W default)."""
+    import os
+    import subprocess
+
+    from .conftest import Outcome, _package_root, assert_promise
+
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     before = ws.snapshot()
-    result = ws.spawn(*ICTC, "--llm", broken, code=2, env={"PYTHONWARNINGS": "default"}, timeout=120,
-                      match="broken.gguf")
-    assert "ResourceWarning" not in result.err
+    argv = ["--cache", str(ws.ws), *ICTC, "--llm", str(broken)]
+    code = f"import sys; from clipclust.cli.app import main; sys.exit(main({argv!r}))"
+    env = {**os.environ, "PYTHONPATH": str(_package_root())}  # the checkout under test
+    env.pop("CLIPCLUST_DEBUG", None)
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert_promise(Outcome(done.returncode, done.stdout, done.stderr), 2, 1, match="could not load .*broken.gguf")
     ws.intact(before, same=True)

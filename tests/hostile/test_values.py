@@ -47,7 +47,20 @@ def test_every_float_option_is_listed(ws: Hostile):
 # -- training that diverges, vectors that are not numbers
 
 
-def test_finetune_stops_when_training_diverges_and_keeps_the_last_good_checkpoint(ws: Hostile, tmp_path: Path):
+@pytest.fixture()
+def tiny_clip_copy(ws: Hostile, open_clip_encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`finetune -m TINY` trains a copy of the session's loaded tiny CLIP instead of loading it again."""
+    import copy
+
+    import clipclust.commands.finetune.train as train
+
+    real = train.load_clip
+    monkeypatch.setattr(train, "load_clip", lambda model, *a, **k: copy.deepcopy(open_clip_encoder)
+                        if model == str(ws.model) else real(model, *a, **k))
+
+
+def test_finetune_stops_when_training_diverges_and_keeps_the_last_good_checkpoint(ws: Hostile, tmp_path: Path,
+                                                                                  tiny_clip_copy: None):
     from clipclust.models.checkpoint import read_record
 
     out = tmp_path / "tuned"
