@@ -47,6 +47,7 @@ from ..conftest import write_digits
 
 ERROR = "clipclust: error: "
 WARNING = "warning: "
+HINTS = ("see it: ",)  # a successful command's next step on stderr (cluster's report hint): not counted
 N_IMAGES = 12  # digits 0-9, two each of 0 and 1: ten class folders
 PROMPT = "a photo of the digit <>"
 
@@ -61,6 +62,11 @@ class Outcome:
 
     @property
     def lines(self) -> list[str]:
+        """The stderr lines that report something (errors, warnings), next-step hints left out."""
+        return [line for line in self.hints_and_lines if not line.startswith(HINTS)]
+
+    @property
+    def hints_and_lines(self) -> list[str]:
         return [line for line in self.err.splitlines() if line.strip()]
 
     @property
@@ -79,6 +85,7 @@ def assert_promise(result: Outcome, code: int, lines: int, match: str | None = N
     assert "internal error" not in result.err, shown
     assert result.code == code, shown
     assert len(result.lines) == lines, shown
+    assert result.code == 0 or len(result.hints_and_lines) == lines, shown  # no hint after a failure
     for line in result.lines:
         assert line.startswith((ERROR, WARNING)), shown
     if code != 0 and result.lines:  # (check's verdict on a broken file goes to stdout, with exit 1)
@@ -145,8 +152,9 @@ def _package_root() -> Path:
 class Hostile:
     """Runs commands against ``ws`` (default workspace) and asserts the promise on each."""
 
-    def __init__(self, request: pytest.FixtureRequest, tmp: Path, capsys: pytest.CaptureFixture[str],
+    def __init__(self, request: pytest.FixtureRequest, tmp: Path, capsys: pytest.CaptureFixture[bytes],
                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """``capsys`` is pytest's capsysbinary: a file name that is not UTF-8 reaches stdout as its bytes."""
         self.request, self.tmp, self.capsys, self.monkeypatch = request, tmp, capsys, monkeypatch
         self.ws = tmp / "ws.h5"
         self.model: Path | None = None  # the tiny CLIP the fixtures embedded with, for -m
@@ -171,7 +179,7 @@ class Hostile:
         with _alarm(guard, argv):
             code_got = main(argv)
         captured = self.capsys.readouterr()
-        result = Outcome(code_got, captured.out, captured.err)
+        result = Outcome(code_got, captured.out.decode("utf-8", "replace"), captured.err.decode("utf-8", "replace"))
         return self._judge(argv, result, code, lines, match, "in-process")
 
     # as a subprocess
@@ -193,24 +201,26 @@ class Hostile:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            self._record(argv, None, err.decode(errors="replace"), "subprocess")
+            self._record(argv, None, err.decode(errors="replace"), "subprocess", (code, lines))
             pytest.fail(f"clipclust {' '.join(argv)} hung: killed after {timeout:g}s\n{err.decode(errors='replace')}")
         result = Outcome(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
         return self._judge(argv, result, code, lines, match, "subprocess")
 
     def _judge(self, argv: list[str], result: Outcome, code: int, lines: int | None, match: str | None,
                how: str) -> Outcome:
-        self._record(argv, result.code, result.err, how)
-        assert_promise(result, code, (1 if code else 0) if lines is None else lines, match)
+        lines = (1 if code else 0) if lines is None else lines
+        self._record(argv, result.code, result.err, how, (code, lines))
+        assert_promise(result, code, lines, match)
         return result
 
-    def _record(self, argv: list[str], code: int | None, err: str, how: str) -> None:
+    def _record(self, argv: list[str], code: int | None, err: str, how: str, expected: tuple[int, int | None]) -> None:
         target = os.environ.get("HOSTILE_RECORD")
         if not target:
             return
-        lines = [line for line in err.splitlines() if line.strip()]
-        entry = {"test": self.request.node.nodeid, "argv": argv[2:], "how": how, "code": code,
-                 "lines": len(lines), "traceback": "Traceback (most recent" in err,
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith(HINTS)]
+        entry = {"test": self.request.node.nodeid, "argv": [str(a) for a in argv[2:]], "cache": argv[1],
+                 "how": how, "code": code,
+                 "lines": len(lines), "traceback": "Traceback (most recent" in err, "expected": list(expected),
                  "first": lines[0][:300] if lines else "", "last": lines[-1][:300] if lines else ""}
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -251,9 +261,9 @@ def _alarm(seconds: float, argv: list[str]) -> Iterator[None]:
 
 
 @pytest.fixture()
-def hostile(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def hostile(request: pytest.FixtureRequest, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes],
             monkeypatch: pytest.MonkeyPatch) -> Hostile:
-    return Hostile(request, tmp_path, capsys, monkeypatch)
+    return Hostile(request, tmp_path, capsysbinary, monkeypatch)
 
 
 # -- workspaces to be hostile to

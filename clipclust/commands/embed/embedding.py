@@ -10,7 +10,6 @@ is done.  The stages, in order: ``sources`` (find, hash, what is cached), ``plan
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Sequence
 
 from clipclust.commands.embed.derive import derive_from_store, missing_rows, plan_fused_storage
@@ -107,6 +106,8 @@ def _derive_cached(workspace: Workspace, plan: EmbedPlan, cached: list[str], rel
 
 def _warn_unmatched_labels(sources: Sequence[SourceFile], labels_csv: str, reporter: Reporter) -> None:
     """Rows of the labels file that name no input image are said, not dropped in silence (a mistyped path)."""
+    from pathlib import Path
+
     found = {Path(s.real_path()) for s in sources}
     unmatched = [path for path in read_labels_csv(labels_csv) if path not in found]
     if unmatched:
