@@ -156,6 +156,7 @@ def test_a_cluster_name_is_accepted_only_when_it_reads_back_as_given(name: str):
 
 @FAST
 @given(ANY_TEXT)
+@example("²")
 def test_k_text_is_parsed_or_refused(text: str):
     from clipclust.methods.inputs import parse_k
 
