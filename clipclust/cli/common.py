@@ -119,7 +119,9 @@ def emit_json(data: Any) -> None:
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print a one-line error and return the Exit to raise."""
+    """Print a one-line error and return the Exit to raise (a line break in it, from a name or a file, is
+    shown escaped: the error stays one line)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     stderr().print(f"clipclust: error: {message}", markup=False, highlight=False)
     return typer.Exit(code)
 

@@ -163,7 +163,7 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
     reporter = reporter or SilentReporter()
     if kind not in KINDS:
         raise InputError(f"{opt('kind')} {kind}: expected one of {', '.join(KINDS)}")
-    if perplexity <= 0:
+    if not 0 < perplexity < float("inf"):  # nan and inf too
         raise InputError(f"{opt('perplexity')} {perplexity}: expected a number above 0, such as 30")
     if per_cluster < 1 or not 8 <= thumb <= MAX_THUMB:
         raise InputError(f"{opt('per_cluster')} must be at least 1 and {opt('thumb')} from 8 to {MAX_THUMB} pixels")

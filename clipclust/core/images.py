@@ -219,24 +219,29 @@ def find_images(inputs: Sequence[str | os.PathLike[str]], *, folder_labels: bool
 
 def read_labels_csv(path: str | os.PathLike[str]) -> dict[Path, str]:
     """Read ``path,label`` rows (a header row ``path,label`` is optional); paths resolve against the CSV's folder."""
+    from clipclust.core.textfiles import read_user_text
+
     csv_path = Path(path)
     if not csv_path.is_file():
         raise InputError(f"labels file not found: {path}")
     out: dict[Path, str] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise InputError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
-            file, label = row[0].strip(), row[1].strip()
-            if lineno == 1 and file.lower() == "path" and label.lower() == "label":
-                continue
-            candidate = Path(file)
-            if not candidate.is_absolute():
-                near_csv = csv_path.parent / candidate
-                candidate = near_csv if near_csv.exists() else candidate
-            out[candidate.resolve()] = label
+    try:
+        rows = list(csv.reader(io.StringIO(read_user_text(csv_path), newline="")))
+    except csv.Error as exc:  # a field past csv's size limit
+        raise InputError(f"{path}: not readable as CSV ({exc})") from None
+    for lineno, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise InputError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
+        file, label = row[0].strip(), row[1].strip()
+        if lineno == 1 and file.lower() == "path" and label.lower() == "label":
+            continue
+        candidate = Path(file)
+        if not candidate.is_absolute():
+            near_csv = csv_path.parent / candidate
+            candidate = near_csv if near_csv.exists() else candidate
+        out[candidate.resolve()] = label
     return out
 
 

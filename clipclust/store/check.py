@@ -85,6 +85,13 @@ def _duplicates(keys: np.ndarray) -> int:
     return len(keys) - len(np.unique(keys))
 
 
+def _non_finite(data: np.ndarray) -> int:
+    """How many rows of a set hold NaN or inf (no model clipclust accepts writes one)."""
+    if not np.issubdtype(data.dtype, np.floating) or not len(data):
+        return 0
+    return int((~np.isfinite(data.reshape(len(data), -1))).any(axis=1).sum())
+
+
 def check_workspace(path: str | os.PathLike[str]) -> CheckReport:
     """Read everything and test the invariants; the caller holds no lock (this takes the workspace's)."""
     ws = Workspace(path)
@@ -142,6 +149,8 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
             problems.append(f"set {set_id}: {len(keys)} keys but {len(data)} rows")
         if _duplicates(keys):
             problems.append(f"set {set_id}: {_duplicates(keys)} duplicate keys")
+        if _non_finite(data):
+            problems.append(f"set {set_id}: {_non_finite(data)} rows hold NaN or inf")
         if is_derived(g):
             lacking = [str(g.attrs.get(a, "")) for a in ("image_set", "text_set") if f"sets/{g.attrs.get(a, '')}" not in f]
             if lacking:
@@ -286,6 +295,17 @@ def _dedupe(group: h5py.Group, key: str, names: list[str], lost: list[str]) -> N
         ds[...] = data
 
 
+def _drop_non_finite(group: h5py.Group, lost: list[str]) -> None:
+    data = group["data"][:]
+    if not _non_finite(data):
+        return
+    keep = np.isfinite(data.reshape(len(data), -1)).all(axis=1)
+    lost.append(f"{group.name}: {int((~keep).sum())} rows holding NaN or inf dropped")
+    for name, values in (("keys", group["keys"][:][keep]), ("data", data[keep])):
+        group[name].resize(len(values), axis=0)
+        group[name][...] = values
+
+
 def _realign(f: h5py.File, lost: list[str]) -> None:
     if "items" in f and "sha256" in f["items"]:
         g = f["items"]
@@ -303,6 +323,7 @@ def _realign(f: h5py.File, lost: list[str]) -> None:
         _trim(g, ["keys", "data"], lost)
         if "keys" in g and "data" in g:
             _dedupe(g, "keys", ["keys", "data"], lost)
+            _drop_non_finite(g, lost)
     for name in list(f["clusterings"].keys()) if "clusterings" in f else []:
         g = f["clusterings"][name]
         if name.endswith(".replacing") or "params" not in g.attrs:

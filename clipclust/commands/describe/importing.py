@@ -20,6 +20,7 @@ from typing import Any
 from clipclust.commands.describe.descriptions import description_spec
 from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
 from clipclust.core.progress import Reporter, SilentReporter
+from clipclust.core.textfiles import check_text, read_user_text
 from clipclust.errors import InputError
 from clipclust.store import ItemRecord, Workspace
 
@@ -49,7 +50,7 @@ def _value(row: Mapping[str, Any], field_name: str | None, where: str) -> str | 
         raise InputError(f"{where}: field {field_name!r} is not a plain value: {str(v)[:80]}")
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
-    return str(v)
+    return check_text(str(v), f"{where}: field {field_name!r}")
 
 
 def import_descriptions(
@@ -66,10 +67,7 @@ def import_descriptions(
         raise InputError(f"descriptions file not found: {p}")
     suffix = p.suffix.lower()
     rows: list[tuple[str, Mapping[str, Any]]] = []
-    try:
-        raw = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{p} is not UTF-8 text: {e}") from e
+    raw = read_user_text(p)
     if suffix in (".jsonl", ".ndjson", ".json"):
         stripped = raw.lstrip()
         if suffix == ".json" and stripped.startswith("["):
@@ -89,11 +87,14 @@ def import_descriptions(
                     raise InputError(f"{p}:{lineno}: invalid JSON ({e.msg}); expected one object per line") from e
                 rows.append((f"{p}:{lineno}", obj))
     elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(raw), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames:
-            raise InputError(f"{p}: no header row")
-        for lineno, row in enumerate(reader, start=2):
-            rows.append((f"{p}:{lineno}", row))
+        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            if not reader.fieldnames:
+                raise InputError(f"{p}: no header row")
+            for row in reader:
+                rows.append((f"{p}:{reader.line_num}", row))
+        except csv.Error as e:
+            raise InputError(f"{p}:{reader.line_num}: not readable as {suffix[1:].upper()} ({e})") from None
     else:
         raise InputError(f"{p}: unknown descriptions format {suffix!r}; use .jsonl, .json, .csv or .tsv")
     records: list[DescriptionRecord] = []

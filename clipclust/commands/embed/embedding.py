@@ -28,6 +28,7 @@ from clipclust.commands.embed.sources import (
     warn_copies,
 )
 from clipclust.commands.embed.texts import encode_texts, missing_classes
+from clipclust.core.images import SourceFile, read_labels_csv
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.errors import InputError
 from clipclust.models.clip import ClipEncoder, load_clip, model_identity, parse_model_spec
@@ -49,6 +50,8 @@ def embed(workspace: Workspace, inputs: Sequence[str], options: EmbedOptions | N
     sources = find_sources(inputs, opts.folder_labels, opts.labels_csv, reporter, summary.skipped)
     summary.found = len(sources)
     model_spec = parse_model_spec(opts.model)
+    if opts.labels_csv:
+        _warn_unmatched_labels(sources, opts.labels_csv, reporter)
     items = workspace.items()
     hashed = hash_sources(sources, items, workers, reporter)
     summary.skipped.extend(hashed.skipped)
@@ -114,3 +117,13 @@ def _derive_cached(workspace: Workspace, plan: EmbedPlan, cached: list[str], rel
         plan_fused_storage(workspace, ts, plan.image.id, store_fused)
     wanted = missing_rows(workspace, plan, cached, relabelled_items)
     return derive_from_store(workspace, plan, cached, wanted) if wanted else 0
+
+
+def _warn_unmatched_labels(sources: Sequence[SourceFile], labels_csv: str, reporter: Reporter) -> None:
+    """Rows of the labels file that name no input image are said, not dropped in silence (a mistyped path)."""
+    from pathlib import Path
+
+    found = {Path(s.real_path()) for s in sources}
+    unmatched = [path for path in read_labels_csv(labels_csv) if path not in found]
+    if unmatched:
+        reporter.warn(f"{len(unmatched)} rows of {labels_csv} name no input image and were ignored, e.g. {unmatched[0]}")

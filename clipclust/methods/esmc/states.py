@@ -120,6 +120,16 @@ def _final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_fro
     return n_layers
 
 
+def _known_final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_from: str,
+                       extra: dict[str, Any]) -> int | None:
+    """The last layer when the memo or the model's config says it (None: the config cannot be read here, and
+    loading the model will say why)."""
+    try:
+        return _final_layer(workspace, lazy, identity, load_from, extra)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _dtype_name(device: str, dtype: str) -> str:
     """The dtype a run computes in (part of the sets' identity: bf16 states differ from fp32 ones)."""
     from clipclust.models.devices import resolve_device, resolve_precision
@@ -212,6 +222,11 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
             identity: str, load_from: str, extra: dict[str, Any]) -> CriterionStates:
     localisation = None
     layer, position = req.layer, req.position
+    if layer is not None:  # refused before any weight is loaded: the count comes from the memo or the config
+        last = _known_final_layer(workspace, lazy, identity, load_from, extra)
+        if last is not None and not 0 <= layer <= last:
+            raise InputError(f"{layer}: there is no such layer; {req.model} has layers 0..{last} (0 = the token "
+                             "embeddings)", option="layer")
     if layer is None or position is None:
         if req.keywords:
             localisation = _locate(workspace, lazy, source, req, identity, reporter)
