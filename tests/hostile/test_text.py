@@ -43,13 +43,14 @@ def test_a_labels_csv_with_a_byte_order_mark_is_read(ws: Hostile, tmp_path: Path
 
 @pytest.mark.parametrize("command", [
     ("embed", "IMAGES", "-m", "MODEL", "-p", "a photo of <>", "--classes-file", "FILE"),
-    ("finetune", "-o", "tuned", "--classes-file", "FILE"),
+    ("finetune", "-o", "OUT", "--classes-file", "FILE"),
     ("embed", "IMAGES", "-m", "MODEL", "-p", "a photo of <>", "--class-map", "FILE"),
     ("embed", "IMAGES", "-m", "MODEL", "--agnostic", "FILE"),
 ], ids=["embed-classes-file", "finetune-classes-file", "embed-class-map", "embed-agnostic"])
 def test_a_latin1_list_file_is_refused(ws: Hostile, tmp_path: Path, command: tuple[str, ...]):
     listing = latin1(tmp_path / "list.csv", "café,boisson\nthé,boisson\n")
-    args = [{"IMAGES": ws.images, "MODEL": ws.model, "FILE": listing}.get(a, a) for a in command]
+    named = {"IMAGES": ws.images, "MODEL": ws.model, "FILE": listing, "OUT": ws.tmp / "tuned"}
+    args = [named.get(a, a) for a in command]
     before = ws.snapshot()
     ws.run(*args, code=2, match=rf"list\.csv: {NOT_UTF8}")
     ws.intact(before, same=True)
@@ -131,13 +132,13 @@ def test_a_blank_prompt_is_refused(ws: Hostile):
 @pytest.mark.parametrize("args", [
     ("embed", "IMAGES", "-m", "MODEL", "-p", "This is a digit"),
     ("embed", "IMAGES", "-m", "MODEL", "-p", "This is digit <>", "-p", "a digit"),
-    ("finetune", "-o", "tuned", "--classes", "a,b", "--class-template", "a digit"),
-    ("finetune", "-o", "tuned", "--classes", "a,b", "--template", "a photo of <>", "--template", "a photo"),
+    ("finetune", "-o", "OUT", "--classes", "a,b", "--class-template", "a digit"),
+    ("finetune", "-o", "OUT", "--classes", "a,b", "--template", "a photo of <>", "--template", "a photo"),
     ("cluster", "--method", "ictc", "-c", "shape", "-k", "2", "--llm", "http://127.0.0.1:9/v1", "--assign", "clip",
      "--clip-template", "a digit"),
 ], ids=["embed-prompt", "embed-second-prompt", "finetune-class-template", "finetune-template", "ictc-clip-template"])
 def test_a_template_without_a_placeholder_is_refused(ws: Hostile, args: tuple[str, ...]):
-    args = tuple({"IMAGES": ws.images, "MODEL": ws.model}.get(a, a) for a in args)
+    args = tuple({"IMAGES": ws.images, "MODEL": ws.model, "OUT": ws.tmp / "tuned"}.get(a, a) for a in args)
     before = ws.snapshot()
     ws.run(*args, code=2, match="has no '<>', so every class would get the same text")
     ws.intact(before, same=True)
@@ -282,12 +283,12 @@ def test_clustering_descriptions_that_were_never_made_is_refused(hostile: Hostil
     (("embed", "IMAGES", "--shard", "0/0"), "shard"),
     (("embed", "IMAGES", "-m", "MODEL", "-p", "a <>", "--classes", ",,,"), "class list is empty"),
     (("embed", "IMAGES", "-m", "MODEL", "-p", "a <>", "--classes", "a,b,a"), "duplicate class names: a"),
-    (("finetune", "-o", "tuned", "--classes", "a"), "at least two distinct class names"),
+    (("finetune", "-o", "OUT", "--classes", "a"), "at least two distinct class names"),
     (("embed", "IMAGES", "--device", "cuda:²"), "--device"),
 ], ids=["k-superscript", "k-word", "shard-superscript", "shard-past-count", "shard-zero", "classes-empty",
         "classes-duplicate", "finetune-one-class", "device-superscript"])
 def test_a_count_shard_or_class_list_that_does_not_parse_is_refused(ws: Hostile, args: tuple[str, ...], match: str):
-    args = tuple({"IMAGES": ws.images, "MODEL": ws.model}.get(a, a) for a in args)
+    args = tuple({"IMAGES": ws.images, "MODEL": ws.model, "OUT": ws.tmp / "tuned"}.get(a, a) for a in args)
     before = ws.snapshot()
     ws.run(*args, code=2, match=match)
     ws.intact(before, same=True)

@@ -25,14 +25,15 @@ FLOAT_FLAGS = [
 ]
 """Every option that takes a real number (test_every_float_option_is_listed keeps this complete)."""
 
-REQUIRED = {"finetune": ("-o", "tuned", "--classes", "a,b"), "describe": ("--vlm", "http://127.0.0.1:9/v1")}
+REQUIRED = {"finetune": ("-o", "OUT", "--classes", "a,b"), "describe": ("--vlm", "http://127.0.0.1:9/v1")}
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 @pytest.mark.parametrize("command,flag", FLOAT_FLAGS, ids=[f"{c}{f}" for c, f in FLOAT_FLAGS])
 def test_a_float_option_refuses_what_is_not_a_finite_number(ws: Hostile, command: str, flag: str, value: str):
     before = ws.snapshot()
-    ws.run(command, *REQUIRED.get(command, ()), f"{flag}={value}", code=2, match=f"Invalid value for '{flag}'")
+    required = [ws.tmp / "tuned" if a == "OUT" else a for a in REQUIRED.get(command, ())]
+    ws.run(command, *required, f"{flag}={value}", code=2, match=f"Invalid value for '{flag}'")
     ws.intact(before, same=True)
 
 
@@ -111,14 +112,15 @@ def test_k_against_the_number_of_items(ws: Hostile, k: str, code: int, match: st
 
 
 SEEDED = {"cluster": ("-k", "3"), "describe": ("--vlm", "http://127.0.0.1:9/v1"), "evaluate": (),
-          "finetune": ("-o", "tuned", "--classes", "a,b"), "visualize": (NAME,)}
+          "finetune": ("-o", "OUT", "--classes", "a,b"), "visualize": (NAME, "-o", "OUT")}
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 @pytest.mark.parametrize("command", sorted(SEEDED))
 def test_a_seed_outside_what_random_generators_take_is_refused(ws: Hostile, command: str, seed: str):
     before = ws.snapshot()
-    ws.run(command, *SEEDED[command], f"--seed={seed}", code=2, match=r"a seed is a whole number from 0 to 4294967295")
+    args = [ws.tmp / "out.png" if a == "OUT" else a for a in SEEDED[command]]  # nothing lands in the cwd
+    ws.run(command, *args, f"--seed={seed}", code=2, match=r"a seed is a whole number from 0 to 4294967295")
     ws.intact(before, same=True)
 
 
@@ -136,12 +138,12 @@ def test_a_huge_batch_size_is_just_one_batch(ws: Hostile):
     ("cluster", "--method", "ictc", "-c", "x", "-k", "2", "--llm", "http://127.0.0.1:9/v1", "--threads", "0"),
     ("cluster", "--method", "ictc", "-c", "x", "-k", "2", "--llm", "http://127.0.0.1:9/v1", "--concurrency", "0"),
     ("embed", "IMAGES", "--workers", "0"),
-    ("finetune", "-o", "tuned", "--classes", "a,b", "--batch-size", "1"),
+    ("finetune", "-o", "OUT", "--classes", "a,b", "--batch-size", "1"),
 ], ids=["describe-threads", "describe-concurrency", "describe-max-tokens", "ictc-threads", "ictc-concurrency",
         "embed-workers", "finetune-batch-size"])
 def test_a_count_below_its_minimum_is_refused(ws: Hostile, args: tuple[str, ...]):
     before = ws.snapshot()
-    args = tuple(str(ws.images) if a == "IMAGES" else a for a in args)
+    args = tuple({"IMAGES": str(ws.images), "OUT": str(ws.tmp / "tuned")}.get(a, a) for a in args)
     ws.run(*args, code=2, match=args[-2])
     ws.intact(before, same=True)
 
