@@ -29,13 +29,13 @@ FLAGS = {"prompts": "--prompt", "labels_csv": "--labels"}
 
 
 def _pixels(text: str) -> int | None:
-    """--max-pixels: a count such as 64M (0: no limit)."""
+    """--max-pixels: a count such as 64M (0: no limit of clipclust's, Pillow's 400M only)."""
     try:
         value = parse_count(text)
     except ValueError:
         raise InputError(f"--max-pixels {text!r}: expected a number of pixels such as 64M, 200M or 4000000") from None
     if value < 0:
-        raise InputError(f"--max-pixels {text}: expected a number of pixels such as 64M (0: no limit)")
+        raise InputError(f"--max-pixels {text}: expected a number of pixels such as 64M or 200M")
     return value or None
 
 
@@ -64,9 +64,9 @@ def embed_command(
     workers: int = typer.Option(default_workers(), "--workers", "-w", min=1, help="Threads decoding and preprocessing images."),
     store_dtype: str = typer.Option("float32", "--store-dtype", help="float32, or float16 for half the file size (new sets; read back as float32)."),
     max_pixels: str = typer.Option(format_count(DEFAULT_MAX_PIXELS), "--max-pixels", metavar="N",
-                                   help="Skip images that decode to more pixels than this (e.g. 64M, 200M, 0 for no "
-                                   "limit), read from the header before any pixel is; JPEGs count at their reduced "
-                                   "decode. One 64M-pixel image takes ~0.4 GB to decode."),
+                                   help="Skip images that decode to more pixels than this (e.g. 64M, 200M; 0: only "
+                                   "Pillow's own 400M), read from the header before any pixel is; JPEGs count at "
+                                   "their reduced decode. One 64M-pixel image takes ~0.4 GB to decode."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=common.SHARD_HELP),
     null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

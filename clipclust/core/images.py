@@ -30,8 +30,10 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".
 # are JPEGs, which decode at a reduced scale and count as such.  An image over the limit is skipped before
 # its pixels are read: Pillow reads the size from the header.
 DEFAULT_MAX_PIXELS = 64_000_000
-# ``max_pixels`` replaces Pillow's decompression-bomb guard, which let exactly 400M pixels (4 GB) through.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own decompression-bomb guard stays as a backstop for the whole process (it refuses above twice
+# this, 400M pixels, at open); ``max_pixels`` is the limit a run sets, and it is the lower one by default.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 _PIL_OBJECT = re.compile(r"\s*<_?io\.\w+ object at 0x[0-9a-fA-F]+>")
 
@@ -313,6 +315,17 @@ def _opened_checked(im: Image.Image, min_size: int | None, max_pixels: int | Non
     return full
 
 
+def _bomb(exc: Exception, max_pixels: int | None) -> ImageTooLarge:
+    """Pillow's decompression-bomb refusal (raised at open, with the pixel count only) in this module's words."""
+    found = _BOMB_PIXELS.search(str(exc))
+    pixels = format_count(int(found.group(1))) if found else "more"
+    if max_pixels and found and int(found.group(1)) > max_pixels:
+        return ImageTooLarge(f"{pixels} pixels, over the limit of {format_count(max_pixels)} ({opt('max_pixels')}); "
+                             "raise it to take this image")
+    return ImageTooLarge(f"{pixels} pixels, over Pillow's decompression-bomb limit of "
+                         f"{format_count(2 * (Image.MAX_IMAGE_PIXELS or 0))} pixels")
+
+
 def probe_image(fh: BinaryIO, min_size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """The size of the image in an open file, read from its header only (nothing is decoded); raises
     ImageTooLarge over ``max_pixels`` and UnreadableImage for what Pillow cannot identify."""
@@ -321,6 +334,8 @@ def probe_image(fh: BinaryIO, min_size: int | None = None, max_pixels: int | Non
             return _opened_checked(im, min_size, max_pixels)
     except UnreadableImage:
         raise
+    except Image.DecompressionBombError as exc:
+        raise _bomb(exc, max_pixels) from None
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is one skip
@@ -343,6 +358,8 @@ def decode_image(data: bytes, min_size: int | None = None, max_pixels: int | Non
             out = to_rgb(im).copy()
     except (MemoryError, UnreadableImage):
         raise
+    except Image.DecompressionBombError as exc:
+        raise _bomb(exc, max_pixels) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is one skip
         raise UnreadableImage(_reason(exc, not data)) from None
     out.info["original_size"] = full if out.size == scaled else (full[1], full[0])

@@ -68,7 +68,16 @@ def test_a_png_whose_header_claims_30000_by_30000(embedded):
     h = embedded
     before = h.snapshot()
     (h.images / "1" / "claims.png").write_bytes(grey_png(30000, 30000, full=False))
-    embed(h, lines=1, match=r"claims\.png: 30000x30000 pixels is 900M pixels, over the limit")
+    embed(h, lines=1, match=r"claims\.png: 900M pixels, over the limit of 64M \(--max-pixels\)")
+    h.intact(before, same=True)
+
+
+def test_a_raised_limit_still_meets_pillows_guard(embedded):
+    h = embedded
+    before = h.snapshot()
+    (h.images / "1" / "claims.png").write_bytes(grey_png(30000, 30000, full=False))
+    embed(h, "--max-pixels", "2G", lines=1, match=r"claims\.png: 900M pixels, over Pillow's decompression-bomb "
+                                                  r"limit of 400M pixels")
     h.intact(before, same=True)
 
 
@@ -78,7 +87,7 @@ def test_a_bmp_header_claiming_30000_by_30000(embedded):
     header = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 30000, 30000, 1, 24, 0,
                                                                        0, 2835, 2835, 0, 0)
     (h.images / "2" / "claims.bmp").write_bytes(header)
-    embed(h, lines=1, match=r"claims\.bmp: 30000x30000 pixels is 900M pixels, over the limit")
+    embed(h, lines=1, match=r"claims\.bmp: 900M pixels, over the limit of 64M \(--max-pixels\)")
     h.intact(before, same=True)
 
 
@@ -128,12 +137,12 @@ def test_bad_max_pixels(embedded, value):
     h.intact(before, same=True)
 
 
-def test_a_sparse_256_mb_file_named_png(embedded):
-    """Not an image, and 256 MB: hashed in blocks and refused from its first bytes, never read whole."""
+def test_a_sparse_64_mb_file_named_png(embedded):
+    """Not an image, and 64 MB: hashed in blocks and refused from its first bytes, never read whole."""
     h = embedded
     before = h.snapshot()
     with open(h.images / "7" / "huge.png", "wb") as fh:
-        fh.truncate(256 * 2**20)
+        fh.truncate(64 * 2**20)
     embed(h, lines=1, match=r"huge\.png: not an image PIL can read")
     h.intact(before, same=True)
 
