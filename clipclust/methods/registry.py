@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_K_RANGE",
+    "LevelOutput",
     "METHODS",
     "REFINEMENTS",
     "ClusterRequest",
@@ -164,8 +165,25 @@ class PreparedInput:
 
 
 @dataclass
+class LevelOutput:
+    """One coarser level of a taxonomy: a cluster id per item, over the same keys as the method's output.
+
+    Each cluster of the next finer level lies inside exactly one cluster of this level (its parent); the
+    command stores every level as a clustering of its own, linked to its neighbours.
+    """
+
+    ids: "np.ndarray"
+    cluster_names: list[str] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class MethodOutput:
-    """What a method's ``compute`` returns, stored as the clustering (``details`` go into its params)."""
+    """What a method's ``compute`` returns, stored as the clustering (``details`` go into its params).
+
+    ``levels``: coarser levels of a taxonomy, coarsest first (empty for a flat clustering); the output
+    itself is the finest level.
+    """
 
     keys: list[str]
     ids: "np.ndarray"
@@ -173,6 +191,7 @@ class MethodOutput:
     cluster_names: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    levels: list[LevelOutput] = field(default_factory=list)
 
 
 @dataclass
