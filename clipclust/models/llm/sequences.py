@@ -35,8 +35,8 @@ class SequenceContext:
     model's own.
     """
 
-    def __init__(self, llama: Any, *, n_seq: int, n_ctx: int, n_batch: int, embeddings: bool = False,
-                 unified: bool = True) -> None:
+    def __init__(self, llama: Any, *, n_seq: int, n_ctx: int, n_batch: int, n_ubatch: int | None = None,
+                 embeddings: bool = False, unified: bool = True) -> None:
         import llama_cpp  # noqa: PLC0415
         from llama_cpp import _internals  # noqa: PLC0415 - the context wrapper that frees before its model
 
@@ -45,7 +45,7 @@ class SequenceContext:
         params = type(source).from_buffer_copy(source)
         params.n_ctx = n_ctx
         params.n_batch = n_batch
-        params.n_ubatch = min(int(source.n_ubatch), n_batch)
+        params.n_ubatch = min(int(n_ubatch or source.n_ubatch), n_batch)
         params.n_seq_max = n_seq
         params.kv_unified = unified  # one buffer: a prefix shared by many sequences is stored once
         params.embeddings = embeddings
@@ -73,6 +73,11 @@ class SequenceContext:
         """Give ``target`` everything ``source`` holds: cells tagged in a unified buffer, the stream copied
         (at the next decode) otherwise."""
         self._lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
+    def outputs_embeddings(self, on: bool) -> None:
+        """Whether the next decode calls also give hidden states.  While on, llama.cpp outputs every token
+        of a call (with its logits): evaluate the bulk of a prompt with it off and only the read tokens on."""
+        self._lib.llama_set_embeddings(self.ctx, on)
 
     # ------------------------------------------------------------------ evaluation
     def logits(self, index: int) -> Any:
