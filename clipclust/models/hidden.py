@@ -334,10 +334,10 @@ def _open(spec: str, *, images: bool = False, device: str = "auto", dtype: str =
                        device=device, n_layers=_count_layers(model), images=images, batch_size=batch_size)
 
 
-def _open_llama(spec: str, *, batch_size: int = 8, n_threads: int | None = None) -> Any:
+def _open_llama(spec: str, *, n_threads: int | None = None) -> Any:
     from clipclust.models.hidden_llama import LlamaHiddenReader
 
-    return LlamaHiddenReader(spec, batch_size=batch_size, n_threads=n_threads)
+    return LlamaHiddenReader(spec, n_threads=n_threads)
 
 
 def _llama_identity(spec: str, **_: Any) -> str:
@@ -354,7 +354,7 @@ at any layer; llama.cpp runs a GGUF file as it is, for its last layer (ESMC pick
 READERS.register(Backend("transformers", frozenset({"hf", "dir", "gguf"}), _open,
                          options=frozenset({"images", "device", "dtype", "batch_size"}),
                          identity=lambda spec, **_: model_source(spec)[2]))
-READERS.register(Backend("llama.cpp", frozenset({"gguf"}), _open_llama, options=frozenset({"batch_size", "n_threads"}),
+READERS.register(Backend("llama.cpp", frozenset({"gguf"}), _open_llama, options=frozenset({"n_threads"}),
                          identity=_llama_identity))
 
 READER_NAMES = ("transformers", "llama.cpp")

@@ -8,8 +8,12 @@ exactly the final layer's logit lens.  So this reader serves the last layer at a
 of the prompt; earlier layers (and the localisation, which scans them all) stay with transformers
 (:mod:`clipclust.models.hidden`), whose lens needs the model's norm and output head.
 
-Prompts are evaluated several at a time, each in its own KV stream and whole in one decode call, so an
-item's vector does not depend on the items it was batched with (bit for bit).
+Each prompt is evaluated on its own: all but its read tokens in one decode call (a batch of ~100 tokens
+that keeps the cores as busy as a bigger one), then the read tokens with the hidden states switched on
+(while they are on, llama.cpp outputs every token of a call, logits included, so the bulk goes without).
+An item's vector then depends on its own prompt only, bit for bit: llama.cpp's quantised kernels round a
+row differently in a group of four rows than alone, so items decoded side by side would depend on their
+neighbours.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from clipclust.models.llm.sequences import Entry, SequenceContext
 __all__ = ["LlamaHiddenReader", "gguf_identity", "gguf_layers"]
 
 CELL_STEP = 256
-PROMPT_BATCH = 512  # tokens per decode call (llama.cpp's default micro-batch)
+PROMPT_BATCH = 512  # tokens per decode call (llama.cpp's default batch)
 
 
 def gguf_identity(path: str | os.PathLike[str]) -> str:
@@ -63,11 +67,10 @@ class LlamaHiddenReader:
     reader = "llama.cpp"
     images = False
 
-    def __init__(self, path: str | os.PathLike[str], *, batch_size: int = 8, n_threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, n_threads: int | None = None) -> None:
         self.path = check_gguf_path(path, "LLM")
         self.name = self.path.name
         self.identity = gguf_identity(self.path)
-        self.batch_size = max(1, int(batch_size))
         # The loaded model's own context stays tiny: the work happens in the sequence context below.
         self.llama = load_llama(self.path, n_ctx=256, n_gpu_layers=0, n_threads=n_threads, seed=0,
                                 chat_format=None, verbose=False)
@@ -85,14 +88,13 @@ class LlamaHiddenReader:
         """The prompt's tokens as the model's tokenizer makes them (a BOS only where the model asks for one)."""
         return self.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 
-    def _sequences(self, cells: int) -> SequenceContext:
+    def _sequence(self, cells: int) -> SequenceContext:
         if self._context is None or cells > self._cells:
             if self._context is not None:
                 self._context.close()
             self._cells = -(-cells // CELL_STEP) * CELL_STEP
-            self._context = SequenceContext(self.llama, n_seq=self.batch_size, n_ctx=self._cells * self.batch_size,
-                                            n_batch=max(PROMPT_BATCH, self._cells), n_ubatch=PROMPT_BATCH,
-                                            embeddings=True, unified=False)
+            self._context = SequenceContext(self.llama, n_seq=1, n_ctx=self._cells, n_batch=PROMPT_BATCH,
+                                            embeddings=True)
         return self._context
 
     def read(self, prompts: Sequence[str], layer: int, position: int, top: int,
@@ -111,34 +113,17 @@ class LlamaHiddenReader:
         states = np.zeros((len(prompts), self.llama.n_embd()), np.float32)
         ids = np.zeros((len(prompts), top), np.int64)
         probs = np.zeros((len(prompts), top), np.float32)
-        start = 0
-        while start < len(prompts):
-            group = self._group(token_lists, start)
-            ctx = self._sequences(max(len(token_lists[i]) for i in group))
+        for i, tokens in enumerate(token_lists):
+            ctx = self._sequence(len(tokens))
             ctx.forget()
-            cut = [len(token_lists[i]) + position for i in group]  # the read tokens start here
-            ctx.outputs_embeddings(False)  # the bulk of each prompt: no output at all
-            ctx.decode([Entry(t, j, seq, False) for seq, i in enumerate(group)
-                        for j, t in enumerate(token_lists[i][:cut[seq]])], lambda k: None)
-            ctx.outputs_embeddings(True)  # the read tokens: hidden state and logits (the final layer's lens)
-            rows = ctx.decode([Entry(t, cut[seq] + j, seq, j == 0) for seq, i in enumerate(group)
-                               for j, t in enumerate(token_lists[i][cut[seq]:])],
-                              lambda k: (ctx.embedding(k).copy(), _top(ctx.logits(k), top)))
-            for i, (state, (top_ids, top_probs)) in zip(group, rows):
-                states[i], ids[i], probs[i] = state, top_ids, top_probs
-            start += len(group)
+            cut = len(tokens) + position  # the read tokens start here
+            ctx.outputs_embeddings(False)
+            ctx.decode([Entry(t, j, 0, False) for j, t in enumerate(tokens[:cut])], lambda k: None)
+            ctx.outputs_embeddings(True)
+            (states[i], (ids[i], probs[i])), = ctx.decode(
+                [Entry(t, cut + j, 0, j == 0) for j, t in enumerate(tokens[cut:])],
+                lambda k: (ctx.embedding(k).copy(), _top(ctx.logits(k), top)))
         return states, ids, probs
-
-    def _group(self, token_lists: Sequence[Sequence[int]], start: int) -> list[int]:
-        """The prompts from ``start`` that one decode call evaluates whole: up to ``batch_size`` of them
-        within one micro-batch (a longer prompt goes alone)."""
-        group, used = [start], len(token_lists[start])
-        for i in range(start + 1, len(token_lists)):
-            if len(group) == self.batch_size or used + len(token_lists[i]) > PROMPT_BATCH:
-                break
-            group.append(i)
-            used += len(token_lists[i])
-        return group
 
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each token id as the text it stands for (special tokens spelled out, broken UTF-8 replaced)."""

@@ -256,8 +256,7 @@ def criterion_states(workspace: Workspace, source: StateSource, req: StateReques
     if choice.name == "llama.cpp":
         from clipclust.models.hidden_llama import gguf_layers
 
-        lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, reader="llama.cpp",
-                                                                  batch_size=req.batch_size)))
+        lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, reader="llama.cpp")))
         count, dtype = (lambda: gguf_layers(req.model)), LLAMA_DTYPE
     else:
         load_from, extra, _ = model_source(req.model)

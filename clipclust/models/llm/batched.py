@@ -164,12 +164,13 @@ CELL_STEP = 256  # llama.cpp pads the attended KV cells to this; per-sequence si
 class GreedyBatcher:
     """Decodes groups of prompts in lock step in a :class:`SequenceContext`.
 
-    Every sequence has its own KV stream laid out as one call at a time lays it out (shared prefix, then
-    the rest of the prompt, then the answer), and the prompts are evaluated in decode calls that hold
-    whole prompts (never a prompt split across llama.cpp's micro-batches next to another one): then each
-    sequence's logits are bit for bit those of one call at a time.  One unified KV buffer would store the
-    prefix once, but interleaves the sequences' cells, which changes the order of the attention sums.
-    Sequence 0 keeps the shared prefix between groups; the others copy it.
+    Each sequence's logits are bit for bit those of one call at a time, because its arithmetic is the same:
+    it has its own KV stream laid out as one call at a time lays it out (shared prefix, then the rest of
+    the prompt, then the answer), the rest of its prompt is evaluated in a decode call of its own, and each
+    answer step evaluates one token of every sequence.  (One unified KV buffer would store the prefix once
+    but interleave the sequences' cells, which changes the order of the attention sums; several prompts in
+    one call are cut into equal slices per sequence, and a slice of one token takes another kernel than
+    the same token among others.)  Sequence 0 keeps the shared prefix between groups; the others copy it.
     """
 
     def __init__(self, llama: Any, *, n_seq: int, n_ctx: int) -> None:
@@ -218,16 +219,12 @@ class GreedyBatcher:
                        lambda i: None)
         self._prefix = list(prefix)
         answers = [_Answer(p) for p in prompts]
-        calls: list[list[Entry]] = [[]]
+        calls: list[list[Entry]] = []
         for seq, p in enumerate(prompts, start=1):
             ctx.forget(seq)
             ctx.share(0, seq)
             suffix = p.tokens[n_prefix:]
-            if calls[-1] and len(calls[-1]) + len(suffix) > self.n_batch:
-                calls.append([])  # whole prompts per call: never one split next to another
-            calls[-1] += [Entry(t, n_prefix + j, seq, j == len(suffix) - 1) for j, t in enumerate(suffix)]
-            if len(calls[-1]) > self.n_batch:
-                calls.append([])
+            calls.append([Entry(t, n_prefix + j, seq, j == len(suffix) - 1) for j, t in enumerate(suffix)])
         read = lambda i: (int(np.argmax(ctx.logits(i))), ctx.logits(i).copy())  # noqa: E731
         steps = [out for call in calls if call for out in ctx.decode(call, read)]
         active = list(range(len(prompts)))
