@@ -243,5 +243,7 @@ register_method(MethodSpec(
         Option("top_p", type=float, check=_fraction,
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
-        Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight"),
+        Option("concurrency", type=int, identity=False, check=at_least_one,
+               help="server: requests in flight; GGUF: greedy answers decoded together (default 16; 1 = one call "
+               "at a time)"),
     )))
