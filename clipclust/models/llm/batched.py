@@ -183,6 +183,7 @@ class GreedyBatcher:
         self.n_batch = int(llama.context_params.n_ubatch)
         self.context: SequenceContext | None = None
         self.cells = 0  # KV cells per sequence in the current context
+        self.streams = n_seq  # sequences decoded together in it
         self._prefix: list[int] = []  # what sequence 0 holds
 
     def room(self, prompt: Prompt) -> int:
@@ -193,18 +194,30 @@ class GreedyBatcher:
         return self.room(prompt) <= self.max_cells
 
     def _context(self, cells: int) -> SequenceContext:
-        """A context whose sequences hold ``cells`` each, made anew (and the prefix forgotten) when it grows."""
+        """A context whose sequences hold ``cells`` each, made anew (and the prefix forgotten) when it grows.
+        Its sequences hold together at most twice the one-call context (long prompts: fewer at a time)."""
+        cells = min(self.max_cells, -(-cells // CELL_STEP) * CELL_STEP)
         if self.context is None or cells > self.cells:
             if self.context is not None:
                 self.context.close()
-            self.cells = min(self.max_cells, -(-cells // CELL_STEP) * CELL_STEP)
-            self.context = SequenceContext(self.llama, n_seq=self.n_seq + 1, n_ctx=self.cells * (self.n_seq + 1),
+            self.cells = cells
+            self.streams = max(1, min(self.n_seq, 2 * self.max_cells // cells - 1))
+            self.context = SequenceContext(self.llama, n_seq=self.streams + 1, n_ctx=self.cells * (self.streams + 1),
                                            n_batch=self.n_batch, unified=False)
             self._prefix = []
         return self.context
 
     def run(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
-        """``(position, answer)`` of each of at most ``n_seq`` prompts, in the order they finish."""
+        """``(position, answer)`` of each prompt, in the order they finish, as many at a time as fit."""
+        start = 0
+        while start < len(prompts):
+            self._context(max(self.room(p) for p in prompts[start:]))
+            group = prompts[start:start + self.streams]
+            for pos, text in self._run(group):
+                yield start + pos, text
+            start += len(group)
+
+    def _run(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         import numpy as np  # noqa: PLC0415
 
         ctx = self._context(max(self.room(p) for p in prompts))
