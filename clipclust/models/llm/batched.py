@@ -195,13 +195,13 @@ class GreedyBatcher:
 
     def _context(self, cells: int) -> SequenceContext:
         """A context whose sequences hold ``cells`` each, made anew (and the prefix forgotten) when it grows.
-        Its sequences hold together at most twice the one-call context (long prompts: fewer at a time)."""
+        The answering sequences hold at most twice the one-call context (long prompts: fewer at a time)."""
         cells = min(self.max_cells, -(-cells // CELL_STEP) * CELL_STEP)
         if self.context is None or cells > self.cells:
             if self.context is not None:
                 self.context.close()
             self.cells = cells
-            self.streams = max(1, min(self.n_seq, 2 * self.max_cells // cells - 1))
+            self.streams = max(1, min(self.n_seq, 2 * self.max_cells // cells))
             self.context = SequenceContext(self.llama, n_seq=self.streams + 1, n_ctx=self.cells * (self.streams + 1),
                                            n_batch=self.n_batch, unified=False)
             self._prefix = []
