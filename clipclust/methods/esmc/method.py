@@ -250,7 +250,7 @@ register_method(MethodSpec(
                help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16"),
         Option("device", default="auto", identity=False, help="where the model runs: auto, cpu or cuda[:N]"),
         Option("forward_batch", type=int, default=8, check=at_least_one, identity=False,
-               help="prompts per forward pass"),
+               help="transformers: prompts per forward pass (llama.cpp reads one prompt per pass)"),
         Option("reader", default="auto", choices=("auto", "llama.cpp", "transformers"), identity=False,
                help="what computes the states: auto (llama.cpp for a .gguf llm read at its last layer, transformers "
                "otherwise), llama.cpp or transformers; each reader's states are stored apart"),
