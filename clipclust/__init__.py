@@ -25,7 +25,7 @@ _EXPORTS = {
     "ClipclustError": "clipclust.errors",
     "InputError": "clipclust.errors",
     **{name: "clipclust.api" for name in ("embed", "describe", "import_descriptions", "cluster", "finetune",
-                                          "evaluate", "visualize", "export", "merge", "check", "info")},
+                                          "evaluate", "visualize", "report", "export", "merge", "check", "info")},
     "EmbedOptions": "clipclust.commands.embed",
     "EmbedSummary": "clipclust.commands.embed",
     "DescribeSummary": "clipclust.commands.describe",
@@ -36,6 +36,7 @@ _EXPORTS = {
     "EvaluationResult": "clipclust.commands.evaluate",
     "VisualSummary": "clipclust.commands.visualize",
     "MergeReport": "clipclust.commands.merge",
+    "ReportSummary": "clipclust.commands.report",
     "CheckResult": "clipclust.commands.check",
     "WorkspaceInfo": "clipclust.commands.info",
 }

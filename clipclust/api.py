@@ -24,11 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from clipclust.commands.finetune import FinetuneSummary
     from clipclust.commands.info import WorkspaceInfo
     from clipclust.commands.merge import MergeReport
+    from clipclust.commands.report import ReportSummary
     from clipclust.commands.visualize import VisualSummary
     from clipclust.methods.registry import ClusteringSummary
 
 __all__ = ["check", "cluster", "describe", "embed", "evaluate", "export", "finetune", "import_descriptions",
-           "info", "merge", "visualize", "workspace"]
+           "info", "merge", "report", "visualize", "workspace"]
 
 PathLike = str | os.PathLike[str]
 
@@ -114,6 +115,14 @@ def visualize(ws: "Workspace | PathLike", clustering: str | None = None, kind: s
     from clipclust.commands.visualize import visualize as run
 
     return run(workspace(ws), clustering, kind, out, **options)
+
+
+def report(ws: "Workspace | PathLike", *names: str, out: PathLike = "report.html", **options: Any) -> "ReportSummary":
+    """One offline HTML page of the named clusterings (all when none is named) at ``out`` (``clipclust report``):
+    ``thumbnails`` inline, folder or none, ``layout``, ``map_on``, ``per_cluster``, ``borderline``, ``thumb``, ..."""
+    from clipclust.commands.report import report as run
+
+    return run(workspace(ws), list(names), out, **options)
 
 
 def export(ws: "Workspace | PathLike", clustering: str | None = None, fmt: str = "csv",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-__all__ = ["ClipclustError", "InputError", "opt", "render", "step"]
+__all__ = ["ClipclustError", "InputError", "opt", "plain", "render", "step"]
 
 _MARK = re.compile(r"\x1e(opt|step):([^\x1e\x1f]*)\x1f")
 
@@ -41,6 +41,11 @@ def render(text: str, option: Callable[[str], str], command: Callable[[str, str]
         text, found = _MARK.subn(replace, text)
         if not found:
             return text
+
+
+def plain(text: str) -> str:
+    """``text`` with its references spelled for Python callers, as ``str(error)`` spells them."""
+    return render(text, _python_option, _python_step)
 
 
 def _python_option(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 from typing import Any, Callable, Optional, Sequence
 
@@ -53,7 +54,7 @@ def global_options(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    common.STATE.cache = cache or common.DEFAULT_CACHE
+    common.STATE.cache = common.cache_path(cache) or common.DEFAULT_CACHE
     common.STATE.json = json_out
     common.STATE.quiet = quiet
     common.STATE.debug = debug or common.debug_from_env()
@@ -84,8 +85,8 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def run(*args: Any, global_cache: Optional[str] = None, global_quiet: bool = False, global_debug: bool = False,
             global_json: bool = False, **kwargs: Any) -> Any:
-        if global_cache:
-            common.STATE.cache = global_cache
+        if global_cache is not None:
+            common.STATE.cache = common.cache_path(global_cache)
         if global_debug and not common.STATE.debug:
             common.STATE.debug = True
             common.show_library_output()
@@ -100,9 +101,10 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _register() -> None:
-    from clipclust.cli import check, cluster, describe, embed, evaluate, export, finetune, info, merge, visualize
+    from clipclust.cli import (check, cluster, describe, embed, evaluate, export, finetune, info, merge, report,
+                               visualize)
 
-    for module in (embed, describe, info, check, cluster, finetune, evaluate, visualize, export, merge):
+    for module in (embed, describe, info, check, cluster, finetune, evaluate, visualize, report, export, merge):
         module.register(app)
     for registered in app.registered_commands:
         registered.callback = with_global_options(registered.callback)
@@ -111,11 +113,36 @@ def _register() -> None:
 _register()
 
 
+def _refuse_non_finite(command: Any) -> None:
+    """Every option of every command refuses nan and inf at the door: no setting means anything with one
+    (a learning rate of inf trains a NaN model), and one check here covers the generated method flags too.
+    Every --seed takes what every random generator it seeds takes: 0 to 2**32 - 1."""
+    for sub in getattr(command, "commands", {}).values():
+        _refuse_non_finite(sub)
+    for param in command.params:
+        param.callback = _finite(param.callback)
+
+
+def _finite(callback: Optional[Callable[..., Any]]) -> Callable[..., Any]:
+    def check(ctx: Any, param: Any, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise click_exc.BadParameter(f"{value} is not a finite number; give an ordinary number", ctx=ctx,
+                                         param=param)
+        if param.name == "seed" and isinstance(value, int) and not 0 <= value < 2**32:
+            raise click_exc.BadParameter(f"{value}: a seed is a whole number from 0 to {2**32 - 1}", ctx=ctx,
+                                         param=param)
+        return callback(ctx, param, value) if callback is not None else value
+
+    return check
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code; usage errors are one line and exit 2."""
     typer.completion.completion_init()  # answer the completion scripts in completions/ (_CLIPCLUST_COMPLETE)
     common.reset_state()
+    common.bytes_safe_stdout()
     command = typer.main.get_command(app)
+    _refuse_non_finite(command)
     try:
         with common.library_output_hidden():
             result = command.main(args=list(argv) if argv is not None else None, prog_name="clipclust",
@@ -141,9 +168,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def entry() -> None:
-    code = main()
-    if not common.STATE.debug:  # llama.cpp leaves /dev/null handles for the interpreter's exit to close;
-        import warnings         # their ResourceWarnings would be the last lines a user sees
-
-        warnings.filterwarnings("ignore", category=ResourceWarning)
-    sys.exit(code)
+    sys.exit(main())

@@ -7,6 +7,7 @@ prints the summary: one common line, then the lines the method's ``report`` hook
 
 from __future__ import annotations
 
+import shlex
 from typing import Optional
 
 import typer
@@ -84,6 +85,9 @@ def cluster_command(
         common.emit_json(summary.to_dict())
         return
     print_summary(summary)
+    if not common.STATE.quiet:  # the next step, on stderr with the other remarks: stdout stays the result
+        name, page = shlex.quote(summary.name), shlex.quote(f"{summary.name}.html")
+        common.stderr().print(f"see it: clipclust report {name} -o {page}", markup=False, highlight=False)
 
 
 def print_summary(summary: ClusteringSummary) -> None:

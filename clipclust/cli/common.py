@@ -7,6 +7,8 @@ errors become one line and an exit code: 2 for bad input, 1 for runtime failures
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import logging
 import os
@@ -30,7 +32,7 @@ from rich.progress import (
 from rich.text import Text
 
 from clipclust.store import Workspace
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, render
 
 DEFAULT_CACHE = "clipclust.h5"
 
@@ -52,6 +54,20 @@ def reset_state() -> None:
     STATE.json = False
     STATE.quiet = False
     STATE.debug = debug_from_env()
+
+
+def cache_path(value: str | None) -> str | None:
+    """--cache as given; an empty one is refused rather than read as the default ./clipclust.h5."""
+    if value is not None and not value.strip():
+        raise fail(f"--cache {value!r} is empty: pass a workspace file such as {DEFAULT_CACHE}, or leave --cache "
+                   f"out for ./{DEFAULT_CACHE}")
+    return value
+
+
+def bytes_safe_stdout() -> None:
+    """A file name that is not valid UTF-8 is printed as its own bytes (as ls does), not as a crash."""
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
 
 
 def debug_from_env() -> bool:
@@ -103,7 +119,9 @@ def emit_json(data: Any) -> None:
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print a one-line error and return the Exit to raise."""
+    """Print a one-line error and return the Exit to raise (a line break in it, from a name or a file, is
+    shown escaped: the error stays one line)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     stderr().print(f"clipclust: error: {message}", markup=False, highlight=False)
     return typer.Exit(code)
 
@@ -154,8 +172,23 @@ def errors(flags: dict[str, str] | None = None) -> Iterator[None]:
                    "per run, then re-run to resume", 1) from exc
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except OSError as exc:
+        if exc.errno is None or STATE.debug:
+            raise internal_error(exc) from None
+        raise os_failure(exc) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         raise internal_error(exc) from None
+
+
+def os_failure(exc: OSError) -> "typer.Exit":
+    """An operating-system error the library did not word itself, as one line: a place the user can change
+    (permissions, a read-only mount, a missing or wrong path) exits 2; a full disk or a failing device 1."""
+    place = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+    what = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return fail(f"{what}{reason}; free some space and run the same command again (what was saved is kept)", 1)
+    return fail(f"{what}{reason}", 2 if exc.errno in place else 1)
 
 
 SHARD_HELP = ("Only shard I of N of the items (by content hash), e.g. 2/8, each into its own --cache; "
@@ -205,6 +238,7 @@ class RichReporter:
             yield lambda n=1: progress.advance(task_id, n)
 
     def warn(self, message: str) -> None:
+        message = render(message, flag_for, command_line)
         self.warnings.append(message)
         if not self.quiet:
             self.console.print(f"warning: {message}", markup=False, highlight=False)

@@ -9,7 +9,7 @@ import typer
 
 from clipclust.commands.describe import describe_items, import_into_workspace
 from clipclust.errors import InputError
-from clipclust.models.llm import DecodeParams
+from clipclust.models.llm import DEFAULT_TIMEOUT, DecodeParams
 from clipclust.models.vlm import DESCRIBE_PARAMS
 from clipclust.core.sharding import parse_shard
 from clipclust.cli import common, stdin
@@ -40,11 +40,16 @@ def describe_command(
     mmproj: Optional[str] = typer.Option(None, "--mmproj", help="The vision projector .gguf of a GGUF VLM."),
     chat_format: Optional[str] = typer.Option(None, "--chat-format", help="GGUF: the llama.cpp chat handler (default: from the metadata)."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Server: the model name (default: the only one served)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Server: requests in flight."),
-    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", min=256, help="GGUF: context window (4096)."),
-    n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="GGUF: layers on the GPU (-1 = all)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="GGUF: CPU threads."),
-    device: Optional[str] = typer.Option(None, "--device", help="transformers: auto, cpu or cuda[:N]."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Server: requests in flight."),
+    n_ctx: int = typer.Option(4096, "--n-ctx", min=256, help="GGUF: context window."),
+    n_gpu_layers: int = typer.Option(0, "--n-gpu-layers", help="GGUF: layers on the GPU (-1 = all, 0 = CPU only)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="GGUF: CPU threads.",
+                                          show_default="auto: half the CPU cores"),
+    device: Optional[str] = typer.Option(None, "--device", help="transformers: auto, cpu or cuda[:N].",
+                                         show_default="auto: the first GPU, else the CPU"),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.001, metavar="SECONDS",
+                                  help="Server: seconds one answer may take before the run gives up (a notice on "
+                                  "stderr after 30 s, or half of it)."),
     seed: int = typer.Option(0, "--seed", help="Decoding seed (matters with --temperature > 0)."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy (deterministic)."),
     max_tokens: int = typer.Option(DESCRIBE_PARAMS.max_tokens, "--max-tokens", min=1, help="New tokens per description."),
@@ -83,7 +88,8 @@ def describe_command(
             raise InputError("describe needs --vlm SPEC (a VLM to run) or --from FILE (descriptions to import)")
         else:
             backend = {"chat_format": chat_format, "model": model_name, "concurrency": concurrency, "n_ctx": n_ctx,
-                       "n_gpu_layers": n_gpu_layers, "n_threads": threads, "seed": seed, "device": device}
+                       "n_gpu_layers": n_gpu_layers, "n_threads": threads, "seed": seed, "device": device,
+                       "timeout": timeout}
             params = DecodeParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
             summary = describe_items(
                 common.workspace(), stdin.input_paths(images or [], null) or None, vlm=vlm, mmproj=mmproj,
@@ -98,6 +104,8 @@ def describe_command(
                 f"{summary.text_only} text-only items, {len(summary.skipped)} skipped; {summary.new_rows} new rows")
     else:
         line = f"{summary.n_items} items: {summary.described} described, {summary.cached} cached"
+        if summary.empty:
+            line += f", {summary.empty} empty answers not stored"
         if summary.n_groups is not None:
             line += f" ({summary.n_groups} groups)"
         if summary.skipped:

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 
 from clipclust.commands.embed import EmbedOptions, default_workers, embed
+from clipclust.core.images import DEFAULT_MAX_PIXELS, format_count, parse_count
+from clipclust.errors import InputError
 from clipclust.models.clip import DEFAULT_MODEL
 from clipclust.core.templates import parse_classes, read_class_map
 from clipclust.core.sharding import parse_shard
@@ -24,6 +26,17 @@ Example:  clipclust embed ./digits --prompt 'This is digit <>' --fuse label --fu
 """
 # EmbedOptions fields whose flag is not their name spelled with dashes (for library error messages)
 FLAGS = {"prompts": "--prompt", "labels_csv": "--labels"}
+
+
+def _pixels(text: str) -> int | None:
+    """--max-pixels: a count such as 64M (0: no limit of clipclust's, Pillow's 400M only)."""
+    try:
+        value = parse_count(text)
+    except ValueError:
+        raise InputError(f"--max-pixels {text!r}: expected a number of pixels such as 64M, 200M or 4000000") from None
+    if value < 0:
+        raise InputError(f"--max-pixels {text}: expected a number of pixels such as 64M or 200M")
+    return value or None
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +63,10 @@ def embed_command(
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per model call."),
     workers: int = typer.Option(default_workers(), "--workers", "-w", min=1, help="Threads decoding and preprocessing images."),
     store_dtype: str = typer.Option("float32", "--store-dtype", help="float32, or float16 for half the file size (new sets; read back as float32)."),
+    max_pixels: str = typer.Option(format_count(DEFAULT_MAX_PIXELS), "--max-pixels", metavar="N",
+                                   help="Skip images that decode to more pixels than this (e.g. 64M, 200M; 0: only "
+                                   "Pillow's own 400M), read from the header before any pixel is; JPEGs count at "
+                                   "their reduced decode. One 64M-pixel image takes ~0.4 GB to decode."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=common.SHARD_HELP),
     null: bool = typer.Option(False, "--null", "-0", help=stdin.NULL_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -74,6 +91,7 @@ def embed_command(
             store_dtype=store_dtype,
             store_fused=store_fused,
             shard=parse_shard(shard),
+            max_pixels=_pixels(max_pixels),
         )
         reporter = common.RichReporter(quiet=common.STATE.quiet)
         summary = embed(common.workspace(), stdin.input_paths(images, null), options, reporter=reporter)
@@ -83,7 +101,7 @@ def embed_command(
     usable = summary.new + summary.cached
     line = f"{usable} images: {summary.new} new, {summary.cached} cached"
     if summary.skipped:
-        line += f", {len(summary.skipped)} skipped (unreadable)"
+        line += f", {len(summary.skipped)} skipped (see the warnings)"
     if summary.duplicates:
         line += f", {summary.duplicates} duplicate files stored once"
     extras = []

@@ -10,6 +10,7 @@ from typing import Iterator, Optional, TextIO
 
 import typer
 
+from clipclust.core.outputs import output_path
 from clipclust.errors import InputError
 from clipclust.commands.export import COLUMNS, FORMATS, SET_COLUMNS, SET_FORMATS, clustering_rows, export_set, write_rows
 from clipclust.cli import common
@@ -35,9 +36,10 @@ def register(app: typer.Typer) -> None:
 
 @contextlib.contextmanager
 def _output(path: Optional[Path]) -> Iterator[TextIO]:
-    """The file to write, or stdout; a reader that stops early (`export | head`) ends the run quietly."""
+    """The file to write (whole or not at all), or stdout; a reader that stops early (`export | head`) ends
+    the run quietly.  A path that is not valid UTF-8 (a file's own name) is written as its bytes."""
     if path is not None:
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        with output_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
             yield fh
         return
     try:
@@ -82,5 +84,5 @@ def export_command(
             raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}"
                              + (" (npy is for vector sets: --set SPEC)" if fmt == "npy" else ""))
         rows = clustering_rows(common.workspace(), common.one_clustering(name, clustering))
-    with _output(output) as stream:
-        write_rows(rows, fmt, stream)
+        with _output(output) as stream:
+            write_rows(rows, fmt, stream)

@@ -32,7 +32,7 @@ def visualize_command(
     seed: int = typer.Option(0, "--seed", help="t-SNE / PCA seed."),
     perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity (clamped below N / 3)."),
     per_cluster: int = typer.Option(8, "--per-cluster", help="montage: images per cluster."),
-    thumb: int = typer.Option(64, "--thumb", help="montage: thumbnail size in pixels."),
+    thumb: int = typer.Option(64, "--thumb", help="montage: thumbnail size in pixels (8 to 1024)."),
     title: str = typer.Option("", "--title", help="Figure title (default: clustering name and set)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

@@ -31,7 +31,8 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         r = self.report
         return {"cache": self.cache, "ok": r.ok, "problems": r.problems, "items": r.items, "sets": r.sets,
-                "clusterings": r.clusterings, "calls": r.calls, "repaired": self.repaired, "lost": self.lost}
+                "clusterings": r.clusterings, "calls": r.calls, "repaired": self.repaired, "lost": self.lost,
+                "salvaged_from": r.salvaged_from or None, "lacks": r.lacks}
 
 
 def check(workspace: Workspace | str | os.PathLike[str], *, repair: bool = False) -> CheckResult:

@@ -20,10 +20,24 @@ __all__ = ["ClusteringSummary", "run_clustering"]
 
 
 def _check_name(name: str) -> str:
-    if not name or name.strip() != name or "/" in name or name in (".", ".."):
-        raise InputError(f"'{name}': use a non-empty name without '/' or surrounding spaces, e.g. kmeans-image",
-                         option="name")
+    """A name that reads back as it was given: no '/', no control characters (a newline would split every
+    table it is shown in), not the suffix the store gives a clustering half-written."""
+    if (not name or name.strip() != name or "/" in name or name in (".", "..") or not name.isprintable()
+            or name.endswith(".replacing")):
+        raise InputError(f"{name!r}: use a non-empty name of printable characters without '/', surrounding "
+                         "spaces or a '.replacing' ending, e.g. kmeans-image", option="name")
     return name
+
+
+def _check_request(req: ClusterRequest) -> None:
+    """What the request itself says, checked before any input is read or any model is opened."""
+    if req.name is not None:
+        _check_name(req.name)
+    if req.seed is not None and not 0 <= req.seed < 2**32:  # what every method's random generator takes
+        raise InputError(f"{req.seed}: expected a whole number from 0 to {2**32 - 1}", option="seed")
+    low, high = req.k_range
+    if str(req.k).strip().lower() == "auto" and not 2 <= low <= high:
+        raise InputError(f"{low}:{high}: expected MIN:MAX with 2 <= MIN <= MAX, e.g. 2:10", option="k_range")
 
 
 def _summary(name: str, stored: dict[str, Any], reused: bool, replaced: bool, seconds: float) -> ClusteringSummary:
@@ -62,6 +76,7 @@ def run_clustering(workspace: Workspace, request: ClusterRequest | None = None, 
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     spec = get_method(req.method)
+    _check_request(req)
     options, refine_options = resolve_options(spec, req.options, METHODS, _refinement(req, spec), REFINEMENTS)
     req = dataclasses.replace(req, options=options, refine_options=refine_options)
     prepared = spec.prepare(workspace, req)
@@ -77,14 +92,12 @@ def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, p
     name = _check_name(req.name if req.name is not None else prepared.default_name)
     identity = jsonable(prepared.identity)
 
-    replaced = False
+    replaced = other = False
     if name in workspace.list_clusterings():
         stored = workspace.read_clustering(name)
         if not req.force and stored["params"].get("request") == identity:
             return _summary(name, stored, True, False, time.perf_counter() - started)
-        replaced = True
-        if stored["params"].get("request") != identity:
-            reporter.warn(f"clustering '{name}' exists with other inputs or parameters; replacing it")
+        replaced, other = True, stored["params"].get("request") != identity
 
     label = prepared.sets["input"].name
     with warnings.catch_warnings(record=True) as caught, \
@@ -99,6 +112,8 @@ def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, p
         "sets": {role: set_ref(info) for role, info in prepared.sets.items()},
         "n_items": len(output.keys), **output.details,
     }
+    if replaced and other:  # said when it happens: a run that fails replaces nothing
+        reporter.warn(f"clustering '{name}' exists with other inputs or parameters; replacing it")
     workspace.save_clustering(name, keys=output.keys, ids=output.ids, params=params, centroids=output.centroids,
                               cluster_names=output.cluster_names, extra=output.extra)
     return _summary(name, workspace.read_clustering(name), False, replaced, time.perf_counter() - started)

@@ -264,7 +264,7 @@ def probe_set(workspace: Workspace, on: str = "image", kind: str = "svm", *, spl
         raise InputError(f"{opt('probe')} {kind}: expected svm or logreg")
     if scale not in ("auto", "standard", "none"):
         raise InputError(f"{opt('scale')} {scale}: expected auto, standard or none")
-    if temperature is not None and temperature <= 0:
+    if temperature is not None and not 0 < temperature < float("inf"):  # nan and inf too
         raise InputError(f"{opt('temperature')} {temperature}: expected a number above 0, such as 0.03")
     info = resolve_item_set(workspace, on, model)
     if len(info.shape) != 2:

@@ -22,6 +22,7 @@ import numpy as np
 
 from clipclust.store import SetInfo, Workspace
 from clipclust.commands.selection import choose_clustering
+from clipclust.core.outputs import output_path
 from clipclust.errors import InputError, step
 
 __all__ = ["COLUMNS", "FORMATS", "SET_COLUMNS", "SET_FORMATS", "SetExport", "clustering_rows", "export_set",
@@ -109,19 +110,20 @@ def export_set(workspace: Workspace, spec: str, fmt: str, stream: TextIO | None 
             raise InputError("npy is binary: name the output file (e.g. vectors.npy; its keys go to vectors.keys.csv)")
         target = Path(out) if str(out).endswith(".npy") else Path(f"{out}.npy")
         keys_file = target.with_suffix(".keys.csv")
-        matrix = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=info.shape)
+        with output_path(target) as tmp_matrix, output_path(keys_file) as tmp_keys:
+            matrix = np.lib.format.open_memmap(tmp_matrix, mode="w+", dtype=np.float32, shape=info.shape)
 
-        def keys_filling_matrix() -> Iterator[dict[str, Any]]:
-            for n, (meta, row) in enumerate(rows):
-                if n == len(matrix):  # rows appended since the set was looked up wait for the next export
-                    return
-                matrix[n] = row
-                yield meta
+            def keys_filling_matrix() -> Iterator[dict[str, Any]]:
+                for n, (meta, row) in enumerate(rows):
+                    if n == len(matrix):  # rows appended since the set was looked up wait for the next export
+                        return
+                    matrix[n] = row
+                    yield meta
 
-        with open(keys_file, "w", newline="", encoding="utf-8") as fh:
-            count = write_rows(keys_filling_matrix(), "csv", fh, columns=SET_COLUMNS)
-        matrix.flush()
-        del matrix
+            with open(tmp_keys, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+                count = write_rows(keys_filling_matrix(), "csv", fh, columns=SET_COLUMNS)
+            matrix.flush()
+            del matrix
         return SetExport(info, count, [str(target), str(keys_file)])
     assert stream is not None
     if is_text:

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clipclust.store import ItemRecord, SetInfo, SetSpec, Workspace
+from clipclust.store import ItemRecord, NotAWorkspace, SetInfo, SetSpec, Workspace
 from clipclust.commands.embed import UNREADABLE_MEMO
-from clipclust.errors import InputError
+from clipclust.errors import InputError, opt
 from clipclust.core.progress import Reporter, SilentReporter
 
 __all__ = ["MergeReport", "SetMerge", "merge_workspaces", "RUN_ONLY"]
@@ -250,6 +250,18 @@ def _merge_clusterings(out: Workspace, ws: Workspace, report: MergeReport) -> No
 def merge_workspaces(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                      reporter: Reporter | None = None, chunk: int = 65536) -> MergeReport:
     """Merge workspaces into ``output`` (created, or extended when it exists); returns what happened."""
+    try:
+        return _merge(inputs, output, reporter, chunk)
+    except NotAWorkspace as exc:  # its advice names the workspace setting; here the file is an input or the output
+        if exc.path.resolve() == Path(output).resolve():
+            raise InputError(f"not a workspace: {exc.path} is {exc.what}; pass another {opt('output')} (a workspace "
+                             "or a new file name)") from None
+        raise InputError(f"not a workspace: {exc.path} is {exc.what}; merge joins workspace files: leave it out") \
+            from None
+
+
+def _merge(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], reporter: Reporter | None,
+           chunk: int) -> MergeReport:
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     out = Workspace(output)

@@ -16,7 +16,7 @@ import numpy as np
 from clipclust.store import SetSpec, Workspace
 from clipclust.commands.selection import choose_clustering
 from clipclust.methods.inputs import keys_digest, label_space, rows_for_keys
-from clipclust.core.images import UnreadableImage, decode_image
+from clipclust.core.images import UnreadableImage, read_image
 from clipclust.errors import InputError, opt, step
 from clipclust.core.progress import Reporter, SilentReporter
 
@@ -24,6 +24,9 @@ __all__ = ["KINDS", "VisualSummary", "projection", "visualize"]
 
 KINDS = ("tsne", "pca", "confusion", "montage")
 UNLABELLED = "(no label)"
+MAX_THUMB = 1024  # px: a thumbnail wider than a screen is not one, and each costs thumb^2 x 3 bytes
+# px of a whole montage sheet: 50M pixels is ~150 MB in memory while it is drawn and a PNG any viewer opens
+MAX_MONTAGE_PIXELS = 50_000_000
 
 
 @dataclass
@@ -93,15 +96,18 @@ def _cluster_title(cluster_id: int, names: list[str] | None, size: int) -> str:
 
 
 def _montage_images(stored: dict[str, Any], keys: list[str], ids: np.ndarray, vectors: np.ndarray | None,
-                    paths: dict[str, str], per_cluster: int, reporter: Reporter) -> tuple[dict[str, list], list[str]]:
+                    paths: dict[str, str], per_cluster: int, thumb: int,
+                    reporter: Reporter) -> tuple[dict[str, list], list[str]]:
     """Up to ``per_cluster`` images per cluster, the members nearest its centroid first (the typical ones).
 
-    Members whose file cannot be read are replaced by the next ones, and listed in the returned paths.
+    Members whose file cannot be read (or is over the decoding pixel limit) are replaced by the next
+    ones, and listed in the returned paths.  JPEGs are decoded at the reduced scale a thumbnail needs.
     """
     centroids = stored.get("centroids")
     names = stored.get("names")
     rows: dict[str, list] = {}
     skipped: list[str] = []
+    reasons: list[str] = []
     order = sorted(np.unique(ids), key=lambda c: (c < 0, c))
     for cluster_id in order:
         members = np.flatnonzero(ids == cluster_id)
@@ -118,14 +124,28 @@ def _montage_images(stored: dict[str, Any], keys: list[str], ids: np.ndarray, ve
                 break
             path = paths.get(keys[row], "")
             try:
-                images.append(decode_image(Path(path).read_bytes()))
-            except (OSError, UnreadableImage):
+                images.append(read_image(path, min_size=thumb))
+            except OSError as exc:
                 skipped.append(path or keys[row])
+                reasons.append(f"{exc.strerror or exc} (moved or deleted since embedding?)")
+            except UnreadableImage as exc:
+                skipped.append(path or keys[row])
+                reasons.append(str(exc))
         rows[_cluster_title(int(cluster_id), names, int(np.sum(ids == cluster_id)))] = images
     if skipped:
-        reporter.warn(f"{len(skipped)} image(s) could not be read (moved or deleted since embedding?) and were "
-                      f"left out of the montage, e.g. {skipped[0]}")
+        reporter.warn(f"{len(skipped)} image(s) were left out of the montage, e.g. {skipped[0]}: {reasons[0]}")
     return rows, skipped
+
+
+def _check_montage_size(n_clusters: int, per_cluster: int, thumb: int) -> None:
+    """Refuse a montage sheet over MAX_MONTAGE_PIXELS before any image is read."""
+    from clipclust.core.plots import montage_size
+
+    width, height = montage_size(n_clusters, per_cluster, thumb)
+    if width * height > MAX_MONTAGE_PIXELS:
+        raise InputError(f"a montage of {n_clusters} clusters, {per_cluster} images of {thumb} px each would be "
+                         f"{width}x{height} pixels, over the limit of {MAX_MONTAGE_PIXELS // 1_000_000}M: use a "
+                         f"smaller {opt('thumb')} or {opt('per_cluster')}")
 
 
 def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "tsne", out: str | Path | None = None,
@@ -143,12 +163,14 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
     reporter = reporter or SilentReporter()
     if kind not in KINDS:
         raise InputError(f"{opt('kind')} {kind}: expected one of {', '.join(KINDS)}")
-    if perplexity <= 0:
+    if not 0 < perplexity < float("inf"):  # nan and inf too
         raise InputError(f"{opt('perplexity')} {perplexity}: expected a number above 0, such as 30")
-    if per_cluster < 1 or thumb < 8:
-        raise InputError(f"{opt('per_cluster')} must be at least 1 and {opt('thumb')} at least 8 pixels")
+    if per_cluster < 1 or not 8 <= thumb <= MAX_THUMB:
+        raise InputError(f"{opt('per_cluster')} must be at least 1 and {opt('thumb')} from 8 to {MAX_THUMB} pixels")
     name = choose_clustering(workspace, clustering)
     stored, keys, ids, truth, context = _clustered(workspace, name)
+    if kind == "montage":
+        _check_montage_size(len(np.unique(ids)), per_cluster, thumb)
     path = Path(out) if out is not None else Path(f"{name}-{kind}.png")  # missing folders are created
     summary = VisualSummary(str(path), kind, name, 0, 0, len(keys))
     labelled = truth != ""
@@ -175,7 +197,8 @@ def visualize(workspace: Workspace, clustering: str | None = None, kind: str = "
             raise InputError(f"no item of clustering '{name}' has an image (text-only descriptions?); a montage "
                              f"shows images: list the members with {step('export', name)} instead")
         vectors = _vectors(workspace, stored, keys)
-        rows, summary.skipped = _montage_images(stored, keys, ids, vectors, context["path"], per_cluster, reporter)
+        rows, summary.skipped = _montage_images(stored, keys, ids, vectors, context["path"], per_cluster, thumb,
+                                                reporter)
         plots.montage(rows, path, per_cluster=per_cluster, thumb=thumb)
     with Image.open(path) as image:
         summary.width, summary.height = image.size

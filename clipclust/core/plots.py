@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from clipclust.core.metrics import NOISE_ID, cluster_accuracy, contingency_table
+from clipclust.core.outputs import output_path
 
 __all__ = [
     "CONFUSION_FIGSIZE",
@@ -52,11 +53,10 @@ def _style(index: int) -> tuple[tuple[float, float, float, float], str]:
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, format="png", dpi=figure.dpi)
-    return path
+    with output_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=figure.dpi)
+    return Path(path)
 
 
 def project_2d(
@@ -261,10 +261,9 @@ def montage(
             tile = ImageOps.pad(image.convert("RGB"), (thumb, thumb), color=(235, 235, 235))
             sheet.paste(tile, (MONTAGE_PAD + column * (thumb + MONTAGE_PAD), top))
         top += thumb + MONTAGE_PAD
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
-    return path
+    with output_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return Path(path)
 
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:

@@ -42,6 +42,6 @@ def parse_shard(text: str | None) -> Shard | None:
     if not text:
         return None
     parts = text.strip().split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isdecimal() for p in parts):  # isdigit() takes '²', int() does not
         raise InputError(f"shard '{text}': expected i/n with 1 <= i <= n, e.g. 1/4")
     return Shard(int(parts[0]), int(parts[1]))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from clipclust.core.textfiles import read_user_text
 from clipclust.errors import InputError, opt
 
 PLACEHOLDER = "<>"
@@ -56,9 +57,13 @@ def fill(template: str, name: str) -> str:
 
 
 def check_template(template: str, option: str = "prompts") -> str:
-    """The template itself, or an error naming ``option`` (the setting it came from) if it is empty."""
+    """The template itself, or an error naming ``option`` (the setting it came from) if it is empty or has
+    no '<>': without one every class would get the same text, and zero-shot scores would mean nothing."""
     if not template.strip():
         raise InputError(f"empty {opt(option)}; give a template such as 'This is digit <>'")
+    if PLACEHOLDER not in template:
+        raise InputError(f"{opt(option)} {template!r} has no '<>', so every class would get the same text; put "
+                         "'<>' where the class name goes, e.g. 'This is digit <>'")
     return template
 
 
@@ -70,7 +75,7 @@ def parse_classes(text: str | None = None, file: str | None = None) -> list[str]
         path = Path(file)
         if not path.is_file():
             raise InputError(f"classes file not found: {file}")
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        names = [ln.strip() for ln in read_user_text(path).splitlines()]
         names = [n for n in names if n and not n.startswith("#")]
     elif text is not None:
         names = [n.strip() for n in text.split(",") if n.strip()]
@@ -89,7 +94,7 @@ def read_class_map(path: str) -> dict[str, str]:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"class map not found: {path}")
-    text = file.read_text(encoding="utf-8-sig")
+    text = read_user_text(file)
     if file.suffix.lower() == ".json":
         try:
             mapping = json.loads(text)
@@ -99,7 +104,11 @@ def read_class_map(path: str) -> dict[str, str]:
             raise InputError(f"{path}: expected a JSON object label -> group")
         return {str(k): str(v) for k, v in mapping.items()}
     out: dict[str, str] = {}
-    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:  # a field past csv's size limit
+        raise InputError(f"{path}: not readable as CSV ({exc})") from None
+    for lineno, row in enumerate(rows, start=1):
         if not row:
             continue
         if len(row) < 2:
@@ -123,7 +132,7 @@ def read_prompt_set(spec: str) -> tuple[str, list[str]]:
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"prompt set not found: {spec} (a text file with one prompt per line, or builtin:generic-32)")
-    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [ln.strip() for ln in read_user_text(path).splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise InputError(f"{spec}: no prompts in the file")

@@ -67,11 +67,11 @@ def resolve_item_set(workspace: Workspace, spec: str, model: str | None = None) 
 
 
 def rows_for_keys(workspace: Workspace, set_id: str, keys: Sequence[str]) -> np.ndarray | None:
-    """The (N, D) rows of ``keys`` in a stored set, in that order; None when the set or a key is gone."""
-    try:
-        stored_keys, data = workspace.read_set(set_id)
-    except InputError:
+    """The (N, D) rows of ``keys`` in a stored set, in that order; None when the set or a key is gone (a set
+    that cannot be read, holding NaN rows, is an error)."""
+    if workspace.is_derived(set_id) is None:
         return None
+    stored_keys, data = workspace.read_set(set_id)
     row_of = {k: i for i, k in enumerate(stored_keys)}
     if data.ndim != 2 or any(k not in row_of for k in keys):
         return None
@@ -126,7 +126,7 @@ def parse_k(k: int | str | None) -> int | str | None:
     text = str(k).strip().lower()
     if text == "auto":
         return "auto"
-    if text.isdigit():
+    if text.isdecimal():  # not isdigit(): int() refuses its superscripts
         return int(text)
     raise InputError(f"'{k}': expected a whole number of clusters or 'auto'", option="k")
 

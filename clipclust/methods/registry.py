@@ -13,6 +13,7 @@ flags: the CLI maps an :class:`~clipclust.errors.InputError`'s ``option`` to its
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
@@ -122,6 +123,8 @@ class Option:
 
     def clean(self, value: Any) -> Any:
         """``value`` checked against the choices and the check; a bad one is an InputError naming this option."""
+        if self.type is float and isinstance(value, (int, float)) and not math.isfinite(value):
+            raise InputError(f"{value}: expected a finite number", option=self.name)
         if self.choices and value not in self.choices:
             raise InputError(f"'{value}': expected one of {', '.join(self.choices)}", option=self.name)
         if self.check is None:
@@ -253,6 +256,23 @@ def at_least_one(value: Any) -> int:
     if number < 1:
         raise ValueError(f"{value}: expected a whole number of 1 or more")
     return number
+
+
+SERVER_TIMEOUT = 300.0  # clipclust.models.llm.DEFAULT_TIMEOUT, kept here so that the registry imports no model
+
+
+def _seconds(value: Any) -> float:
+    if not 0 < float(value) < float("inf"):
+        raise ValueError(f"{value}: expected a number of seconds above 0")
+    return float(value)
+
+
+def timeout_option(what: str) -> Option:
+    """The ``timeout`` of a method that may ask a model server (ictc, esmc): one flag, one default."""
+    return Option("timeout", type=float, default=SERVER_TIMEOUT, check=_seconds, identity=False,
+                  shown_default=f"{SERVER_TIMEOUT:g}",
+                  help=f"server: seconds {what} may take to answer one request before the run gives up "
+                  "(a notice on stderr after 30 s, or half of it)")
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:

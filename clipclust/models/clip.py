@@ -203,7 +203,7 @@ class ClipEncoder:
         with torch.inference_mode():
             feats = self._image_features(pixels.to(self.device, dtype=self.dtype, non_blocking=True))
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32)
+        return self._finite(feats.cpu().numpy().astype(np.float32), "images")
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         import torch
@@ -218,7 +218,17 @@ class ClipEncoder:
                     tokens = tokens.to(self.device)
                 feats = self._text_features(tokens)
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+        return self._finite(np.concatenate(out).astype(np.float32), "texts") if out else np.zeros((0, 0), np.float32)
+
+    def _finite(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        """The vectors, or an error: a model that outputs NaN or inf (a diverged fine-tune) is refused before
+        anything it computed can be stored or scored."""
+        bad = int((~np.isfinite(vectors.reshape(len(vectors), -1))).any(axis=1).sum())
+        if bad:
+            raise InputError(f"the CLIP model {self.identity} outputs NaN or inf for {bad} of {len(vectors)} {what}: "
+                             "its weights are broken (a fine-tuning run that diverged?) or overflow at "
+                             f"{self.precision}; nothing it computed was stored")
+        return vectors
 
 
 def _open_clip_dir_weights(folder: Path) -> list[Path]:

@@ -29,7 +29,7 @@ def resolve_device(device: str, option: str = "device") -> str:
     device = (device or "auto").strip()
     if device == "auto":
         return "cuda" if _cuda_available() else "cpu"
-    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdecimal())):
         raise InputError(f"'{device}': expected auto, cpu or cuda[:N]", option=option)
     if device.startswith("cuda") and not _cuda_available():
         raise InputError(f"'{device}': no CUDA device is available here; use cpu or auto", option=option)

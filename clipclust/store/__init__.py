@@ -10,7 +10,8 @@ docs/cache-format.md and is plain h5py.
 
 from __future__ import annotations
 
-from clipclust.store.files import FORMAT_NAME, FORMAT_VERSION, default_lock_timeout
+from clipclust.store.files import (FORMAT_NAME, FORMAT_VERSION, NotAWorkspace, ReadOnlyWorkspace,
+                                   default_lock_timeout)
 from clipclust.store.items import ItemRecord, ItemTable
 from clipclust.store.rows import now_iso, short_hash
 from clipclust.store.sets import SetInfo
@@ -20,6 +21,6 @@ from clipclust.store.workspace import Workspace
 
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "SetInfo", "SetSpec", "Workspace", "default_lock_timeout",
+    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "NotAWorkspace", "ReadOnlyWorkspace", "SetInfo", "SetSpec", "Workspace", "default_lock_timeout",
     "library_versions", "now_iso", "short_hash",
 ]

@@ -24,10 +24,11 @@ from clipclust.errors import ClipclustError, InputError, opt
 from clipclust.store import journal
 from clipclust.store.derived import is_derived
 from clipclust.store.files import FORMAT_NAME
-from clipclust.store.rows import decode
+from clipclust.store.rows import decode, now_iso
 from clipclust.store.workspace import Workspace
 
 BLOCK = 1 << 16
+SALVAGE_ATTR = "salvaged"  # JSON {from, at, lost} on a file made by repair_workspace that lost something
 
 
 @dataclass
@@ -41,17 +42,24 @@ class CheckReport:
     clusterings: int = 0
     calls: int = 0
     rolled_back: bool = False
+    salvaged_from: str = ""  # the broken file a repair salvaged this one from, when it lost something
+    lacks: list[str] = field(default_factory=list)  # what that repair could not recover
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def verdict(self) -> str:
-        """One line: ok with what the file holds, or BROKEN with the first problem and how many more."""
+        """One line: ok with what the file holds (and what a repair left out of it), or BROKEN with the first
+        problem and how many more."""
         if self.ok:
             undone = "; undid one interrupted write" if self.rolled_back else ""
+            lacks = ""
+            if self.salvaged_from:
+                lacks = (f"; salvaged from {self.salvaged_from}, it lacks what could not be recovered then: "
+                         + "; ".join(text[:200] for text in self.lacks))
             return (f"{self.path}: ok ({self.items} items, {self.sets} sets, {self.clusterings} clusterings, "
-                    f"{self.calls} cached calls{undone})")
+                    f"{self.calls} cached calls{undone}){lacks}")
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         return f"{self.path}: BROKEN: {self.problems[0]}{more}"
 
@@ -75,6 +83,13 @@ def _read_all(ds: h5py.Dataset) -> tuple[np.ndarray, str | None]:
 
 def _duplicates(keys: np.ndarray) -> int:
     return len(keys) - len(np.unique(keys))
+
+
+def _non_finite(data: np.ndarray) -> int:
+    """How many rows of a set hold NaN or inf (no model clipclust accepts writes one)."""
+    if not np.issubdtype(data.dtype, np.floating) or not len(data):
+        return 0
+    return int((~np.isfinite(data.reshape(len(data), -1))).any(axis=1).sum())
 
 
 def check_workspace(path: str | os.PathLike[str]) -> CheckReport:
@@ -106,6 +121,10 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
     if f.attrs.get("format") != FORMAT_NAME:
         problems.append("not a clipclust workspace")
         return
+    salvage = f.attrs.get(SALVAGE_ATTR)
+    if salvage:
+        record = json.loads(salvage)
+        report.salvaged_from, report.lacks = str(record.get("from", "")), [str(x) for x in record.get("lost", [])]
     item_keys: set[bytes] = set()
     if "items" in f:
         g = f["items"]
@@ -130,6 +149,8 @@ def _check_open(f: h5py.File, report: CheckReport) -> None:
             problems.append(f"set {set_id}: {len(keys)} keys but {len(data)} rows")
         if _duplicates(keys):
             problems.append(f"set {set_id}: {_duplicates(keys)} duplicate keys")
+        if _non_finite(data):
+            problems.append(f"set {set_id}: {_non_finite(data)} rows hold NaN or inf")
         if is_derived(g):
             lacking = [str(g.attrs.get(a, "")) for a in ("image_set", "text_set") if f"sets/{g.attrs.get(a, '')}" not in f]
             if lacking:
@@ -188,6 +209,10 @@ def repair_workspace(path: str | os.PathLike[str], dest: str | os.PathLike[str] 
             with h5py.File(tmp, "w") as g:
                 _copy_group(f, g, lost)
                 _realign(g, lost)
+                if lost:  # kept in the file: check says what it lacks for as long as the file is used
+                    g.attrs[SALVAGE_ATTR] = json.dumps({"from": str(src), "at": now_iso(), "lost": lost})
+                elif SALVAGE_ATTR in g.attrs:
+                    del g.attrs[SALVAGE_ATTR]
         finally:
             f.close()
         os.replace(tmp, out)
@@ -204,8 +229,9 @@ def _open_salvage(scratch: Path, lost: list[str]) -> h5py.File:
         match = re.search(r"stored_eof = (\d+)", str(exc))
         if not match:
             raise ClipclustError(f"{scratch.name[: -len('.salvage')]} cannot be salvaged: {exc}") from None
+        cut = os.path.getsize(scratch)
         os.truncate(scratch, int(match.group(1)))
-        lost.append(f"the file was cut short at {os.path.getsize(scratch)} bytes; its end reads as zeros")
+        lost.append(f"the file was cut short at {cut} of {match.group(1)} bytes; its end reads as zeros")
         try:
             return h5py.File(scratch, "r")
         except OSError as exc2:
@@ -216,7 +242,7 @@ def _copy_group(src: h5py.Group, dst: h5py.Group, lost: list[str]) -> None:
     for key, value in _safe(lambda: list(src.attrs.items()), [], lost, f"{src.name} attributes"):
         dst.attrs[key] = value
     for name in _safe(lambda: list(src.keys()), [], lost, f"{src.name} members"):
-        obj = _safe(lambda: src[name], None, lost, f"{src.name}/{name}")
+        obj = _safe(lambda: src[name], None, lost, f"{src.name.rstrip('/')}/{name}")
         if isinstance(obj, h5py.Group):
             _copy_group(obj, dst.create_group(name), lost)
         elif isinstance(obj, h5py.Dataset):
@@ -269,6 +295,17 @@ def _dedupe(group: h5py.Group, key: str, names: list[str], lost: list[str]) -> N
         ds[...] = data
 
 
+def _drop_non_finite(group: h5py.Group, lost: list[str]) -> None:
+    data = group["data"][:]
+    if not _non_finite(data):
+        return
+    keep = np.isfinite(data.reshape(len(data), -1)).all(axis=1)
+    lost.append(f"{group.name}: {int((~keep).sum())} rows holding NaN or inf dropped")
+    for name, values in (("keys", group["keys"][:][keep]), ("data", data[keep])):
+        group[name].resize(len(values), axis=0)
+        group[name][...] = values
+
+
 def _realign(f: h5py.File, lost: list[str]) -> None:
     if "items" in f and "sha256" in f["items"]:
         g = f["items"]
@@ -286,6 +323,7 @@ def _realign(f: h5py.File, lost: list[str]) -> None:
         _trim(g, ["keys", "data"], lost)
         if "keys" in g and "data" in g:
             _dedupe(g, "keys", ["keys", "data"], lost)
+            _drop_non_finite(g, lost)
     for name in list(f["clusterings"].keys()) if "clusterings" in f else []:
         g = f["clusterings"][name]
         if name.endswith(".replacing") or "params" not in g.attrs:

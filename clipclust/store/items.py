@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from clipclust.store.files import WorkspaceFile
-from clipclust.store.rows import SHA, STR, append, create_rows, decode, read_rows, write_rows
+from clipclust.store.rows import SHA, STR, append, create_rows, decode, read_rows, to_stored, write_rows
 
 ITEM_FIELDS = ("path", "label", "split", "width", "height", "size", "mtime_ns")
 
@@ -121,9 +121,9 @@ class Items:
         g = f["items"]
         return ItemTable(
             sha256=decode(g["sha256"][:]),
-            path=list(g["path"].asstr()[:]),
-            label=list(g["label"].asstr()[:]),
-            split=list(g["split"].asstr()[:]),
+            path=list(g["path"].asstr(errors="surrogateescape")[:]),
+            label=list(g["label"].asstr(errors="surrogateescape")[:]),
+            split=list(g["split"].asstr(errors="surrogateescape")[:]),
             width=g["width"][:],
             height=g["height"][:],
             size=g["size"][:],
@@ -188,7 +188,7 @@ class Items:
                 differ = [(r, wanted[r]) for r, c in zip(idx, current) if c != wanted[r]]
                 if differ:
                     values = [v for _, v in differ]
-                    arr = np.asarray(values, dtype=object) if ds.dtype == STR else np.asarray(values, ds.dtype)
+                    arr = to_stored(values) if ds.dtype == STR else np.asarray(values, ds.dtype)
                     write_rows(ds, [r for r, _ in differ], arr)
             if before:
                 counts.move(before, _pairs(g, moved))

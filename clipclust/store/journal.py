@@ -48,9 +48,14 @@ def _step(fd: int, data: bytes | memoryview, offset: int | None) -> int:
         if half:
             os.pwrite(fd, half, offset) if offset is not None else os.write(fd, half)
         os.kill(os.getpid(), signal.SIGKILL)
-    if offset is None:
-        return os.write(fd, data)
-    return os.pwrite(fd, data, offset)
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):  # a short write (a disk filling up) is finished or raises: never silently torn
+        if offset is None:
+            done += os.write(fd, view[done:])
+        else:
+            done += os.pwrite(fd, view[done:], offset + done)
+    return done
 
 
 def _commit_step() -> None:

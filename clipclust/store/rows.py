@@ -25,12 +25,21 @@ def short_hash(*parts: Any) -> str:
 
 
 def decode(values: Iterable[Any]) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    """Stored strings as Python text; bytes that are not UTF-8 (a file name's) come back as Python spells
+    such a name (surrogate escapes), so the file opens again."""
+    return [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def to_stored(values: Iterable[Any]) -> np.ndarray:
+    """Strings for a STR column: a file name that is not valid UTF-8 (Python holds its bytes as surrogate
+    escapes) is stored as those very bytes, which :func:`decode` turns back into the same name."""
+    return np.asarray([v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in values],
+                      dtype=object)
 
 
 def append(ds: h5py.Dataset, values: np.ndarray | Sequence[Any]) -> None:
     n = ds.shape[0]
-    values = np.asarray(values, dtype=object) if ds.dtype == STR else np.asarray(values)
+    values = to_stored(values) if ds.dtype == STR else np.asarray(values)
     ds.resize(n + len(values), axis=0)
     ds[n:] = values
 

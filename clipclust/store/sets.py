@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-from clipclust.errors import InputError, step
+from clipclust.errors import InputError, opt, step
 from clipclust.store import derived as _derived
 from clipclust.store.files import WorkspaceFile
 from clipclust.store.specs import SetSpec
@@ -119,6 +119,8 @@ class Sets:
             values = np.asarray(data, dtype=object)
         else:
             values = np.asarray(data, dtype=_derived.TEXT_ROW if spec.recipe else np.float32)
+        if not is_text and not spec.recipe and not np.isfinite(values).all():
+            raise ValueError(f"set {spec.id} ({spec.name}): refusing rows that hold NaN or inf")  # callers check first
         g = self._group(f, spec.id)
         if g is None:
             if is_text:
@@ -172,8 +174,15 @@ class Sets:
               texts: np.ndarray | None) -> np.ndarray:
         """Rows ``start:stop`` as callers use them, computing a derived set's from its sources."""
         if texts is None:
-            return _as_read(g["data"][start:stop])
-        return _derived.fused_rows(f, g, keys, g["data"][start:stop], texts, lambda image: self._index(f, image))
+            rows = _as_read(g["data"][start:stop])
+        else:
+            rows = _derived.fused_rows(f, g, keys, g["data"][start:stop], texts, lambda image: self._index(f, image))
+        if rows.dtype != object and not np.isfinite(rows).all():  # never scored, clustered or shown
+            bad = int((~np.isfinite(rows.reshape(len(rows), -1))).any(axis=1).sum())
+            raise InputError(f"set '{g.attrs.get('name', '')}' holds {bad} rows with NaN or inf (written by a broken "
+                             f"model or another program); {step('check', opt('repair'))} copies the workspace "
+                             "without them")
+        return rows
 
     def read(self, set_id: str, stored: bool = False) -> tuple[list[str], np.ndarray]:
         """All keys and rows of a set, in storage order (rows are str objects for text sets).

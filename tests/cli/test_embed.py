@@ -24,7 +24,7 @@ def test_skipped_files_are_warned_and_counted(cli, digits_dir, tiny_open_clip):
     (digits_dir / "1" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     result = cli("embed", str(digits_dir), "-m", str(tiny_open_clip))
     assert result.code == 0
-    assert "1 skipped (unreadable)" in result.out
+    assert "1 skipped (see the warnings)" in result.out
     assert "warning: skipped" in result.err and "broken.jpg" in result.err
 
 
@@ -73,7 +73,8 @@ def test_workspace_that_is_not_hdf5_is_reported(cli, tmp_path, digits_dir, tiny_
     bad = tmp_path / "bad.h5"
     bad.write_text("hello")
     result = cli("embed", str(digits_dir), "-m", str(tiny_open_clip), cache=bad)
-    assert result.code == 1 and "not a readable HDF5 file" in result.err
+    assert result.code == 2 and "not a workspace: " in result.err and "--repair" not in result.err
+    assert bad.read_text() == "hello" and not (tmp_path / "bad.h5.lock").exists()
 
 
 def test_every_command_help_has_an_example(cli):

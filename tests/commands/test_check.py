@@ -30,7 +30,8 @@ def test_a_sound_workspace(tmp_path):
     result = check(ws)
     assert isinstance(result, CheckResult) and result.ok and result.repaired is None
     assert result.to_dict() == {"cache": str(ws.path), "ok": True, "problems": [], "items": 200, "sets": 1,
-                                "clusterings": 1, "calls": 0, "repaired": None, "lost": []}
+                                "clusterings": 1, "calls": 0, "repaired": None, "lost": [], "salvaged_from": None,
+                                "lacks": []}
     assert check(str(ws.path)).to_dict() == result.to_dict()  # a path does as well as a Workspace
 
 

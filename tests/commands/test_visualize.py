@@ -46,7 +46,7 @@ def test_to_dict_is_what_visualize_json_prints(hand, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"kind": "globe"}, "kind globe: expected one of tsne, pca, confusion, montage"),
     ({"perplexity": 0}, "perplexity 0: expected a number above 0"),
-    ({"thumb": 4}, "per_cluster must be at least 1 and thumb at least 8 pixels"),
+    ({"thumb": 4}, "per_cluster must be at least 1 and thumb from 8 to 1024 pixels"),
     ({"kind": "montage"}, r"has an image .*list the members with clipclust.export\(\) instead"),
 ])
 def test_bad_input_speaks_python(hand, tmp_path, kwargs, message):

@@ -63,9 +63,13 @@ def test_not_a_workspace_and_garbage_files(tmp_path):
     with pytest.raises(InputError, match="not a clipclust workspace"):
         Workspace(other).items()
     garbage = tmp_path / "garbage.h5"
-    garbage.write_text("not hdf5")
-    with pytest.raises(ClipclustError, match="not a readable HDF5 file"):
+    garbage.write_text("not hdf5")  # never was a workspace: no 'check --repair' advice
+    with pytest.raises(InputError, match="not a workspace: .* is not an HDF5 file"):
         Workspace(garbage).items()
+    broken = tmp_path / "broken.h5"  # an HDF5 signature, then garbage: a damaged file, for check --repair
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 600)
+    with pytest.raises(ClipclustError, match="not a readable HDF5 file"):
+        Workspace(broken).items()
 
 
 def test_readable_with_plain_h5py_without_clipclust(tmp_path, digits_dir, open_clip_encoder, tiny_open_clip):

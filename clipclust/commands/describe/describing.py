@@ -17,12 +17,12 @@ from clipclust.commands.describe.descriptions import DescribeSummary
 from clipclust.commands.describe.groups import describe_in_groups, group_labels, group_spec
 from clipclust.commands.describe.per_item import describe_each, item_spec
 from clipclust.commands.embed.options import default_workers
-from clipclust.commands.embed.sources import hash_sources, item_record
-from clipclust.core.images import find_images
+from clipclust.commands.embed.sources import find_sources, hash_sources, item_record
 from clipclust.core.progress import Reporter, SilentReporter
 from clipclust.core.sharding import Shard
-from clipclust.errors import InputError, opt
-from clipclust.models.llm import DecodeParams
+from clipclust.errors import ClipclustError, InputError, opt
+from clipclust.core.textfiles import check_line
+from clipclust.models.llm import DecodeParams, tell_slow
 from clipclust.models.vlm import DESCRIBE_PARAMS, CachedDescriber, Describer, load_describer
 from clipclust.store import ItemRecord, Workspace, short_hash
 
@@ -31,9 +31,7 @@ def _collect_items(workspace: Workspace, inputs: Sequence[str] | None, split: st
                    summary: DescribeSummary) -> tuple[list[str], list[str], list[ItemRecord]]:
     """(sha256s, paths, item records to write) of the items to describe."""
     if inputs:
-        sources = find_images(list(inputs))
-        if not sources:
-            raise InputError(f"no image files found in {', '.join(map(str, inputs))}")
+        sources = find_sources(list(inputs), reporter=reporter, skipped=summary.skipped)
         hashed = hash_sources(sources, workspace.items(), default_workers(), reporter)
         summary.skipped.extend(hashed.skipped)
         records = [item_record(s, split) for s in hashed.files]
@@ -50,6 +48,10 @@ def _collect_items(workspace: Workspace, inputs: Sequence[str] | None, split: st
 def _check(criterion: str | None, prompt: str | None, group_size: int | None, group_by: str | None) -> None:
     if criterion is not None and not criterion.strip():
         raise InputError(f"{opt('criterion')} is empty; say what to describe, e.g. {opt('criterion')} mood")
+    if criterion is not None:
+        check_line(criterion, "criterion")
+    if prompt is not None and not prompt.strip():
+        raise InputError(f"{opt('prompt')} is empty; give the prompt the VLM is asked with, or a {opt('criterion')}")
     if not prompt and not criterion:
         raise InputError(f"describe needs {opt('criterion')} TEXT (e.g. mood) or {opt('prompt')} TEXT")
     if (group_size is None) != (group_by is None):
@@ -114,6 +116,7 @@ def describe_items(
     owned = describer is None
     if describer is None:
         describer = _load(vlm, mmproj, backend)
+    tell_slow(describer, reporter.warn)
     try:
         cached = CachedDescriber(describer, workspace)
         _describe_with(workspace, cached, vlm, criterion, prompt, params or DESCRIBE_PARAMS, keys, paths, records,
@@ -142,3 +145,9 @@ def _describe_with(workspace: Workspace, cached: CachedDescriber, vlm: str | Non
     else:
         describe_in_groups(workspace, cached, spec, keys, paths, labels, done, text, params, group_size or 1,
                            reporter, summary)
+    if summary.empty:  # those items are left undescribed, as if the run had not reached them
+        if not summary.described and not summary.cached:
+            raise ClipclustError(f"the VLM answered all {summary.empty} requests with an empty text; nothing was "
+                                 f"stored: does it see the images (a vision model, its projector), and is "
+                                 f"{opt('max_tokens')} large enough?")
+        reporter.warn(f"{summary.empty} of the VLM's answers were empty: not stored, a re-run asks again")

@@ -34,6 +34,7 @@ class DescribeSummary:
     n_items: int = 0
     described: int = 0
     cached: int = 0
+    empty: int = 0  # items whose answer came back empty: neither stored nor cached, a re-run asks again
     skipped: list[tuple[str, str]] = field(default_factory=list)
     set_name: str = ""
     set_id: str = ""
@@ -43,9 +44,16 @@ class DescribeSummary:
     n_groups: int | None = None
     seconds: float = 0.0
 
+    def count(self, misses: int, hits: int, empty: int) -> None:
+        """Add a batch's answers: ``empty`` of them (new or, from an older cache, stored) were empty."""
+        new_empty = min(empty, misses)
+        self.described += misses - new_empty
+        self.cached += hits - (empty - new_empty)
+        self.empty += empty
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n_items": self.n_items, "described": self.described, "cached": self.cached,
+            "n_items": self.n_items, "described": self.described, "cached": self.cached, "empty": self.empty,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "set": self.set_name,
             "set_id": self.set_id, "kind": self.kind, "model": self.model, "prompt": self.prompt,
             "n_groups": self.n_groups, "seconds": round(self.seconds, 3),

@@ -86,8 +86,9 @@ def describe_in_groups(workspace: Workspace, cached: CachedDescriber, spec: SetS
             groups = describe_groups(cached, [loader(paths[i]) for i in members], [keys[i] for i in members],
                                      [lab] * len(members), prompt, params, group_size=group_size,
                                      seed=params.seed)
-            summary.described += cached.last_stats.misses
-            summary.cached += cached.last_stats.hits
+            answered = [g for g in groups if g.text.strip()]  # an empty answer is not stored
+            summary.count(cached.last_stats.misses, cached.last_stats.hits, len(groups) - len(answered))
+            groups = answered
             summary.n_groups += len(groups)
             row_keys: list[str] = []
             texts: list[str] = []

@@ -20,6 +20,7 @@ from typing import Any
 from clipclust.commands.describe.descriptions import description_spec
 from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
 from clipclust.core.progress import Reporter, SilentReporter
+from clipclust.core.textfiles import check_text, read_user_text
 from clipclust.errors import InputError
 from clipclust.store import ItemRecord, Workspace
 
@@ -49,7 +50,7 @@ def _value(row: Mapping[str, Any], field_name: str | None, where: str) -> str | 
         raise InputError(f"{where}: field {field_name!r} is not a plain value: {str(v)[:80]}")
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
-    return str(v)
+    return check_text(str(v), f"{where}: field {field_name!r}")
 
 
 def import_descriptions(
@@ -66,10 +67,7 @@ def import_descriptions(
         raise InputError(f"descriptions file not found: {p}")
     suffix = p.suffix.lower()
     rows: list[tuple[str, Mapping[str, Any]]] = []
-    try:
-        raw = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{p} is not UTF-8 text: {e}") from e
+    raw = read_user_text(p)
     if suffix in (".jsonl", ".ndjson", ".json"):
         stripped = raw.lstrip()
         if suffix == ".json" and stripped.startswith("["):
@@ -89,11 +87,14 @@ def import_descriptions(
                     raise InputError(f"{p}:{lineno}: invalid JSON ({e.msg}); expected one object per line") from e
                 rows.append((f"{p}:{lineno}", obj))
     elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(raw), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames:
-            raise InputError(f"{p}: no header row")
-        for lineno, row in enumerate(reader, start=2):
-            rows.append((f"{p}:{lineno}", row))
+        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            if not reader.fieldnames:
+                raise InputError(f"{p}: no header row")
+            for row in reader:
+                rows.append((f"{p}:{reader.line_num}", row))
+        except csv.Error as e:
+            raise InputError(f"{p}:{reader.line_num}: not readable as {suffix[1:].upper()} ({e})") from None
     else:
         raise InputError(f"{p}: unknown descriptions format {suffix!r}; use .jsonl, .json, .csv or .tsv")
     records: list[DescriptionRecord] = []
@@ -198,21 +199,35 @@ def import_into_workspace(
     item_records: list[ItemRecord] = []
     keys: list[str] = []
     texts: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # item key -> the record that gave it
+    unmatched: list[str] = []  # records whose path names no stored item nor image file
     for n, rec in enumerate(records, start=1):
         where = f"{src.name} record {n}"
         item = _image_item(rec, by_path, items, near, split, where, reporter) if rec.path else None
         kind = "matched" if item is not None else "text_only"
         if item is None:
+            if rec.path:
+                unmatched.append(f"{where} ({rec.path})")
             item = ItemRecord(sha256=text_item_sha256(rec.text), path=rec.path or "", label=rec.label or "", split=split)
         if item.sha256 in seen:
-            summary.skipped.append((where, "a second description of the same item (the first is kept)"))
+            why = (f"the same text as {seen[item.sha256]}; a description with no image is keyed by its text, so "
+                   "it is stored once" if kind == "text_only" else
+                   f"a second description of {item.path} (the first, {seen[item.sha256]}, is kept)")
+            summary.skipped.append((where, why))
             continue
-        seen.add(item.sha256)
+        seen[item.sha256] = where
         setattr(summary, kind, getattr(summary, kind) + 1)
         item_records.append(item)
         keys.append(item.sha256)
         texts.append(rec.text)
+    notes = []  # one line for both: what became text-only, and what was stored once
+    if unmatched:
+        notes.append(f"{len(unmatched)} record(s) name a path that is neither a stored item nor an image file and "
+                     f"were kept as text-only items, e.g. {unmatched[0]}")
+    if summary.skipped:
+        notes.append(f"{len(summary.skipped)} record(s) skipped, e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]}")
+    if notes:
+        reporter.warn("; ".join(notes))
     model = f"import:{src.name}"
     spec = description_spec("description", f"description:import-{src.stem}", model, "",
                             {"file": str(src.resolve()), "text_field": text_field, "path_field": path_field or "",

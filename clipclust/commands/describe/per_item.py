@@ -50,8 +50,10 @@ def describe_each(workspace: Workspace, cached: CachedDescriber, spec: SetSpec, 
             batch = todo[start:start + step]
             kept, images, sizes = _open_batch(workspace, cached, batch, keys, paths, prompt, params, reporter, summary)
             texts = cached.describe(images, prompt, params, input_ids=[keys[i] for i in kept]) if kept else []
-            summary.described += cached.last_stats.misses if kept else 0
-            summary.cached += cached.last_stats.hits if kept else 0
+            answered = [j for j, text in enumerate(texts) if text.strip()]  # an empty answer is not stored
+            if kept:
+                summary.count(cached.last_stats.misses, cached.last_stats.hits, len(kept) - len(answered))
+            kept, texts = [kept[j] for j in answered], [texts[j] for j in answered]
             items = []
             for i in kept:
                 rec = record_of.get(keys[i])

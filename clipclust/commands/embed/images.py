@@ -7,6 +7,7 @@ re-run skips it without reading it again.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -14,8 +15,10 @@ from typing import Any, Callable, Iterable, Iterator
 from clipclust.commands.embed.derive import block_rows
 from clipclust.commands.embed.plan import EmbedPlan
 from clipclust.commands.embed.sources import HashedFile, item_record, remember_unreadable
-from clipclust.core.images import UnreadableImage, decode_image, sha256_bytes
+from clipclust.core.images import (DEFAULT_MAX_PIXELS, ImageTooLarge, UnreadableImage, decode_image, open_regular,
+                                   probe_image, sha256_bytes)
 from clipclust.core.progress import Reporter
+from clipclust.errors import plain
 from clipclust.models.clip import ClipEncoder
 from clipclust.store import Workspace
 
@@ -31,24 +34,52 @@ def prefetch(fn: Callable[[Any], Any], items: Iterable[Any], pool: ThreadPoolExe
         yield pending.popleft().result()
 
 
-def load_one(encoder: ClipEncoder, s: HashedFile) -> tuple[HashedFile, Any, int, int, str | None]:
-    """(file, pixels, width, height, None), or (file, None, 0, 0, why) for a file that does not decode."""
+def load_one(encoder: ClipEncoder, s: HashedFile, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             ) -> tuple[HashedFile, Any, int, int, str | None, bool]:
+    """(file, pixels, width, height, None, _), or (file, None, 0, 0, why, lasting) for a file that is skipped.
+
+    The header is read first: an image over ``max_pixels`` is skipped before its bytes are read.  A file
+    that changed since it was hashed is taken as it is now (its hash, size and mtime follow what was
+    read); one that changes while it is read is skipped for this run.  ``lasting`` says the failure is
+    the content's (remembered, so re-runs skip it unread), not the moment's or the limit's.
+    """
     try:
-        data = s.src.path.read_bytes()
-        image = decode_image(data, min_size=encoder.input_size)
-        if sha256_bytes(data) != s.sha256:  # the file changed since it was hashed: take what we decoded
-            s = HashedFile(s.src, sha256_bytes(data), len(data), s.mtime_ns)
+        with open_regular(s.src.file) as fh:
+            before = os.fstat(fh.fileno())
+            unchanged = (before.st_size, before.st_mtime_ns) == (s.size, s.mtime_ns)
+            try:
+                probe_image(fh, encoder.input_size, max_pixels)
+                fh.seek(0)
+                data = fh.read()
+            except ImageTooLarge as exc:
+                return s, None, 0, 0, str(exc), False
+            except UnreadableImage as exc:
+                return s, None, 0, 0, str(exc), unchanged
+            after = os.fstat(fh.fileno())
+        if len(data) != after.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return s, None, 0, 0, "it changed while it was being read; re-run to embed it", False
+        digest = sha256_bytes(data)
+        if digest != s.sha256 or not unchanged:  # changed since it was hashed: take what was read
+            s = HashedFile(s.src, digest, len(data), before.st_mtime_ns)
+        try:
+            image = decode_image(data, min_size=encoder.input_size, max_pixels=max_pixels)
+        except ImageTooLarge as exc:
+            return s, None, 0, 0, str(exc), False
+        except UnreadableImage as exc:
+            return s, None, 0, 0, str(exc), True
         width, height = image.info["original_size"]
-        return s, encoder.preprocess(image), width, height, None
-    except (OSError, UnreadableImage) as exc:
-        return s, None, 0, 0, str(exc) or type(exc).__name__
+        return s, encoder.preprocess(image), width, height, None, False
+    except OSError as exc:
+        return s, None, 0, 0, exc.strerror or str(exc), False
 
 
 def encode_images(workspace: Workspace, encoder: ClipEncoder, todo: list[HashedFile], plan: EmbedPlan, split: str,
-                  batch_size: int, workers: int, reporter: Reporter, skipped: list[tuple[str, str]]) -> int:
+                  batch_size: int, workers: int, reporter: Reporter, skipped: list[tuple[str, str]],
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
     """Encode ``todo`` in batches of ``batch_size``; returns how many images were stored.
 
-    Files that do not decode are warned about, added to ``skipped`` and remembered as unreadable.
+    Files that are skipped are warned about and added to ``skipped``; content that does not decode is
+    remembered as unreadable (not an image over ``max_pixels``, nor a file that was moving).
     """
     import torch
 
@@ -69,11 +100,13 @@ def encode_images(workspace: Workspace, encoder: ClipEncoder, todo: list[HashedF
         batch = []
 
     with reporter.task("embedding", len(todo)) as advance, ThreadPoolExecutor(workers) as pool:
-        for s, pixels, w, h, err in prefetch(lambda s: load_one(encoder, s), todo, pool, batch_size * 2):
+        for s, pixels, w, h, err, lasting in prefetch(lambda s: load_one(encoder, s, max_pixels), todo, pool,
+                                                      batch_size * 2):
             if err is not None:
-                skipped.append((str(s.src.path), err))
+                skipped.append((str(s.src.path), plain(err)))
                 reporter.warn(f"skipped {s.src.path}: {err}")
-                failed[s.sha256] = err
+                if lasting:
+                    failed[s.sha256] = plain(err)
                 advance(1)
                 continue
             batch.append((s, pixels, w, h))

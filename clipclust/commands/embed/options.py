@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from clipclust.core.images import DEFAULT_MAX_PIXELS, format_count
 from clipclust.core.sharding import Shard
 from clipclust.errors import InputError, opt
 from clipclust.models.clip import DEFAULT_MODEL
@@ -40,12 +41,16 @@ class EmbedOptions:
     store_dtype: str = "float32"  # or float16: vectors stored at half size, read back as float32
     store_fused: bool = False  # fused sets stored row by row instead of computed on read from image and text
     shard: Shard | None = None  # embed only this shard's share of the items (classes still come from all)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # images decoding to more pixels are skipped unread (None: no limit)
 
 
 def check_options(opts: EmbedOptions) -> None:
     """Refuse settings no run could use, before any file is read."""
     if opts.batch_size < 1:
         raise InputError("must be at least 1", option="batch_size")
+    if opts.max_pixels is not None and opts.max_pixels < 1:
+        raise InputError(f"{opts.max_pixels} pixels: expected at least 1, such as {format_count(DEFAULT_MAX_PIXELS)}",
+                         option="max_pixels")
     if opts.store_dtype not in STORE_DTYPES:
         raise InputError(f"store dtype {opts.store_dtype!r}: expected one of {', '.join(STORE_DTYPES)}")
     unknown = sorted(set(opts.fuse) - set(FUSE_MODES))

@@ -4,14 +4,17 @@ the prompts they imply.  The trainer and the run both read these, so they sit ap
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from clipclust.core.progress import Reporter
 from clipclust.core.templates import check_template
 from clipclust.errors import InputError
 from clipclust.methods.contrastive import CLASS_TEMPLATE, ENSEMBLE_TEMPLATES, with_domain
 from clipclust.methods.finetuning import FinetuneMethod, get_finetune_method, resolve_finetune_options
 from clipclust.models.clip import DEFAULT_MODEL
+from clipclust.store import Workspace
 
 
 @dataclass
@@ -24,7 +27,7 @@ class FinetuneOptions:
 
     method: str = "latteclip"
     classes: Sequence[str] = ()
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the model the workspace's images were embedded with, else DEFAULT_MODEL
     domain: str | None = None  # what the images show: "a photo of a <>, a type of DOMAIN."
     class_template: str | None = None  # default "a photo of a <>." (+ ", a type of DOMAIN.")
     templates: Sequence[str] | None = None  # zero-shot ensemble (default ENSEMBLE_TEMPLATES, + domain)
@@ -52,6 +55,22 @@ class FinetuneOptions:
         return cls(**fields, options=options)
 
 
+def base_model(workspace: Workspace, model: str | None, reporter: Reporter) -> str:
+    """The model to fine-tune: the one asked for, else the one the workspace's image sets were embedded with
+    (said, since it was not asked for), else the default; with several such models the user must choose."""
+    if model is not None:
+        return model
+    specs = sorted({str(json.loads(info.attrs.get("provenance") or "{}").get("model_spec") or info.model)
+                    for info in workspace.list_sets() if info.kind == "image"})
+    if len(specs) > 1:
+        raise InputError(f"the workspace's images were embedded with {len(specs)} models ({', '.join(specs)}); "
+                         "name the one to fine-tune", option="model")
+    if not specs:
+        return DEFAULT_MODEL
+    reporter.warn(f"fine-tuning {specs[0]}, the model the workspace's images were embedded with")
+    return specs[0]
+
+
 def class_template(opts: FinetuneOptions) -> str:
     """The class description asked for (an empty one is refused by :func:`validate`), or the default."""
     return opts.class_template if opts.class_template is not None else with_domain(CLASS_TEMPLATE, opts.domain)
@@ -72,8 +91,9 @@ def validate(opts: FinetuneOptions) -> tuple[FinetuneMethod, dict[str, Any]]:
         check_template(template, option="templates")
     checks = [("epochs", opts.epochs >= 1, "must be at least 1"),
               ("steps", opts.steps is None or opts.steps >= 1, "must be at least 1"),
-              ("lr", opts.lr > 0, "the learning rate must be positive"),
+              ("lr", 0 < opts.lr < float("inf"), "the learning rate must be a positive finite number"),
               ("batch_size", opts.batch_size >= 2, "must be at least 2"),
+              ("weight_decay", 0 <= opts.weight_decay < float("inf"), "must be a finite number of 0 or more"),
               ("warmup", opts.warmup is None or opts.warmup >= 0, "warm-up steps cannot be negative"),
               ("save_every", opts.save_every is None or opts.save_every >= 1, "must be at least 1")]
     for name, ok, message in checks:

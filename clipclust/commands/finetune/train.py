@@ -13,6 +13,8 @@ steps exceed its whole 2000-step run (the learning rate would never reach its pe
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,10 +24,10 @@ from typing import Any, Callable
 import numpy as np
 
 from clipclust.commands.finetune.batches import AUGMENTATION, collect_items, epoch_batches, loader
-from clipclust.commands.finetune.settings import FinetuneOptions, class_template, templates, validate
+from clipclust.commands.finetune.settings import FinetuneOptions, base_model, class_template, templates, validate
 from clipclust.commands.finetune.trainer import BETAS, EPS, MAX_LOGIT_SCALE, Trainer, lr_at, train_dataset
 from clipclust.core.progress import Reporter, SilentReporter
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt
 from clipclust.methods.finetuning import FinetuneMethod
 from clipclust.models import checkpoint
 from clipclust.models.clip import ClipEncoder, load_clip, model_identity, parse_model_spec
@@ -141,6 +143,7 @@ def finetune(workspace: Workspace, out: str | os.PathLike[str], options: Finetun
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     method, method_options = validate(opts)
+    opts = dataclasses.replace(opts, model=base_model(workspace, opts.model, reporter))
     out_dir = _output_folder(Path(out), resume)
     items = collect_items(workspace, split=opts.split, descriptions=method.descriptions(method_options),
                           domain=opts.domain)
@@ -207,6 +210,8 @@ class _Checkpoints:
 
     def save(self, step: int, epoch_done: int, history: list[EpochStats]) -> None:
         trainer, opts = self.trainer, self.trainer.opts
+        if not all(bool(p.isfinite().all()) for p in trainer.model.parameters()):
+            raise self.diverged(step, "the weights are no longer finite numbers")
         classifier, kind = trainer.classifier()
         record = {"method": opts.method, "params": self.params, "step": step, "epoch": epoch_done,
                   "n_items": len(self.keys), "history": [h.to_dict() for h in history],
@@ -215,6 +220,14 @@ class _Checkpoints:
         checkpoint.save(self.out, model=trainer.model, config=self.config, classes=list(opts.classes),
                         classifier=classifier, classifier_kind=kind, state=trainer.state(step, self.keys),
                         record=record)
+
+
+    def diverged(self, step: int, what: str) -> ClipclustError:
+        """Training blew up: nothing non-finite is saved, the last checkpoint (if any) stays as it was."""
+        kept = (f"the last checkpoint in {self.out} (step {checkpoint.read_record(self.out)['step']}) is kept; "
+                "start again in a new folder" if checkpoint.has_checkpoint(self.out)
+                else "nothing was saved; start again")
+        return ClipclustError(f"training diverged at step {step} ({what}); {kept} with a smaller {opt('lr')}")
 
 
 def _train(trainer: Trainer, writer: _Checkpoints, summary: FinetuneSummary, workers: int,
@@ -239,6 +252,8 @@ def _train(trainer: Trainer, writer: _Checkpoints, summary: FinetuneSummary, wor
                                      f"in {writer.out} is kept: restore the file and resume")
             loss, agreement = trainer.step(pixels, rows, lr_at(step, opts.lr, warmup, total))
             step += 1
+            if not math.isfinite(loss):
+                raise writer.diverged(step, f"the loss is {loss}")
             now = time.perf_counter()
             losses.append(loss)
             agreements.append(agreement)

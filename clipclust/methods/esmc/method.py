@@ -19,10 +19,11 @@ import numpy as np
 from clipclust.store import SetInfo, Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.core.textfiles import check_line
 from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.head.method import head_identity, refine_with_head
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
-                                        PreparedInput, at_least_one, register_method)
+                                        PreparedInput, at_least_one, register_method, timeout_option)
 
 FEATURES = ("hidden", "lens", "lens-raw")
 
@@ -134,7 +135,8 @@ def _keywords(workspace: Workspace, req: ClusterRequest, reporter: Reporter) -> 
     spec = req.option("keywords_llm") or req.option("llm")
     if spec is None:
         raise InputError("asking for keywords needs an LLM; name one, or give the keywords", option="keywords_llm")
-    with reporter.task("asking the LLM for criterion keywords", None), load_generator(spec, seed=0, lazy=True) as generator:
+    with reporter.task("asking the LLM for criterion keywords", None), \
+            load_generator(spec, seed=0, lazy=True, timeout=req.option("timeout"), notice=reporter.warn) as generator:
         try:
             return ask_keywords(CachedGenerator(generator, workspace), req.option("criterion"))
         except ValueError as exc:
@@ -231,7 +233,8 @@ register_method(MethodSpec(
     "(llm) or image (mllm); the states are cached in the workspace, so another k, the head or names cost no "
     "forward pass", prepare_esmc, compute_esmc, refinable=True, report=report_esmc,
     options=(
-        Option("criterion", short="c", help="what to cluster by, e.g. color"),
+        Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
+               help="what to cluster by, e.g. color"),
         Option("llm", help="text LLM reading a description set: hf:ORG/NAME, a folder or a .gguf file"),
         Option("mllm", help="image-text-to-text model reading the images: hf:ORG/NAME or a folder"),
         Option("feature", default="hidden", choices=FEATURES,
@@ -254,4 +257,5 @@ register_method(MethodSpec(
         Option("reader", default="auto", choices=("auto", "llama.cpp", "transformers"), identity=False,
                help="what computes the states: auto (llama.cpp for a .gguf llm read at its last layer, transformers "
                "otherwise), llama.cpp or transformers; each reader's states are stored apart"),
+        timeout_option("the keywords LLM"),
     )))

@@ -172,6 +172,15 @@ def choose_reader(workspace: Workspace, req: StateRequest, images: bool) -> Read
     return ReaderChoice("transformers", model_source(req.model)[2], note="transformers: " + "; ".join(why))
 
 
+def _known_final_layer(workspace: Workspace, identity: str, count: Callable[[], int]) -> int | None:
+    """The last layer when the memo or the model's config says it (None: the config cannot be read here, and
+    loading the model will say why)."""
+    try:
+        return _final_layer(workspace, identity, count)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _dtype_name(device: str, dtype: str) -> str:
     """The dtype a run computes in (part of the sets' identity: bf16 states differ from fp32 ones)."""
     from clipclust.models.devices import resolve_device, resolve_precision
@@ -275,6 +284,11 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
     identity = choice.identity
     localisation = None
     layer, position = req.layer, req.position
+    if layer is not None:  # refused before any weight is loaded: the count comes from the memo or the config
+        last = _known_final_layer(workspace, identity, count)
+        if last is not None and not 0 <= layer <= last:
+            raise InputError(f"{layer}: there is no such layer; {req.model} has layers 0..{last} (0 = the token "
+                             "embeddings)", option="layer")
     if layer is None or position is None:
         if req.keywords:
             localisation = _locate(workspace, lazy, source, req, identity, reporter)

@@ -14,9 +14,11 @@ import numpy as np
 from clipclust.store import Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.core.textfiles import check_line
+from clipclust.core.templates import check_template
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
-                                        PreparedInput, at_least_one, register_method)
+                                        PreparedInput, at_least_one, register_method, timeout_option)
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
@@ -91,9 +93,10 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
 
 def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
     from clipclust.methods.ictc import run_ictc
-    from clipclust.models.llm import CachedGenerator
+    from clipclust.models.llm import CachedGenerator, tell_slow
 
     ctx = prepared.context
+    tell_slow(ctx["generator"], reporter.warn)
     cached = CachedGenerator(ctx["generator"], ctx["workspace"])
     result = run_ictc(
         cached, [str(t) for t in prepared.vectors], ctx["criterion"], ctx["k"], mode=ctx["mode"],
@@ -201,14 +204,16 @@ def report_ictc(summary: ClusteringSummary) -> list[str]:
 
 
 # Options of the LLM backend (llama.cpp, servers); they change how answers are computed, not which.
-LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency")
+LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top_p", "model_name", "concurrency",
+                       "timeout")
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
     "item; criterion, k and llm are required, and every LLM answer is cached in the workspace, so a forced re-run "
     "loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
-        Option("criterion", short="c", help="what to cluster by, e.g. mood"),
+        Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
+               help="what to cluster by, e.g. mood"),
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
         Option("generator", type=object, identity=False, help="an open TextGenerator instead of llm"),
         Option("names", default=DEFAULT_NAMES, choices=ICTC_NAMES,
@@ -221,7 +226,7 @@ register_method(MethodSpec(
                "LLM call per item)"),
         Option("clip_on", help="clip assignment: the image set whose vectors the names are scored against",
                shown_default="the only image set"),
-        Option("clip_template", default=CLIP_TEMPLATE,
+        Option("clip_template", default=CLIP_TEMPLATE, check=lambda t: check_template(str(t), "clip_template"),
                help="clip assignment: the template a name is put in ('<>' = the name)"),
         Option("clip_encoder", type=object, identity=False,
                help="an open ClipEncoder instead of the image set's model"),
@@ -235,15 +240,18 @@ register_method(MethodSpec(
                help="folder of prompt files overriding steps (step2a.txt, step2b.txt, step3.txt)"),
         Option("extra", help="an extra instruction for naming the clusters"),
         Option("min_count", type=int, check=at_least_one, help="drop raw labels seen fewer times"),
-        Option("n_ctx", type=int, identity=False, help="GGUF: context window"),
-        Option("n_gpu_layers", type=int, identity=False, help="GGUF: layers on the GPU (-1 = all)"),
-        Option("n_threads", type=int, flag="threads", identity=False, check=at_least_one, help="GGUF: CPU threads"),
+        Option("n_ctx", type=int, identity=False, help="GGUF: context window", shown_default="4096"),
+        Option("n_gpu_layers", type=int, identity=False, help="GGUF: layers on the GPU (-1 = all)",
+               shown_default="0, CPU only"),
+        Option("n_threads", type=int, flag="threads", identity=False, check=at_least_one, help="GGUF: CPU threads",
+               shown_default="auto: half the CPU cores"),
         Option("temperature", type=float, check=_not_negative, shown_default="0 (greedy)",
                help="sampling temperature"),
-        Option("top_p", type=float, check=_fraction,
+        Option("top_p", type=float, check=_fraction, shown_default="1, no cut",
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
         Option("concurrency", type=int, identity=False, check=at_least_one,
-               help="server: requests in flight; GGUF: greedy answers decoded together (default 16; 1 = one call "
-               "at a time)"),
+               help="server: requests in flight; GGUF: greedy answers decoded together (1 = one call at a time)",
+               shown_default="4 on a server, 16 for a GGUF file"),
+        timeout_option("the LLM"),
     )))

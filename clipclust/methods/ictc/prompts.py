@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from clipclust.core.textfiles import read_user_text
 from clipclust.errors import InputError
 from clipclust.models.llm import GenerationRequest, Message
 
@@ -76,7 +77,7 @@ class IctcPrompts:
             for name in (f"{step}.txt", step, f"{step}.md"):
                 p = d / name
                 if p.is_file():
-                    text = p.read_text(encoding="utf-8").strip()
+                    text = read_user_text(p).strip()
                     if not text:
                         raise InputError(f"prompt file {p} is empty")
                     found[step] = text

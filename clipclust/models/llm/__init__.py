@@ -39,13 +39,14 @@ from clipclust.models.llm.caching import (
     run_cached,
 )
 from clipclust.models.llm.llama import LlamaCppGenerator, choice_grammar, gbnf_literal, load_llama
-from clipclust.models.llm.client import OpenAIClient, normalise_base_url
+from clipclust.models.llm.client import DEFAULT_TIMEOUT, OpenAIClient, normalise_base_url, tell_slow
 from clipclust.models.llm.server import CONSTRAINT_STRATEGIES, OpenAIGenerator
 from clipclust.models.llm.hf import TransformersGenerator, transformers_source
 from clipclust.models.llm.factory import GENERATORS, LazyGenerator, known_identity, load_generator
 
 __all__ = [
     "CONSTRAINT_STRATEGIES",
+    "DEFAULT_TIMEOUT",
     "GENERATORS",
     "KEY_VERSION",
     "CacheStats",
@@ -74,5 +75,6 @@ __all__ = [
     "load_llama",
     "normalise_base_url",
     "run_cached",
+    "tell_slow",
     "transformers_source",
 ]

@@ -82,7 +82,8 @@ def run_cached(
 
     Looks every key up once, runs ``compute`` on the positions of distinct missing keys (it yields
     ``(position, answer)`` as calls finish) and puts answers into the store every ``flush_every``
-    completions; whatever completed is flushed even when the run is interrupted.
+    completions; whatever completed is flushed even when the run is interrupted.  An empty answer is
+    returned but never stored: it is a failure of the model or server, and the next run asks again.
     """
     total = len(keys)
     counts: dict[str, int] = {}
@@ -103,7 +104,8 @@ def run_cached(
         for pos, text in compute(missing):
             k = keys[pos]
             answers[k] = text
-            buffer[k] = text
+            if text.strip():
+                buffer[k] = text
             stats.misses += 1
             done += counts[k]
             if len(buffer) >= flush_every:

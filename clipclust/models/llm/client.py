@@ -1,8 +1,12 @@
 """OpenAI-compatible servers (llama.cpp's server, vLLM, Ollama, OpenAI): the official ``openai`` client, with
 errors that name the server and say what to do, and calls run with a bounded number in flight.
 
-The client brings timeouts, retries with backoff (connection errors, 408/409/429/5xx) and one connection
-pool per server; it is imported on first use, never at start-up.  :class:`ServedModel` is what the text
+The client brings the connection pool; retries with backoff (dropped connections, 408/409/429/5xx) are
+done here, so that a request the server did not answer within ``timeout`` is never sent again (a stuck
+server would cost the timeout once per retry) and a host that does not accept the connection fails at
+once.  ``notice`` hears, once each, that a request has waited 30 s (or half its timeout) and that an
+answer ran far past ``max_tokens`` (it is cut: a server that ignores the limit must not fill the
+workspace).  The client is imported on first use, never at start-up.  :class:`ServedModel` is what the text
 generator and the describer behind a server share: the client, the served model's name, the identity
 and the concurrency.
 """
@@ -12,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from clipclust.errors import ClipclustError, InputError
+from clipclust.errors import ClipclustError, InputError, opt
 from clipclust.models.llm.requests import DecodeParams, Message
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,14 @@ an extra body field."""
 
 NO_KEY = "EMPTY"
 """Sent as the API key when none is set: the client needs one, and local servers ignore it."""
+
+DEFAULT_TIMEOUT = 300.0
+"""Seconds a request may wait for its answer: ten times a slow answer (a 7B VLM describing an image on a
+CPU server takes about 30 s), so only a server that stopped answering reaches it."""
+
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+CHARS_PER_TOKEN, MIN_ANSWER_CHARS = 32, 4096  # an answer past max_tokens x 32 characters ignored max_tokens
+SLOW_NOTICE = 30.0  # seconds a request waits before ``notice`` hears of it (half the timeout when shorter)
 
 
 class HTTPStatusError(Exception):
@@ -77,6 +91,27 @@ def _refused(error: BaseException) -> bool:
     return any(isinstance(e, ConnectionRefusedError) for e in _causes(error))
 
 
+def _unreachable(error: BaseException) -> bool:
+    """Nothing will answer at that address soon: refused, no connection within the connect timeout, an
+    unknown host.  Retrying cannot help, so these fail at once."""
+    return _refused(error) or any(type(e).__name__ == "ConnectTimeout" or isinstance(e, OSError) and
+                                  e.errno in (-2, -3, -5, 101, 113) for e in _causes(error))
+
+
+def _pause(attempt: int) -> None:
+    """The wait before try ``attempt + 2``: 0.5 s, doubling, at most 8 s (the openai client's own backoff)."""
+    time.sleep(min(8.0, 0.5 * 2 ** attempt))
+
+
+class _Retry(Exception):
+    """A failure worth another try (a dropped connection, an overloaded server); ``error`` is what the
+    caller gets when the tries run out."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class OpenAIClient:
     """One OpenAI-compatible server: its models, and chat completions that return the answer's text.
 
@@ -84,23 +119,64 @@ class OpenAIClient:
     endpoint, a prompt too long for its context) or an :class:`HTTPStatusError` the caller decides about.
     """
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, retries: int = 3) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 connect_timeout: float = 5.0, retries: int = 3,
+                 notice: Callable[[str], None] | None = None) -> None:
         import openai  # noqa: PLC0415 - 0.4 s of imports, paid only when a server is used
 
+        if not 0 < timeout < float("inf"):
+            raise InputError(f"{timeout}: expected a number of seconds above 0", option="timeout")
         self.base_url = normalise_base_url(base_url)
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        connect_timeout = min(connect_timeout, timeout)
         self.timeout, self.connect_timeout, self.retries = timeout, connect_timeout, retries
+        self.notice, self._told = notice, set()
         self._openai = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or NO_KEY,
-                                     timeout=openai.Timeout(timeout, connect=connect_timeout), max_retries=retries)
+                                     timeout=openai.Timeout(timeout, connect=connect_timeout), max_retries=0)
 
-    def _send(self, path: str, call: Callable[[Any], Any], *, patient: bool = True) -> Any:
-        """``call(client)`` with the client's retries (none when not ``patient``), its failures explained."""
+    def _tell(self, kind: str, message: str) -> None:
+        if self.notice is not None and kind not in self._told:
+            self._told.add(kind)
+            self.notice(message)
+
+    def _slow(self, path: str) -> threading.Timer | None:
+        """A timer that tells ``notice`` (once per client) that a request is still waiting."""
+        if self.notice is None or "slow" in self._told:
+            return None
+        after = min(SLOW_NOTICE, self.timeout / 2)
+        timer = threading.Timer(after, self._tell, ("slow", f"{self.base_url}{path} has not answered for {after:g} "
+                                                    f"s; waiting up to {self.timeout:g} s (the timeout setting) "
+                                                    "before giving up"))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _send(self, path: str, call: Callable[[Any], Any], *, patient: bool = True, limit: float | None = None) -> Any:
+        """``call(client)``, tried again after a dropped connection or a 408/409/429/5xx (``retries`` times
+        with backoff, none when not ``patient``); never after a timeout (``limit``, when the call sets a
+        shorter one than the client's); its failures explained."""
+        tries = 1 + (self.retries if patient else 0)
+        for attempt in range(tries):
+            timer = self._slow(path)
+            try:
+                return self._explained(path, lambda: call(self._openai), limit or self.timeout)
+            except _Retry as again:
+                if attempt + 1 >= tries:
+                    raise again.error from again.error.__cause__
+                _pause(attempt)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _explained(self, path: str, call: Callable[[], Any], limit: float) -> Any:
+        """``call()`` with its failure as an error that names the server and says what to do; a failure
+        worth another try comes wrapped in :class:`_Retry`."""
         import openai  # noqa: PLC0415
 
         url = self.base_url + path
         try:
-            return call(self._openai if patient else self._openai.with_options(max_retries=0))
+            return call()
         except openai.APIStatusError as e:
             status, message = e.status_code, _message(e)
             if status in (401, 403):
@@ -113,12 +189,24 @@ class OpenAIClient:
                 raise InputError(f"the prompt does not fit the context window of the model at {self.base_url} "
                                  f"({message[:200]}); start the server with a larger context (llama.cpp: -c) "
                                  "or lower max_tokens") from e
-            raise HTTPStatusError(status, message) from e
+            error = HTTPStatusError(status, message)
+            error.__cause__ = e
+            if status in RETRY_STATUS:
+                raise _Retry(error) from e
+            raise error from e
         except openai.APIConnectionError as e:  # timeouts too
-            reason = "timed out" if isinstance(e, openai.APITimeoutError) else str(_causes(e)[-1])
-            raise InputError(f"LLM server {self.base_url} is not answering ({reason}); start it (e.g. "
-                             "llama-server -m FILE.gguf, vllm serve, ollama serve or python -m llama_cpp.server) "
-                             "or check the host, port and /v1 path") from e
+            if isinstance(e, openai.APITimeoutError) and not _unreachable(e):
+                raise InputError(f"{url} sent no answer within {limit:g} s; the server may be stuck or "
+                                 f"overloaded: check it, or allow longer with {opt('timeout')}") from e
+            reason = f"no connection within {self.connect_timeout:g} s" if isinstance(e, openai.APITimeoutError) \
+                else str(_causes(e)[-1])
+            error = InputError(f"LLM server {self.base_url} is not answering ({reason}); start it (e.g. "
+                               "llama-server -m FILE.gguf, vllm serve, ollama serve or python -m llama_cpp.server) "
+                               "or check the host, port and /v1 path")
+            error.__cause__ = e
+            if _unreachable(e):
+                raise error from e
+            raise _Retry(error) from e
 
     def _not_json(self, path: str, reply: Any) -> ClipclustError:
         return ClipclustError(f"{self.base_url}{path} answered with something that is not JSON "
@@ -127,28 +215,15 @@ class OpenAIClient:
     def list_models(self) -> list[str]:
         """Model ids the server serves; also the readiness check.
 
-        The first try has no retries, and a refused connection (nothing listens there) fails at once:
-        retrying cannot start a server.  Anything else goes through the client's retries.  The listing is
-        read as plain JSON: servers differ in what else they put there.
+        An address where nothing answers fails at once (:meth:`_send`: retrying cannot start a server);
+        a server still loading its model (503) is asked again.  The listing is read as plain JSON: servers
+        differ in what else they put there.
         """
-        import openai  # noqa: PLC0415
-
         def listing(client: Any) -> Any:
             return client.with_options(timeout=self.connect_timeout).get("/models", cast_to=object)
 
-        def patiently() -> Any:
-            try:
-                return self._send("/models", listing, patient=False)
-            except HTTPStatusError as e:
-                if e.status == 404:
-                    raise
-            except InputError as e:
-                if not isinstance(e.__cause__, openai.APIConnectionError) or _refused(e):
-                    raise
-            return self._send("/models", listing)
-
         try:
-            data = patiently()
+            data = self._send("/models", listing, limit=self.connect_timeout)
         except HTTPStatusError as e:
             if e.status == 404:
                 return []
@@ -183,6 +258,12 @@ class OpenAIClient:
             content = reply.choices[0].message.content
         except (AttributeError, IndexError, TypeError) as e:
             raise ClipclustError(f"{self.base_url}/chat/completions answered without choices: {str(reply)[:200]}") from e
+        content = (content or "").replace("\0", "")  # no meaning in text, and the workspace's strings refuse it
+        limit = max(MIN_ANSWER_CHARS, CHARS_PER_TOKEN * int(payload.get("max_tokens") or 0))
+        if content and len(content) > limit:
+            self._tell("long", f"{self.base_url} sent an answer of {len(content):,} characters for at most "
+                               f"{payload.get('max_tokens')} tokens; answers are cut at {limit:,} characters")
+            content = content[:limit]
         return content or ""
 
     def close(self) -> None:
@@ -227,10 +308,11 @@ class ServedModel:
     name: str
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
-                 concurrency: int = 4, timeout: float = 600.0, retries: int = 3) -> None:
+                 concurrency: int = 4, timeout: float = DEFAULT_TIMEOUT, retries: int = 3,
+                 notice: Callable[[str], None] | None = None) -> None:
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
-        self.client = OpenAIClient(base_url, api_key=api_key, timeout=timeout, retries=retries)
+        self.client = OpenAIClient(base_url, api_key=api_key, timeout=timeout, retries=retries, notice=notice)
         try:
             self.model = self.client.resolve_model(model)
         except Exception:
@@ -251,3 +333,9 @@ class ServedModel:
 
     def close(self) -> None:
         self.client.close()
+
+
+def tell_slow(model: Any, notice: Callable[[str], None]) -> None:
+    """Have a model behind a server tell ``notice`` when a request is slow (other models: nothing to do)."""
+    if isinstance(model, ServedModel) and model.client.notice is None:
+        model.client.notice = notice

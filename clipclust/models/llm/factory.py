@@ -33,7 +33,7 @@ GENERATORS.register(Backend(
 ))
 GENERATORS.register(Backend(
     "server", frozenset({"url"}), OpenAIGenerator, local=False,
-    options=frozenset({"model", "api_key", "concurrency", "timeout", "retries", "constraint", "default_params"}),
+    options=frozenset({"model", "api_key", "concurrency", "timeout", "notice", "retries", "constraint", "default_params"}),
 ))
 GENERATORS.register(Backend(
     "transformers", frozenset({"hf", "dir"}), TransformersGenerator,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -25,7 +27,23 @@ def import_llama_cpp() -> Any:
             "GGUF models need llama-cpp-python, which is not installed: "
             "pip install 'clipclust[llm]' (or pip install llama-cpp-python)"
         ) from e
+    if not _closing.is_set():
+        _closing.set()
+        atexit.register(_close_null_files)
     return llama_cpp
+
+
+_closing = threading.Event()
+
+
+def _close_null_files() -> None:
+    """llama-cpp-python opens two /dev/null files at import (to silence the C library) and never closes them;
+    left to the interpreter's teardown, each would print a ResourceWarning as the last line a user sees."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None and not handle.closed:
+            handle.close()
 
 
 def gbnf_literal(text: str) -> str:

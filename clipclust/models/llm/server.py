@@ -7,12 +7,12 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from clipclust.errors import ClipclustError, InputError
 
-from clipclust.models.llm.client import HTTPStatusError, ServedModel, pool_iter
+from clipclust.models.llm.client import DEFAULT_TIMEOUT, HTTPStatusError, ServedModel, pool_iter
 from clipclust.models.llm.generator import TextGenerator
 from clipclust.models.llm.llama import choice_grammar
 from clipclust.models.llm.requests import DecodeParams, GenerationRequest
@@ -62,8 +62,9 @@ class OpenAIGenerator(ServedModel, TextGenerator):
         *,
         api_key: str | None = None,
         concurrency: int = 4,
-        timeout: float = 600.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retries: int = 3,
+        notice: Callable[[str], None] | None = None,
         constraint: str = "auto",
         default_params: DecodeParams | None = None,
     ) -> None:
@@ -72,7 +73,7 @@ class OpenAIGenerator(ServedModel, TextGenerator):
                 f"unknown constraint strategy {constraint!r}; choose auto or one of {CONSTRAINT_STRATEGIES}"
             )
         super().__init__(base_url, model, api_key=api_key, concurrency=concurrency, timeout=timeout,
-                         retries=retries)
+                         retries=retries, notice=notice)
         self.default_params = default_params or DecodeParams()
         self._strategies = ["json_schema", "json_object"] if constraint == "auto" else [constraint]
         self.constraint_strategy: str | None = None if constraint == "auto" else constraint

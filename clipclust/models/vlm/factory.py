@@ -29,7 +29,7 @@ DESCRIBERS.register(Backend(
 ))
 DESCRIBERS.register(Backend(
     "server", frozenset({"url"}), OpenAIDescriber, local=False,
-    options=frozenset({"model", "api_key", "concurrency", "timeout", "retries", "default_params"}),
+    options=frozenset({"model", "api_key", "concurrency", "timeout", "notice", "retries", "default_params"}),
 ))
 DESCRIBERS.register(Backend(
     "transformers", frozenset({"hf", "dir"}), TransformersDescriber,

@@ -3,12 +3,12 @@ content part, ``concurrency`` descriptions in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from PIL import Image
 
 from clipclust.errors import ClipclustError
-from clipclust.models.llm.client import HTTPStatusError, ServedModel, pool_iter
+from clipclust.models.llm.client import DEFAULT_TIMEOUT, HTTPStatusError, ServedModel, pool_iter
 from clipclust.models.llm.requests import DecodeParams
 from clipclust.models.vlm.describer import DESCRIBE_PARAMS, Describer, vision_messages
 
@@ -25,12 +25,13 @@ class OpenAIDescriber(ServedModel, Describer):
         *,
         api_key: str | None = None,
         concurrency: int = 4,
-        timeout: float = 600.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retries: int = 3,
+        notice: Callable[[str], None] | None = None,
         default_params: DecodeParams | None = None,
     ) -> None:
         super().__init__(base_url, model, api_key=api_key, concurrency=concurrency, timeout=timeout,
-                         retries=retries)
+                         retries=retries, notice=notice)
         self.default_params = default_params or DESCRIBE_PARAMS
 
     def _one(self, image: Image.Image, prompt: str, params: DecodeParams) -> str:
