@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="k-means/head seeds averaged")
     ap.add_argument("--template", default=DEFAULT_TEXT_TEMPLATE, help="prompt with {description}, {criterion}")
     ap.add_argument("--json", default=None, help="write the table here as JSON too")
+    ap.add_argument("--reader", default="auto", choices=("auto", "llama.cpp", "transformers"),
+                    help="what computes the states (auto: llama.cpp for a .gguf last layer)")
     args = ap.parse_args()
 
     import torch
@@ -88,7 +90,7 @@ def main() -> None:
 
     rows = []
     for choice in args.layers.split(","):
-        req = StateRequest(model=args.model, criterion=args.criterion, template=args.template)
+        req = StateRequest(model=args.model, criterion=args.criterion, template=args.template, reader=args.reader)
         if choice == "located":
             keywords = args.keywords.split(",") if args.keywords else None
             if keywords is None:

@@ -7,10 +7,12 @@ backend on the official openai client (the path `describe --vlm http://...` and 
 with 1, 2, 4 ... requests in flight, each round on a fresh set of prompts so no answer is cached.  The
 claim is the ratio of each concurrency's items per second to concurrency 1, measured in the same run.
 
-What limits the ratio is the server: llama-cpp-python's server runs one completion at a time, so extra
-requests in flight only overlap HTTP and tokenisation with decoding.  Servers with parallel slots
-(llama.cpp's own `llama-server -np N`, vLLM) decode the requests in flight as one batch; see README
-("Model calls on a server").
+What limits the ratio is the server: llama-cpp-python's server has no parallel slots (no option for them:
+every request takes one global lock, llama_cpp/server/app.py), so extra requests in flight only overlap
+HTTP and tokenisation with decoding.  Servers with parallel slots (llama.cpp's own `llama-server -np N`,
+vLLM) decode the requests in flight as one batch.  For that figure on this machine, the same requests
+also go through clipclust's in-process GGUF backend with N sequences decoded together (``--concurrency``
+there means the same thing; ``--no-in-process`` skips it).
 
     python bench/server_concurrency.py                       # SmolLM2-135M, 12 requests, 1/2/4 in flight
     python bench/server_concurrency.py --model qwen.gguf --requests 32 --concurrency 1 4 8 --threads 2
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1, help="server CPU threads (the box is shared)")
     parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process comparison")
     args = parser.parse_args()
 
     from clipclust.models.llm import DecodeParams, GenerationRequest, OpenAIGenerator, chat
@@ -105,6 +108,32 @@ def main() -> None:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+    if not args.no_in_process:
+        in_process(args, model)
+
+
+def in_process(args: argparse.Namespace, model: str) -> None:
+    """The same kind of requests through the in-process GGUF backend, N greedy answers decoded together."""
+    from clipclust.models.llm import DecodeParams, GenerationRequest, LlamaCppGenerator, chat
+
+    params = DecodeParams(temperature=0.0, max_tokens=args.max_tokens, seed=0)
+    rounds = []
+    for level, concurrency in enumerate([1, *args.concurrency]):
+        generator = LlamaCppGenerator(model, n_ctx=args.n_ctx, n_threads=args.threads, concurrency=concurrency)
+        generator.generate([GenerationRequest(chat("Say hi."))], DecodeParams(max_tokens=2))  # load, warm up
+        requests = [GenerationRequest(chat(f"In one sentence (variant p{level}-{i}), describe {topic}."))
+                    for i, topic in enumerate((TOPICS * (args.requests // len(TOPICS) + 1))[:args.requests])]
+        started = time.perf_counter()
+        generator.generate(requests, params)
+        seconds = time.perf_counter() - started
+        generator.close()
+        if level:
+            rounds.append((concurrency, args.requests / seconds))
+    base = rounds[0][1]
+    print("\nin process (llama.cpp sequences decoded together), threads", args.threads)
+    print("concurrency  items/s  ratio vs concurrency 1")
+    for concurrency, rate in rounds:
+        print(f"{concurrency:>11}  {rate:7.2f}  {rate / base:5.2f}x")
 
 
 if __name__ == "__main__":

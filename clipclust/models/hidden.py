@@ -34,7 +34,7 @@ from clipclust.errors import InputError
 from clipclust.models.devices import device_and_dtype
 from clipclust.models.registry import Backend, Registry
 
-__all__ = ["READERS", "HiddenModel", "load_hidden_model", "model_source"]
+__all__ = ["READERS", "READER_NAMES", "HiddenModel", "load_hidden_model", "model_source"]
 
 
 def model_source(spec: str | os.PathLike[str]) -> tuple[str, dict[str, Any], str]:
@@ -215,6 +215,14 @@ class HiddenModel:
                 h = self._norm(h)
             return torch.softmax(self._head(h).float(), dim=-1).cpu()
 
+    def read(self, prompts: Sequence[str], layer: int, position: int, top: int,
+             images: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(states (N, D), top lens ids (N, top), their probabilities)`` at one (layer, position): what ESMC
+        stores per item (the llama.cpp reader computes the same in one pass)."""
+        states = self.states(prompts, [int(layer)], [int(position)], images=images)[:, 0, 0, :]
+        ids, probs = self.lens_top(states, int(layer), top)
+        return states, ids, probs
+
     def lens_top(self, hidden: np.ndarray, layer: int, top: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``top`` most probable tokens of each hidden state's lens: ``(ids int64, probs float32)``."""
         chunks_ids, chunks_probs = [], []
@@ -326,15 +334,34 @@ def _open(spec: str, *, images: bool = False, device: str = "auto", dtype: str =
                        device=device, n_layers=_count_layers(model), images=images, batch_size=batch_size)
 
 
+def _open_llama(spec: str, *, n_threads: int | None = None) -> Any:
+    from clipclust.models.hidden_llama import LlamaHiddenReader
+
+    return LlamaHiddenReader(spec, n_threads=n_threads)
+
+
+def _llama_identity(spec: str, **_: Any) -> str:
+    from clipclust.models.hidden_llama import gguf_identity
+
+    return gguf_identity(spec)
+
+
 READERS = Registry("hidden-state", "pass hf:ORG/NAME, a folder saved with save_pretrained, or a .gguf file")
-"""Hidden-state readers by model string: transformers opens hub models, folders and (dequantised) GGUF files."""
+"""Hidden-state readers by model string: transformers opens hub models, folders and (dequantised) GGUF files
+at any layer; llama.cpp runs a GGUF file as it is, for its last layer (ESMC picks it when that layer is asked:
+:mod:`clipclust.models.hidden_llama`)."""
 
 READERS.register(Backend("transformers", frozenset({"hf", "dir", "gguf"}), _open,
                          options=frozenset({"images", "device", "dtype", "batch_size"}),
                          identity=lambda spec, **_: model_source(spec)[2]))
+READERS.register(Backend("llama.cpp", frozenset({"gguf"}), _open_llama, options=frozenset({"n_threads"}),
+                         identity=_llama_identity))
+
+READER_NAMES = ("transformers", "llama.cpp")
 
 
 def load_hidden_model(spec: str | os.PathLike[str], *, images: bool = False, device: str = "auto",
-                      dtype: str = "auto", batch_size: int = 8) -> HiddenModel:
-    """Open a text LLM (``images=False``) or an image-text-to-text model for hidden states and the lens."""
-    return READERS.open(spec, images=images, device=device, dtype=dtype, batch_size=batch_size)
+                      dtype: str = "auto", batch_size: int = 8, reader: str = "transformers") -> Any:
+    """Open a text LLM (``images=False``) or an image-text-to-text model for hidden states and the lens, with
+    ``reader`` (transformers: any layer; llama.cpp: a GGUF file's last layer)."""
+    return READERS.open(spec, backend=reader, images=images, device=device, dtype=dtype, batch_size=batch_size)

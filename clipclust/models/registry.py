@@ -123,30 +123,35 @@ class Registry:
         self.backends.append(backend)
         return backend
 
-    def resolve(self, spec: str | Path) -> tuple[Backend, ModelRef]:
-        """The backend that opens ``spec``, and the string read; an input error says what would do."""
+    def resolve(self, spec: str | Path, backend: str | None = None) -> tuple[Backend, ModelRef]:
+        """The backend that opens ``spec`` (the first that takes its form, or the one named ``backend``), and
+        the string read; an input error says what would do."""
         ref = model_ref(spec)
-        for backend in self.backends:
-            if backend.accepts(ref):
-                return backend, ref
+        for candidate in self.backends:
+            if (backend is None or candidate.name == backend) and candidate.accepts(ref):
+                return candidate, ref
+        if backend is not None:
+            if not any(b.name == backend for b in self.backends):
+                raise ValueError(f"no {self.kind} backend is named {backend!r}")
+            raise InputError(f"the {backend} {self.kind} backend cannot open '{ref.raw}'")
         if ref.form in self.refusals:
             raise InputError(self.refusals[ref.form](ref))
         missing = ref.path is not None and not ref.path.exists() or ref.form == "unknown"
         raise InputError(f"unknown model '{ref.raw}': {self.expected}"
                          + (" (no such file or directory)" if missing and ref.raw else ""))
 
-    def open(self, spec: str | Path, *args: Any, **opts: Any) -> Any:
-        """Open ``spec`` with its backend; options that backend does not declare are ignored, so a caller
-        can pass every setting it has."""
-        backend, ref = self.resolve(spec)
-        return backend.open(ref.raw, *args, **pick_options(opts, backend.options))
+    def open(self, spec: str | Path, *args: Any, backend: str | None = None, **opts: Any) -> Any:
+        """Open ``spec`` with its backend (or the one named ``backend``); options that backend does not
+        declare are ignored, so a caller can pass every setting it has."""
+        chosen, ref = self.resolve(spec, backend)
+        return chosen.open(ref.raw, *args, **pick_options(opts, chosen.options))
 
-    def known_identity(self, spec: str | Path, *args: Any, **opts: Any) -> str | None:
+    def known_identity(self, spec: str | Path, *args: Any, backend: str | None = None, **opts: Any) -> str | None:
         """The identity ``spec`` opens with, when it is known without loading the model; else None."""
-        backend, ref = self.resolve(spec)
-        if backend.identity is None:
+        chosen, ref = self.resolve(spec, backend)
+        if chosen.identity is None:
             return None
-        return backend.identity(ref.raw, *args, **pick_options(opts, backend.options))
+        return chosen.identity(ref.raw, *args, **pick_options(opts, chosen.options))
 
 
 class LazyModel:

@@ -202,3 +202,33 @@ def test_keywords_auto_asks_the_llm_through_the_runtime_once(cli, described: Pat
     cached = esmc(cli, tiny_causal_lm_dir, "--keywords", "auto", "--locate-samples", "2", "--force")
     assert cached.code == 0, cached.err
     assert opened == [True]  # opened lazily: with the answer cached, no weights are loaded
+
+
+def test_a_gguf_llm_is_read_by_llama_cpp_at_its_last_layer_and_its_states_stored_apart(cli, described: Path) -> None:
+    from clipclust.methods.esmc.states import StateRequest, choose_reader
+
+    from ..models.conftest import smollm2_path
+
+    gguf = smollm2_path()
+    first = esmc(cli, gguf, "--json")
+    assert first.code == 0, first.err
+    params = json.loads(first.out)["params"]
+    assert (params["reader"], params["layer"], params["position"], params["dtype"]) == ("llama.cpp", 30, -1, "gguf")
+    assert params["model"].startswith("llama.cpp:sha256:") and params["n_forward"] == 6
+    hidden = next(s for s in Workspace(described).list_sets() if s.kind == "esmc-hidden")
+    assert hidden.shape == (6, 576) and hidden.model == params["model"]
+    shown = esmc(cli, gguf, "--feature", "lens")
+    assert shown.code == 0 and "(llama.cpp, gguf); 0 items through the model" in shown.out
+
+    # the layers llama.cpp cannot give go to transformers, or are refused when llama.cpp is asked for
+    refused = esmc(cli, gguf, "--reader", "llama.cpp", "--layer", "12")
+    assert refused.code == 2 and one_error_line(refused).startswith("clipclust: error: --reader: llama.cpp cannot")
+    assert "last layer (30) only, not layer 12" in one_error_line(refused)
+    ws = Workspace(described)
+    request = StateRequest(model=str(gguf), criterion="color", template="{description} {criterion}", layer=12)
+    fallback = choose_reader(ws, request, images=False)
+    assert fallback.name == "transformers" and fallback.identity.startswith("gguf:sha256:")
+    assert "not layer 12" in fallback.note
+    for changed in ({"layer": 30, "dtype": "fp32"}, {"layer": None, "keywords": ["red"]}, {"reader": "transformers"}):
+        assert choose_reader(ws, StateRequest(**{**request.__dict__, **changed}), images=False).name == "transformers"
+    assert choose_reader(ws, StateRequest(**{**request.__dict__, "layer": 30}), images=False).name == "llama.cpp"

@@ -105,3 +105,39 @@ def test_logit_lens_of_real_smollm2_names_the_sky_blue_at_a_late_layer(smollm2) 
     once = smollm2.lens(states[:, 1, 0], 30)
     assert not torch.allclose(twice, once, atol=1e-3)
     assert smollm2.token_texts(smollm2.keyword_tokens(["blue"]))[:2] == [" blue", " Blue"]
+
+
+OBJECTS = ["A red car parked on a street.", "A blue sports car on a race track.", "An old truck driving on a highway.",
+           "A white van parked in front of a house.", "A small bird perched on a branch.",
+           "A parrot with green feathers.", "An owl sitting in a tree at night.", "A seagull flying over the sea."]
+
+
+def test_llama_cpp_reader_gives_transformers_states_and_the_same_clustering(smollm2) -> None:
+    """The last layer read by llama.cpp from the quantised file and by transformers from its dequantised copy:
+    the same vector up to rounding, the same top lens token, the same k-means partition."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from clipclust.core.clustering import cluster
+    from clipclust.methods.esmc.features import DEFAULT_TEXT_TEMPLATE, criterion_prompt, hidden_features
+    from clipclust.models.hidden_llama import LlamaHiddenReader
+
+    prompts = [criterion_prompt(DEFAULT_TEXT_TEMPLATE, "object", d) for d in OBJECTS]
+    reader = load_hidden_model(smollm2_path(), reader="llama.cpp")
+    try:
+        assert isinstance(reader, LlamaHiddenReader) and reader.n_layers == smollm2.n_layers == 30
+        assert reader.identity.startswith("llama.cpp:sha256:") and reader.identity[10:] == smollm2.identity[5:]
+        ours, our_ids, our_probs = reader.read(prompts, 30, -1, 8)
+        theirs, their_ids, their_probs = smollm2.read(prompts, 30, -1, 8)
+        cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert cosine.min() > 0.99, cosine
+        assert (our_ids[:, 0] == their_ids[:, 0]).all() and np.abs(our_probs[:, 0] - their_probs[:, 0]).max() < 0.05
+        assert reader.token_texts(our_ids[0][:3]) == smollm2.token_texts(their_ids[0][:3])
+        ids = [cluster(hidden_features(x), "kmeans", 2, 0).ids for x in (ours, theirs)]
+        assert adjusted_rand_score(*ids) == 1.0
+        # an item's state depends on its own prompt only, and the second-last token is reachable too
+        np.testing.assert_array_equal(reader.read(prompts[5:6], 30, -1, 8)[0][0], ours[5])
+        assert not np.allclose(reader.read(prompts[:1], 30, -2, 8)[0][0], ours[0])
+        with pytest.raises(InputError, match=r"last layer \(30\) only, not layer 12"):
+            reader.read(prompts[:1], 12, -1, 8)
+    finally:
+        reader.close()

@@ -57,9 +57,8 @@ def _images(workspace: Workspace, req: ClusterRequest) -> tuple[list[str], list[
 
 
 def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
-    from clipclust.methods.esmc.states import StateRequest, StateSource
+    from clipclust.methods.esmc.states import StateRequest, StateSource, choose_reader
     from clipclust.methods.esmc.features import DEFAULT_IMAGE_TEMPLATE, DEFAULT_TEXT_TEMPLATE
-    from clipclust.models.hidden import model_source
 
     criterion = str(req.option("criterion") or "").strip()
     if not criterion:
@@ -87,18 +86,24 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
                          option="split" if req.split else "on")
     check_k(int(k), len(keys), info, req.split)  # type: ignore[arg-type]
     model_spec = llm if llm is not None else mllm
-    try:
-        _, _, model_identity = model_source(model_spec)
-    except InputError as exc:
-        raise InputError(str(exc), option="llm" if llm is not None else "mllm") from None
     seed = 0 if req.seed is None else req.seed
     keywords = req.option("keywords")
     state_req = StateRequest(
         model=model_spec, criterion=criterion, template=template, layer=req.option("layer"),
         position=req.option("position"), keywords=None if keywords in (None, "auto") else list(keywords),
         locate_samples=req.option("locate_samples"), seed=seed, device=req.option("device"), dtype=req.option("dtype"),
-        batch_size=req.option("forward_batch"),
+        batch_size=req.option("forward_batch"), reader=req.option("reader"),
     )
+    if keywords == "auto":
+        state_req.keywords = ["auto"]  # asked later; the reader only needs to know that localisation comes
+    try:  # the reader's identity is the states' (transformers and llama.cpp states are different sets)
+        model_identity = choose_reader(workspace, state_req, source.images).identity
+    except InputError as exc:
+        if exc.option:
+            raise
+        raise InputError(str(exc), option="llm" if llm is not None else "mllm") from None
+    if keywords == "auto":
+        state_req.keywords = None
     try:  # the template is checked before anything is computed
         from clipclust.methods.esmc.features import criterion_prompt
 
@@ -159,6 +164,8 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "seed": seed, "k": k, "criterion": state_req.criterion, "feature": req.option("feature"),
         "layer": states.layer, "position": states.position, "model": states.model_identity,
         "prompt": states.details["prompt"], "dtype": states.details["dtype"], "keywords": state_req.keywords,
+        "reader": states.details["reader"], **({"reader_note": states.details["reader_note"]}
+                                               if "reader_note" in states.details else {}),
         "localisation": states.localisation, "state_sets": states.set_ids, "n_forward": states.n_computed,
         "forward_seconds": round(states.forward_seconds, 3),
     }
@@ -213,8 +220,9 @@ def report_esmc(summary: ClusteringSummary) -> list[str]:
             mark = "  <- chosen" if (row["layer"], row["position"]) == (located["layer"], located["position"]) else ""
             lines.append(f"    layer {row['layer']:>3} @{row['position']}  {row['score']:.4f}  "
                          f"{' '.join(repr(t) for t in row['top'])}{mark}")
+    read_by = f"{params['reader']}, " if params.get("reader") else ""
     where = (f"  {params.get('feature')} feature at layer {params.get('layer')}, position {params.get('position')} "
-             f"({params.get('dtype')})")
+             f"({read_by}{params.get('dtype')})")
     if not summary.reused:
         where += f"; {params.get('n_forward', 0)} items through the model, the others read from the workspace"
     return lines + [where] + summary.cluster_lines()
@@ -245,6 +253,9 @@ register_method(MethodSpec(
                help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16"),
         Option("device", default="auto", identity=False, help="where the model runs: auto, cpu or cuda[:N]"),
         Option("forward_batch", type=int, default=8, check=at_least_one, identity=False,
-               help="prompts per forward pass"),
+               help="transformers: prompts per forward pass (llama.cpp reads one prompt per pass)"),
+        Option("reader", default="auto", choices=("auto", "llama.cpp", "transformers"), identity=False,
+               help="what computes the states: auto (llama.cpp for a .gguf llm read at its last layer, transformers "
+               "otherwise), llama.cpp or transformers; each reader's states are stored apart"),
         timeout_option("the keywords LLM"),
     )))

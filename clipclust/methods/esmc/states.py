@@ -28,7 +28,11 @@ from clipclust.errors import InputError
 from clipclust.methods.esmc.features import LENS_TOP, Localisation, criterion_prompt, localise
 from clipclust.core.progress import Reporter, SilentReporter
 
-__all__ = ["CriterionStates", "StateRequest", "StateSource", "criterion_states", "state_specs"]
+__all__ = ["READER_CHOICES", "CriterionStates", "ReaderChoice", "StateRequest", "StateSource", "choose_reader",
+           "criterion_states", "state_specs"]
+
+READER_CHOICES = ("auto", "llama.cpp", "transformers")
+LLAMA_DTYPE = "gguf"  # llama.cpp computes with the file's own (quantised) weights
 
 WRITE_BATCH = 32  # items per forward-and-store round
 
@@ -63,6 +67,7 @@ class StateRequest:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
+    reader: str = "auto"
 
 
 @dataclass
@@ -109,23 +114,69 @@ def _n_layers_from_config(source: str, extra: dict[str, Any]) -> int:
     return int(text_config.num_hidden_layers)
 
 
-def _final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_from: str, extra: dict[str, Any]) -> int:
+def _final_layer(workspace: Workspace, identity: str, count: Callable[[], int]) -> int:
     """The model's last layer, remembered in the workspace (reading a GGUF file's config takes seconds)."""
     key = "esmc-layers:" + identity
     remembered = workspace.memo_get(key)
     if remembered is not None:
         return int(remembered)
-    n_layers = lazy.model.n_layers if lazy.model is not None else _n_layers_from_config(load_from, extra)
-    workspace.memo_put(key, int(n_layers))
+    n_layers = int(count())
+    workspace.memo_put(key, n_layers)
     return n_layers
 
 
-def _known_final_layer(workspace: Workspace, lazy: _LazyModel, identity: str, load_from: str,
-                       extra: dict[str, Any]) -> int | None:
+@dataclass
+class ReaderChoice:
+    """Which backend reads the states, the identity its states are stored under, and why auto chose it."""
+
+    name: str
+    identity: str
+    note: str = ""
+
+
+def choose_reader(workspace: Workspace, req: StateRequest, images: bool) -> ReaderChoice:
+    """llama.cpp for a GGUF text model read at its last layer (fast, the file as it is), transformers for the
+    rest: hub models and folders, image-text models, earlier layers, localisation (which scans every layer's
+    lens) and an explicit dtype.  ``req.reader`` forces one; llama.cpp then refuses what it cannot read.
+    States are stored under the reader's identity, so the two readers' states never mix."""
+    from clipclust.models.hidden import model_source
+    from clipclust.models.registry import model_ref
+
+    if req.reader not in READER_CHOICES:
+        raise InputError(f"'{req.reader}': expected one of {', '.join(READER_CHOICES)}", option="reader")
+    gguf = model_ref(req.model).form == "gguf"
+    if req.reader == "transformers" or (req.reader == "auto" and not gguf):
+        return ReaderChoice("transformers", model_source(req.model)[2])
+    from clipclust.models.hidden_llama import gguf_identity, gguf_layers
+
+    why = []
+    if not gguf:
+        why.append("it reads .gguf files only")
+    elif images:
+        why.append("it reads text, not images")
+    else:
+        identity = gguf_identity(req.model)
+        if req.keywords and (req.layer is None or req.position is None):
+            why.append("localising the criterion scans every layer's logit lens")
+        elif req.layer is not None:
+            final = _final_layer(workspace, identity, lambda: gguf_layers(req.model))
+            if int(req.layer) != final:
+                why.append(f"it gives the last layer ({final}) only, not layer {req.layer}")
+        if req.dtype != "auto":
+            why.append(f"it computes with the file's own weights, not in {req.dtype}")
+    if not why:
+        return ReaderChoice("llama.cpp", identity)
+    if req.reader == "llama.cpp":
+        raise InputError("llama.cpp cannot read these states: " + "; ".join(why) + " (use transformers)",
+                         option="reader")
+    return ReaderChoice("transformers", model_source(req.model)[2], note="transformers: " + "; ".join(why))
+
+
+def _known_final_layer(workspace: Workspace, identity: str, count: Callable[[], int]) -> int | None:
     """The last layer when the memo or the model's config says it (None: the config cannot be read here, and
     loading the model will say why)."""
     try:
-        return _final_layer(workspace, lazy, identity, load_from, extra)
+        return _final_layer(workspace, identity, count)
     except (OSError, ValueError, KeyError):
         return None
 
@@ -198,8 +249,9 @@ def criterion_states(workspace: Workspace, source: StateSource, req: StateReques
                      reporter: Reporter | None = None, opener: Callable[[], Any] | None = None) -> CriterionStates:
     """The hidden state and lens tokens of every item of ``source``, computing only the missing ones.
 
-    ``opener`` opens the model (default: :func:`clipclust.models.hidden.load_hidden_model` on
-    ``req.model``); it is called at most once and only when something must be computed.
+    ``opener`` opens the model (default: :func:`clipclust.models.hidden.load_hidden_model` on ``req.model``
+    with the reader :func:`choose_reader` picks); it is called at most once and only when something must be
+    computed.
     """
     from clipclust.models.hidden import load_hidden_model, model_source
 
@@ -209,21 +261,31 @@ def criterion_states(workspace: Workspace, source: StateSource, req: StateReques
     if req.locate_samples < 1:
         raise InputError(f"locate_samples {req.locate_samples}: expected 1 or more")
     criterion_prompt(req.template, req.criterion, "" if source.texts is not None else None)  # checks the template
-    load_from, extra, identity = model_source(req.model)
-    lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, images=source.images, device=req.device,
-                                                              dtype=req.dtype, batch_size=req.batch_size)))
+    choice = choose_reader(workspace, req, source.images)
+    if choice.name == "llama.cpp":
+        from clipclust.models.hidden_llama import gguf_layers
+
+        lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, reader="llama.cpp")))
+        count, dtype = (lambda: gguf_layers(req.model)), LLAMA_DTYPE
+    else:
+        load_from, extra, _ = model_source(req.model)
+        lazy = _LazyModel(opener or (lambda: load_hidden_model(req.model, images=source.images, device=req.device,
+                                                                  dtype=req.dtype, batch_size=req.batch_size)))
+        count = (lambda: lazy.model.n_layers if lazy.model is not None else _n_layers_from_config(load_from, extra))
+        dtype = _dtype_name(req.device, req.dtype)
     try:
-        return _states(workspace, source, req, reporter, lazy, identity, load_from, extra)
+        return _states(workspace, source, req, reporter, lazy, choice, dtype, count)
     finally:
         lazy.close()
 
 
 def _states(workspace: Workspace, source: StateSource, req: StateRequest, reporter: Reporter, lazy: _LazyModel,
-            identity: str, load_from: str, extra: dict[str, Any]) -> CriterionStates:
+            choice: ReaderChoice, dtype: str, count: Callable[[], int]) -> CriterionStates:
+    identity = choice.identity
     localisation = None
     layer, position = req.layer, req.position
     if layer is not None:  # refused before any weight is loaded: the count comes from the memo or the config
-        last = _known_final_layer(workspace, lazy, identity, load_from, extra)
+        last = _known_final_layer(workspace, identity, count)
         if last is not None and not 0 <= layer <= last:
             raise InputError(f"{layer}: there is no such layer; {req.model} has layers 0..{last} (0 = the token "
                              "embeddings)", option="layer")
@@ -235,10 +297,9 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
         else:
             position = -1 if position is None else position
             if layer is None:
-                layer = _final_layer(workspace, lazy, identity, load_from, extra)
+                layer = _final_layer(workspace, identity, count)
     if position >= 0:
         raise InputError(f"position {position}: positions count from the end of the prompt (-1 = last token)")
-    dtype = _dtype_name(req.device, req.dtype)
     specs = state_specs(identity, dtype, source.set_id, req.template, req.criterion, int(layer), int(position),
                         localisation)
     ids = {role: spec.id for role, spec in specs.items()}
@@ -246,16 +307,15 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
     missing = [i for i, key in enumerate(source.keys) if key not in have]
     forward_seconds = 0.0
     if missing:
-        with reporter.task(f"criterion states ({len(missing)} items, layer {layer}, position {position})",
-                           len(missing)) as advance:
+        with reporter.task(f"criterion states ({len(missing)} items, layer {layer}, position {position}, "
+                           f"{choice.name})", len(missing)) as advance:
             model = lazy.get()
             known_tokens = workspace.set_keys(ids["vocab"])
             for start in range(0, len(missing), WRITE_BATCH):
                 rows = missing[start:start + WRITE_BATCH]
                 prompts, images = _prompts(source, req, rows)
                 began = time.perf_counter()
-                states = model.states(prompts, [int(layer)], [int(position)], images=images)[:, 0, 0, :]
-                top_ids, top_probs = model.lens_top(states, int(layer), LENS_TOP)
+                states, top_ids, top_probs = model.read(prompts, int(layer), int(position), LENS_TOP, images=images)
                 forward_seconds += time.perf_counter() - began
                 new_tokens = sorted({int(t) for t in top_ids.reshape(-1)} - {int(t) for t in known_tokens})
                 known_tokens |= {str(t) for t in new_tokens}
@@ -269,12 +329,15 @@ def _states(workspace: Workspace, source: StateSource, req: StateRequest, report
     hidden = _rows(workspace, ids["hidden"], source.keys)
     lens = _rows(workspace, ids["lens"], source.keys)
     vocab_keys, vocab_texts = workspace.read_set(ids["vocab"])
+    details = {"dtype": dtype, "prompt": specs["hidden"].prompt, "reader": choice.name}
+    if choice.note:
+        details["reader_note"] = choice.note
     return CriterionStates(
         keys=list(source.keys), hidden=hidden, top_ids=lens[..., 0].astype(np.int64), top_probs=lens[..., 1],
         token_text={int(k): str(t) for k, t in zip(vocab_keys, vocab_texts)}, layer=int(layer),
         position=int(position), model_identity=identity, set_ids=ids,
         localisation=None if localisation is None else localisation.to_dict(), n_computed=len(missing),
-        forward_seconds=forward_seconds, details={"dtype": dtype, "prompt": specs["hidden"].prompt},
+        forward_seconds=forward_seconds, details=details,
     )
 
 

@@ -250,7 +250,8 @@ register_method(MethodSpec(
         Option("top_p", type=float, check=_fraction, shown_default="1, no cut",
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
-        Option("concurrency", type=int, identity=False, check=at_least_one, help="server: requests in flight",
-               shown_default="4"),
+        Option("concurrency", type=int, identity=False, check=at_least_one,
+               help="server: requests in flight; GGUF: greedy answers decoded together (1 = one call at a time)",
+               shown_default="4 on a server, 16 for a GGUF file"),
         timeout_option("the LLM"),
     )))

@@ -28,7 +28,8 @@ GENERATORS = Registry("LLM", "pass a .gguf file, an http(s)://HOST:PORT/v1 URL, 
 
 GENERATORS.register(Backend(
     "llama.cpp", frozenset({"gguf"}), LlamaCppGenerator, identity=_gguf_identity,
-    options=frozenset({"n_ctx", "n_gpu_layers", "n_threads", "seed", "chat_format", "default_params", "verbose"}),
+    options=frozenset({"n_ctx", "n_gpu_layers", "n_threads", "seed", "chat_format", "default_params", "verbose",
+                       "concurrency"}),
 ))
 GENERATORS.register(Backend(
     "server", frozenset({"url"}), OpenAIGenerator, local=False,

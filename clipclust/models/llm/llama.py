@@ -74,6 +74,9 @@ def choice_grammar(choices: Sequence[str]) -> str:
     return "root ::= " + " | ".join(gbnf_literal(c) for c in choices) + "\n"
 
 
+DEFAULT_SEQUENCES = 16
+"""Greedy answers decoded together by default (llama.cpp sequences in one context)."""
+
 _CTX_RE = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
@@ -151,6 +154,10 @@ class LlamaCppGenerator(TextGenerator):
     of the previous call and only evaluates the tokens after the longest common prefix, so prompts
     that put the shared instruction first are much cheaper per item. Constrained requests use a
     GBNF grammar, so the answer is always one of the choices.
+
+    Greedy requests without choices are decoded ``concurrency`` at a time as llama.cpp sequences
+    (:mod:`.batched`): the same answers as one call at a time, without reading every weight once per
+    answer token and item.  ``concurrency=1`` keeps one call at a time.
     """
 
     def __init__(
@@ -164,7 +171,10 @@ class LlamaCppGenerator(TextGenerator):
         chat_format: str | None = None,
         default_params: DecodeParams | None = None,
         verbose: bool = False,
+        concurrency: int = DEFAULT_SEQUENCES,
     ) -> None:
+        if concurrency < 1:
+            raise InputError(f"concurrency must be >= 1, got {concurrency}", option="concurrency")
         self.path = check_gguf_path(model_path, "LLM")
         self.chat_format = chat_format
         self.default_params = default_params or DecodeParams()
@@ -177,6 +187,8 @@ class LlamaCppGenerator(TextGenerator):
             chat_format=chat_format, verbose=verbose,
         )
         self.n_ctx = int(self.llama.n_ctx())
+        self.max_concurrency = concurrency
+        self._batcher: Any = None  # made on the first batch: a second context on the same weights
 
     def _one(self, request: GenerationRequest, params: DecodeParams) -> str:
         extra: dict[str, Any] = {}
@@ -188,28 +200,60 @@ class LlamaCppGenerator(TextGenerator):
         try:
             text = chat_completion(self.llama, request.messages, params, **extra)
         except ValueError as e:
-            m = _CTX_RE.search(str(e))
-            if m:
-                raise InputError(
-                    f"prompt of {m.group(1)} tokens does not fit the context window of {m.group(2)} "
-                    f"tokens of {self.path.name}: raise {opt('n_ctx')}, lower max_tokens, or shorten the "
-                    f"prompt (e.g. fewer labels in step 2b via a higher {opt('min_count')})"
-                ) from e
-            raise ClipclustError(f"llama.cpp failed on {self.path.name}: {e}") from e
+            raise self._failure(e) from e
         if request.choices is not None and text in request.choices:
             return text  # exact, even for a choice with edge whitespace
         return text.strip()
 
+    def _failure(self, e: ValueError) -> ClipclustError:
+        m = _CTX_RE.search(str(e))
+        if m:
+            return InputError(
+                f"prompt of {m.group(1)} tokens does not fit the context window of {m.group(2)} "
+                f"tokens of {self.path.name}: raise {opt('n_ctx')}, lower max_tokens, or shorten the "
+                f"prompt (e.g. fewer labels in step 2b via a higher {opt('min_count')})"
+            )
+        return ClipclustError(f"llama.cpp failed on {self.path.name}: {e}")
+
     def generate(
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> list[str]:
-        return [t for _, t in self.generate_iter(requests, params)]
+        out: dict[int, str] = dict(self.generate_iter(requests, params))
+        return [out[i] for i in range(len(requests))]
 
     def generate_iter(
         self, requests: Sequence[GenerationRequest], params: DecodeParams | None = None
     ) -> Iterator[tuple[int, str]]:
+        """``(index, answer)`` as each call finishes: greedy unconstrained requests in groups decoded
+        together, the others (sampling, choices) one at a time; not necessarily in order."""
         params = params or self.default_params
-        return serial_batches(requests, 1, self._lock, lambda batch: [self._one(batch[0], params)])
+        if self.max_concurrency == 1 or not params.greedy:
+            return serial_batches(requests, 1, self._lock, lambda batch: [self._one(batch[0], params)])
+        return self._batched(list(requests), params)
+
+    def _batched(self, requests: list[GenerationRequest], params: DecodeParams) -> Iterator[tuple[int, str]]:
+        """Groups of up to ``max_concurrency`` requests decoded together; each answer is yielded as its
+        sequence ends (the lock is held meanwhile: the model is never shared mid-group)."""
+        from clipclust.models.llm.batched import GreedyBatcher, prepare  # noqa: PLC0415
+
+        for start in range(0, len(requests), self.max_concurrency):
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = GreedyBatcher(self.llama, n_seq=self.max_concurrency, n_ctx=self.n_ctx)
+                together: list[tuple[int, Any]] = []
+                for i in range(start, min(start + self.max_concurrency, len(requests))):
+                    try:
+                        prompt = None if requests[i].choices is not None else prepare(
+                            self.llama, requests[i].messages, params)
+                    except ValueError as e:
+                        raise self._failure(e) from e
+                    if prompt is not None and self._batcher.fits(prompt):
+                        together.append((i, prompt))
+                    else:  # a grammar, or a prompt too long to share the context: one call
+                        yield i, self._one(requests[i], params)
+                if together:
+                    for j, text in self._batcher.run([p for _, p in together]):
+                        yield together[j][0], text.strip()
 
     def reset_prompt_cache(self) -> None:
         """Forget the evaluated prefix so the next call evaluates its prompt from scratch (benchmark
@@ -218,6 +262,9 @@ class LlamaCppGenerator(TextGenerator):
             self.llama.reset()
 
     def close(self) -> None:
+        if getattr(self, "_batcher", None) is not None:
+            self._batcher.close()
+            self._batcher = None
         llama = getattr(self, "llama", None)
         if llama is not None and hasattr(llama, "close"):
             llama.close()
