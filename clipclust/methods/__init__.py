@@ -39,7 +39,7 @@ __all__ = [
 
 # The packages shipped with clipclust, in the order the cluster help lists their options; each registers its
 # methods (or, for head, its refinement) in its ``method`` module.
-BUILTIN_METHODS = ("classic", "fused", "ictc", "esmc", "head")
+BUILTIN_METHODS = ("classic", "fused", "ictc", "esmc", "text", "head")
 
 
 def load_builtin_methods() -> None:
