@@ -127,3 +127,17 @@ def fused_workspace(path: Path, *, n_classes: int = 5, dim: int = 24, n_train: i
     ws.write_batch(items=records, rows=rows)
     return {"ws": ws, "train_keys": train_keys, "test_keys": test_keys, "train_y": train_y, "test_y": test_y,
             "labels": labels, "classes": classes, "suffix": suffix}
+
+
+def described_workspace(path: Path, texts: Sequence[str], labels: Sequence[str] | None = None, *,
+                        name: str = "description:synthetic", split: str = "") -> tuple[Workspace, list[str]]:
+    """Items with one stored description each (a 'description' set, as describe writes it), labels optional;
+    returns (workspace, keys)."""
+    keys = [sha(f"described-{i}-{text}") for i, text in enumerate(texts)]
+    records = [ItemRecord(sha256=key, path=f"/nowhere/{i}.png", label=(labels[i] if labels else ""), split=split)
+               for i, key in enumerate(keys)]
+    described = SetSpec(id=sha(f"description|{name}")[:16], name=name, kind="description", model="synthetic:vlm",
+                        prompt="Describe the image.", dtype="str", provenance={"kind": "description"})
+    ws = Workspace(path)
+    ws.write_batch(items=records, rows=[(described, keys, list(texts))])
+    return ws, keys
