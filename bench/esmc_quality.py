@@ -133,6 +133,10 @@ def main() -> None:
         ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
         names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k)
         print("    names (hidden, k-means, seed 0): " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
+    from text_baseline import baseline_row, text_baseline  # the no-LLM baseline on the same descriptions and K
+
+    print("    " + baseline_row(text_baseline(source_file, args.k, criterion=args.criterion,
+                                           label_field=args.label_field)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     collapsed = [r for r in rows if r["largest_cluster"] > len(keys) / 2 or r["acc"] < 2.0 / args.k]

@@ -153,6 +153,10 @@ def main() -> None:
     gen.close()
     if args.json:
         args.json.write_text(json.dumps({"model": model.name, "criterion": args.criterion, "rows": rows}, indent=1))
+    from text_baseline import baseline_row, text_baseline  # the no-LLM baseline on the same descriptions and K
+
+    print(baseline_row(text_baseline(args.descriptions, k, criterion=args.criterion, text_model=args.text_model,
+                                     text_field=args.text_field, label_field=args.label_field)))
 
 
 if __name__ == "__main__":

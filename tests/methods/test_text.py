@@ -28,7 +28,8 @@ def _st_encode(folder: Path, texts: list[str], prompt: str | None = None) -> np.
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, **({"prompt": prompt} if prompt else {}))
+    return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                        **({"prompt": prompt} if prompt else {}))
 
 
 def _folder(tmp_path: Path, name: str, prompts: dict[str, str] | None = None, published: str = "") -> Path:
@@ -43,7 +44,8 @@ def _folder(tmp_path: Path, name: str, prompts: dict[str, str] | None = None, pu
 def test_instruction_format_read_from_the_model_files(tmp_path: Path) -> None:
     qwen = _folder(tmp_path, "a", {"query": "Instruct: Given a web search query, retrieve passages\nQuery:",
                                    "document": ""})
-    assert instruction_format(qwen).prefix("cluster by mood") == "Instruct: cluster by mood\nQuery:"  # its own separator
+    # the model's own separator ("Query:" without a space) is kept
+    assert instruction_format(qwen).prefix("cluster by mood") == "Instruct: cluster by mood\nQuery:"
     assert instruction_format(_folder(tmp_path, "b", {"query": "Represent this sentence for searching: "})).template \
         == REPRESENT
     assert instruction_format(_folder(tmp_path, "c", {}, "intfloat/multilingual-e5-large-instruct")).template \
