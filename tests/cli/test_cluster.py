@@ -160,7 +160,7 @@ def test_options_without_a_flag_before_now_have_one(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-k", "3", "--criterion", "mood"], "clipclust: error: --criterion: applies to the esmc or ictc method, not kmeans"),
+        (["-k", "3", "--criterion", "mood"], "clipclust: error: --criterion: applies to the esmc or ictc or text method, not kmeans"),
         (["-k", "3", "--ratio", "0.5"], "clipclust: error: --ratio: applies to --refine head, not kmeans"),
         (["-k", "3", "--refine", "head", "--epochs", "0"], "--epochs: 0: expected a whole number of 1 or more"),
         (["-k", "3", "--refine", "head", "--ratio", "2"], "--ratio: 2.0: expected a fraction in (0, 1], e.g. 0.3"),
@@ -230,7 +230,7 @@ def test_help_lists_each_methods_options_under_its_own_heading(cli):
     assert result.code == 0, result.err
     section = help_sections(result.out)
     assert list(section) == ["Options", "kmeans", "spectral", "agglomerative", "hdbscan", "fused", "ictc", "esmc",
-                             "head refinement"]
+                             "text", "head refinement"]
     assert section["Options"][:4] == ["--method", "--on", "--clusters", "--k-range"]
     assert not {"--ratio", "--criterion", "--n-neighbors"} & set(section["Options"])
     assert section["kmeans"] == ["--n-init"] and section["hdbscan"] == ["--min-cluster-size", "--min-samples"]
@@ -239,7 +239,8 @@ def test_help_lists_each_methods_options_under_its_own_heading(cli):
     assert section["head refinement"] == ["--ratio", "--epochs", "--lr", "--batch-size", "--device"]
     assert "  --names [frequent|hybrid|llm]" in result.out
     assert "  --n-init <int>  k-means restarts  [default: 10]" in result.out
-    assert "what to cluster by, e.g. mood (also esmc)" in result.out
+    assert "what to cluster by, e.g. mood (also esmc," in result.out
+    assert section["text"] == ["--criterion", "--text-model", "--device", "--encode-batch"]
     examples = [line for line in result.out.splitlines() if line.lstrip().startswith("clipclust cluster ")]
     assert len(examples) == 4 and all(line.startswith("    clipclust cluster ") for line in examples)
 
