@@ -15,6 +15,7 @@ MiniLM takes none, and the caller says so rather than prefixing text the model w
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -56,10 +57,22 @@ def resolve_text_model(spec: str | None = None) -> Path:
 
 
 def _folder_identity(folder: Path) -> str:
-    """Name plus the size of the weights: changes when the weights do, costs no hashing."""
+    """Name, size of the weights and a fingerprint of their first and last MiB: changes when the weights do
+    (two fine-tunes of one model saved under the same folder name differ), costs no full hashing."""
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
     size = sum(w.stat().st_size for w in weights)
-    return f"sentence-transformers:{folder.parent.name if folder.name == 'model' else folder.name}:{size}"
+    digest = hashlib.sha256()
+    for w in sorted(set(folder.rglob("*.safetensors")) | set(folder.rglob("*.bin"))):
+        with w.open("rb") as f:
+            digest.update(f"{w.relative_to(folder)}:{w.stat().st_size}".encode())
+            digest.update(f.read(_MIB))
+            f.seek(max(w.stat().st_size - _MIB, 0))
+            digest.update(f.read(_MIB))
+    name = folder.parent.name if folder.name == "model" else folder.name
+    return f"sentence-transformers:{name}:{size}:{digest.hexdigest()[:12]}"
+
+
+_MIB = 1 << 20
 
 
 @dataclass(frozen=True)

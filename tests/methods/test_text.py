@@ -204,3 +204,10 @@ def test_the_packaged_minilm_separates_two_topics(tmp_path: Path) -> None:
     assert len(set(ids[:4])) == 1 and len(set(ids[4:])) == 1 and ids[0] != ids[4]
     assert summary.params["criterion_used"] is False  # MiniLM takes no instruction, and says so
     assert summary.params["text_model_name"] == "all-MiniLM-L6-v2"
+
+
+def test_models_saved_under_one_folder_name_have_different_identities(tiny_text_models) -> None:
+    plain, prompted = (TextEncoder(str(tiny_text_models[name])) for name in ("plain", "prompted"))
+    assert plain.folder.name == prompted.folder.name == "st"  # same name, same architecture, same weight size
+    assert plain.identity != prompted.identity  # the weights' fingerprint tells them apart
+    assert plain.identity == TextEncoder(str(tiny_text_models["plain"])).identity
