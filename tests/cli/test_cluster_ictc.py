@@ -147,7 +147,7 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3"), "--llm: the ictc method needs an LLM"),
         (("cluster", "--method", "ictc", "-k", "3", "--llm", "x.gguf"), "--criterion: the ictc method needs a criterion"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "--llm", "x.gguf"), "-k: the ictc method needs the number of clusters"),
-        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the esmc or ictc method, not kmeans"),
+        (("cluster", "--method", "kmeans", "-k", "3", "--criterion", "mood"), "--criterion: applies to the esmc or ictc or text method, not kmeans"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
          "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),

@@ -164,7 +164,7 @@ def test_a_later_method_plugs_into_the_dispatch_table(tmp_path, monkeypatch):
         ({"k": 3, "refine": "head", "epochs": 0}, "epochs: 0: expected a whole number of 1 or more"),
         ({"k": 3, "refine": "head", "lr": 0}, "lr: 0: expected a number above 0"),
         ({"k": 3, "epochs": 5}, "epochs: applies to refine head, not kmeans"),
-        ({"k": 3, "device": "cpu"}, "device: applies to the esmc or ictc method or refine head, not kmeans"),
+        ({"k": 3, "device": "cpu"}, "device: applies to the esmc or ictc or text method or refine head, not kmeans"),
         ({"method": "spectral", "k": 3, "refine": "head"}, "starts from k-means"),
         ({"k": 3, "split": "validation"}, "no item of set 'image' is in split 'validation'"),
         ({"k": 3, "name": "a/b"}, "name: 'a/b'"),
