@@ -19,7 +19,7 @@ def test_text_method_stores_then_reuses(cli, tmp_path: Path, tiny_text_models) -
     model = str(tiny_text_models["plain"])
     first = cli("cluster", "--method", "text", "-k", "2", "--text-model", model)
     assert first.code == 0, first.err
-    assert "text-description-synthetic: stored (text on 'description:synthetic', 8 items" in first.out
+    assert "text-description-synthetic: stored (text on 'text:st on description:synthetic', 8 items" in first.out
     assert "8 embedded now" in first.out
     again = cli("cluster", "--method", "text", "-k", "2", "--text-model", model, "--force", "--json")
     assert again.code == 0, again.err

@@ -73,6 +73,13 @@ def test_clusters_descriptions_and_stores_the_embeddings(tmp_path: Path, tiny_te
 
     assert stored["keys"] == keys  # the description set's order
     assert np.array_equal(np.asarray(stored["ids"]), cluster(expected, "kmeans", 2, 0).ids)  # k-means, seed 0
+    # the clustering's input is the embedding set, the descriptions named beside it: evaluate scores its
+    # silhouette, visualize maps it
+    assert params["sets"]["input"]["id"] == embedded.id and params["sets"]["descriptions"]["kind"] == "description"
+    assert summary.on == embedded.name == "text:st on description:synthetic"
+    scores = cc.evaluate(ws, summary.name).to_dict()[summary.name]
+    assert scores["silhouette"] is not None and scores["acc"] is not None
+    assert cc.visualize(ws, summary.name, "pca", tmp_path / "map.png").n_points == 10
     # item-keyed: a classic method clusters the same vectors by name
     assert cc.cluster(ws, method="agglomerative", k=2, on=embedded.id).n_clusters == 2
 

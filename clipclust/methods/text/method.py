@@ -123,6 +123,9 @@ def compute_text(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     embedded = text_embeddings(ctx["workspace"], ctx["spec"], prepared.keys, ctx["texts"], encoder, ctx["prompt"],
                                int(req.option("encode_batch")), reporter)
     X = embedded.vectors
+    # The clustering's input is the embedding set (its vectors give evaluate's silhouette, visualize's maps and
+    # the report's ranking); the description set it was made from stays named beside it.
+    prepared.sets.update(input=ctx["workspace"].resolve_set(embedded.set_id), descriptions=prepared.sets["input"])
     seed, k = ctx["seed"], ctx["k"]
     details: dict[str, Any] = {"seed": seed}
     if k == "auto":
