@@ -136,8 +136,9 @@ def check_k(k: int, n_items: int, info: SetInfo, split: str | None) -> int:
     if k < 2:
         raise InputError(f"{k}: at least 2 clusters are needed", option="k")
     if k > n_items:
+        more = "describe more images" if info.kind == "description" else "embed more images"
         raise InputError(f"{k} is larger than the {n_items} items of {where}; ask for {n_items} clusters or "
-                         "fewer, or embed more images", option="k")
+                         f"fewer, or {more}", option="k")
     return k
 
 
