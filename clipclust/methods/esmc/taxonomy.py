@@ -1,0 +1,147 @@
+"""ESMC without a given K, and with coarser levels: Ward merges over cluster centroids, cut where the data jumps.
+
+Both read the same tree.  Clusters (k-means on the criterion states) are leaves with their centroid and size;
+Ward merges the pair whose merge raises the within-cluster sum of squares least (``na*nb/(na+nb) *
+|ca-cb|^2``), so a big cluster is not swallowed by a far one.  Cutting the tree at K clusters is good when
+the next merge costs much more than the last one did: the *jump* ``h(K -> K-1) / h(K+1 -> K)``.
+
+* ``--levels 2|3`` cuts the fine clusters' tree at the K (two K's) with the largest jumps, below the fine K:
+  every fine cluster lies in exactly one coarse cluster by construction.
+* ``-k auto`` over-clusters the states with k-means, builds the tree over those clusters and takes the K of
+  the request's range with the largest jump; the states are then clustered with k-means at that K, as a
+  run given that K would be.  The candidates' jumps are the evidence the report prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Cut", "OVER_CLUSTER", "WardTree", "auto_k", "coarse_cuts"]
+
+OVER_CLUSTER = 4  # -k auto: k-means with this many times the range's largest K (at most N/3) before merging
+
+
+@dataclass
+class WardTree:
+    """The merges of ``m`` weighted centroids, cheapest first: ``merges[j] = (a, b, cost)``, new node m + j."""
+
+    m: int
+    merges: list[tuple[int, int, float]] = field(default_factory=list)
+
+    @property
+    def heights(self) -> np.ndarray:
+        return np.array([cost for _, _, cost in self.merges], dtype=np.float64)
+
+    def cut(self, k: int) -> np.ndarray:
+        """The group 0..k-1 of each leaf when the tree is cut into ``k`` groups (numbered by first leaf)."""
+        parent = list(range(self.m + len(self.merges)))
+        for j, (a, b, _) in enumerate(self.merges[: self.m - k]):
+            parent[a] = parent[b] = self.m + j
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        roots = [root(i) for i in range(self.m)]
+        order = {r: n for n, r in enumerate(dict.fromkeys(roots))}
+        return np.array([order[r] for r in roots], dtype=np.int64)
+
+    def jump(self, k: int) -> float:
+        """How much dearer the merge that would leave ``k - 1`` groups is than the one that left ``k``."""
+        h = self.heights
+        after, before = h[self.m - k], h[self.m - k - 1]
+        return float(after / before) if before > 0 else float("inf") if after > 0 else 1.0
+
+
+def ward_tree(centroids: np.ndarray, sizes: np.ndarray) -> WardTree:
+    """Ward's agglomeration of ``centroids`` weighted by ``sizes`` (a few hundred at most: plain O(m^3))."""
+    C = [np.asarray(c, dtype=np.float64) for c in centroids]
+    n = [float(s) for s in sizes]
+    alive = list(range(len(C)))
+    tree = WardTree(len(C))
+    while len(alive) > 1:
+        best = (np.inf, -1, -1)
+        for x, a in enumerate(alive):
+            for b in alive[x + 1:]:
+                cost = n[a] * n[b] / (n[a] + n[b]) * float(np.sum((C[a] - C[b]) ** 2))
+                if cost < best[0]:
+                    best = (cost, a, b)
+        cost, a, b = best
+        C.append((n[a] * C[a] + n[b] * C[b]) / (n[a] + n[b]))
+        n.append(n[a] + n[b])
+        tree.merges.append((a, b, cost))
+        alive = [i for i in alive if i not in (a, b)] + [len(C) - 1]
+    return tree
+
+
+def _centroids(X: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.bincount(ids, minlength=k).astype(np.float64)
+    sums = np.zeros((k, X.shape[1]))
+    np.add.at(sums, ids, X)
+    return sums / np.maximum(sizes, 1.0)[:, None], sizes
+
+
+@dataclass
+class Cut:
+    """A coarser level: each item's group, its K and the evidence lines (the jumps of the candidates)."""
+
+    ids: np.ndarray
+    k: int
+    evidence: list[str]
+
+
+def coarse_cuts(X: np.ndarray, ids: np.ndarray, k: int, depth: int) -> list[Cut]:
+    """``depth - 1`` coarser levels of the clustering ``ids`` (0..k-1), coarsest first: Ward over the fine
+    clusters' centroids weighted by their sizes, cut at the K's 2..k-1 with the largest jumps."""
+    candidates = list(range(2, k))
+    if depth < 2 or len(candidates) < depth - 1:
+        return []
+    centroids, sizes = _centroids(np.asarray(X, np.float64), np.asarray(ids), k)
+    present = np.flatnonzero(sizes > 0)
+    tree = ward_tree(centroids[present], sizes[present])
+    candidates = [c for c in candidates if c < tree.m]
+    if len(candidates) < depth - 1:
+        return []
+    jumps = {c: tree.jump(c) for c in candidates}
+    chosen = sorted(sorted(candidates, key=lambda c: (-jumps[c], c))[: depth - 1])
+    lines = ["coarse K by the jump in Ward merge cost over the fine clusters: "
+             + ", ".join(f"K={c} {jumps[c]:.2f}" for c in candidates)]
+    leaf_of = np.full(k, -1, dtype=np.int64)
+    leaf_of[present] = np.arange(present.size)
+    out = []
+    for c in chosen:
+        group_of_leaf = tree.cut(c)
+        out.append(Cut(ids=group_of_leaf[leaf_of[np.asarray(ids)]], k=c, evidence=lines + [f"level K={c} chosen"]))
+    return out
+
+
+def auto_k(X: np.ndarray, k_range: tuple[int, int], seed: int) -> tuple[int, list[str], list[dict[str, Any]]]:
+    """The K of ``k_range`` whose cut of the over-clustered states' Ward tree shows the largest jump.
+
+    Returns ``(k, evidence lines, table)``; the table has one row ``{"k", "jump"}`` per candidate.
+    """
+    from clipclust.core.clustering import cluster
+
+    X = np.asarray(X, np.float64)
+    n = X.shape[0]
+    low, high = k_range
+    high = min(high, n - 1)
+    over = int(min(max(OVER_CLUSTER * high, high + 2), max(n // 3, high + 1)))
+    ids = np.asarray(cluster(X, "kmeans", over, seed).ids)
+    centroids, sizes = _centroids(X, ids, over)
+    present = sizes > 0
+    tree = ward_tree(centroids[present], sizes[present])
+    candidates = [c for c in range(low, high + 1) if 2 <= c < tree.m]
+    if not candidates:
+        return low, [f"{n} items: too few to choose K; K={low}"], []
+    table = [{"k": c, "jump": round(tree.jump(c), 4)} for c in candidates]
+    best = max(table, key=lambda row: (row["jump"], -row["k"]))
+    lines = [f"over-clustered into {tree.m} k-means clusters, merged by Ward; jump in merge cost at each K "
+             f"(the next merge's cost over the last one's): "
+             + ", ".join(f"K={row['k']} {row['jump']:.2f}" for row in table),
+             f"chosen K={best['k']} (largest jump in {low}..{high})"]
+    return int(best["k"]), lines, table
