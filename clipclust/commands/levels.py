@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clipclust.errors import ClipclustError
+from clipclust.errors import ClipclustError, InputError
 from clipclust.store import Workspace
 
-__all__ = ["Level", "check_nesting", "level_names", "levels_of", "parents_of", "stale_levels"]
+__all__ = ["Level", "check_nesting", "level_names", "levels_of", "mapped_scores", "parents_of", "read_label_map",
+           "stale_levels", "taxonomy_tree", "with_levels"]
 
 
 def level_names(name: str, n_levels: int) -> list[str]:
@@ -123,3 +124,78 @@ def levels_of(workspace: Workspace, params: dict[str, Any]) -> list[Level]:
                          ids=np.asarray(stored["ids"], dtype=np.int64), names=list(stored.get("names") or []),
                          parent=p.get("parent"), parents=list(p.get("parents") or [])))
     return out
+
+
+def with_levels(workspace: Workspace, names: Sequence[str]) -> list[str]:
+    """``names`` with every level of each one's taxonomy, coarse to fine in its place (evaluate shows them all)."""
+    out: dict[str, None] = {}
+    for name in names:
+        params = workspace.clustering_params(name) or {}
+        levels = [n for n in params.get("levels") or [] if workspace.clustering_params(n) is not None]
+        for level in levels if name in levels else [name]:
+            out[level] = None
+    return list(out)
+
+
+def read_label_map(path: str) -> dict[str, str]:
+    """A label -> coarser label map from a file: a JSON object, or lines ``LABEL,COARSE`` (CSV; a first line
+    ``label,...`` is a header).  Labels it does not list stay as they are."""
+    import csv
+    import io
+    import json
+
+    from clipclust.core.textfiles import read_user_text
+
+    text = read_user_text(path)
+    if text.lstrip().startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})", option="label_map") from None
+        mapping = {str(k): str(v) for k, v in loaded.items() if str(k).strip() and str(v).strip()}
+    else:
+        mapping = {}
+        for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or (n == 1 and cells[0].lower() == "label"):
+                continue
+            if len(cells) < 2 or not cells[0] or not cells[1]:
+                raise InputError(f"{path}: line {n}: expected LABEL,COARSE, e.g. cat,animal", option="label_map")
+            mapping[cells[0]] = cells[1]
+    if not mapping:
+        raise InputError(f"{path}: maps no label; write one LABEL,COARSE line per label, e.g. cat,animal",
+                         option="label_map")
+    return mapping
+
+
+def mapped_scores(truth: np.ndarray, ids: np.ndarray, label_map: dict[str, str]) -> dict[str, Any] | None:
+    """ACC, NMI and the number of classes against the labels mapped by ``label_map`` (labelled items only)."""
+    from clipclust.core.metrics import clustering_report
+
+    labelled = truth != ""
+    if not labelled.any():
+        return None
+    coarse = np.array([label_map.get(str(t), str(t)) for t in truth[labelled]], dtype=str)
+    report = clustering_report(coarse, ids[labelled])
+    return {key: report[key] for key in ("n_classes", "acc", "nmi", "ari", "mapping")}
+
+
+def taxonomy_tree(levels: Sequence[Level]) -> dict[str, Any]:
+    """The taxonomy as nested nodes from the coarsest level: ``{"levels": [names], "clusters": [{"id", "name",
+    "size", "level", "children": [...]}]}``, each coarse cluster with its children of the next finer level."""
+    def nodes(depth: int, wanted: Sequence[int] | None) -> list[dict[str, Any]]:
+        level = levels[depth]
+        sizes = np.bincount(level.ids[level.ids >= 0], minlength=0)
+        out = []
+        for cluster in (wanted if wanted is not None else range(sizes.shape[0])):
+            if cluster >= sizes.shape[0] or not sizes[cluster]:
+                continue
+            children: list[dict[str, Any]] = []
+            if depth + 1 < len(levels):
+                finer = levels[depth + 1]
+                children = nodes(depth + 1, [c for c, p in enumerate(finer.parents) if p == cluster])
+            out.append({"id": int(cluster), "name": level.cluster_name(cluster) or f"cluster {cluster}",
+                        "size": int(sizes[cluster]), "level": level.name, "children": children})
+        return out
+
+    return {"levels": [level.name for level in levels], "clusters": nodes(0, None) if levels else []}

@@ -92,3 +92,85 @@ def test_a_clustering_under_a_level_name_that_belongs_elsewhere_is_replaced_with
     run_clustering(ws, method="tiered", depth=2, reporter=reporter)
     assert any("'tiered.level1' exists and is not a level of 'tiered'" in w for w in reporter.warnings)
     assert ws.read_clustering("tiered.level1")["params"]["level"] == 1
+
+
+def test_evaluate_reports_every_level_and_scores_coarse_levels_against_mapped_labels(tiered, tmp_path) -> None:
+    from clipclust.commands.evaluate import evaluate
+    from clipclust.commands.levels import read_label_map
+
+    ws = tiered["ws"]
+    run_clustering(ws, method="tiered")
+    (tmp_path / "map.csv").write_text("label,coarse\ncat,animal\ndog,animal\ncow,animal\npig,animal\n"
+                                      "car,vehicle\nbus,vehicle\nship,vehicle\njet,vehicle\n")
+    mapping = read_label_map(str(tmp_path / "map.csv"))
+    result = evaluate(ws, ["tiered.level2"], label_map=mapping)  # one level named: the taxonomy comes with it
+    assert list(result.reports) == ["tiered.level1", "tiered.level2", "tiered"]
+    top, mid, fine = result.reports.values()
+    assert (top.n_clusters, mid.n_clusters, fine.n_clusters) == (2, 4, 8)
+    assert (top.level, mid.parent, fine.parent) == (1, "tiered.level1", "tiered.level2")
+    assert fine.acc == 1.0 and top.acc == pytest.approx(0.25)  # 2 clusters against 8 raw labels
+    assert top.mapped["acc"] == 1.0 and top.mapped["nmi"] == pytest.approx(1.0) and top.mapped["n_classes"] == 2
+    assert fine.mapped["n_classes"] == 2 and top.to_dict()["mapped"]["mapping"] == {"0": "animal", "1": "vehicle"}
+    assert evaluate(ws).reports["tiered.level1"].mapped is None  # without a map: the raw labels only
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cat\n", "line 1: expected LABEL,COARSE"), ("label,coarse\n", "maps no label"), ("{not json", "not valid JSON"),
+])
+def test_a_bad_label_map_is_one_input_error_naming_it(tmp_path, text, message) -> None:
+    from clipclust.commands.levels import read_label_map
+    from clipclust.errors import InputError
+
+    (tmp_path / "map.csv").write_text(text)
+    with pytest.raises(InputError, match=message) as caught:
+        read_label_map(str(tmp_path / "map.csv"))
+    assert caught.value.option == "label_map"
+    (tmp_path / "map.json").write_text(json.dumps({"cat": "animal"}))
+    assert read_label_map(str(tmp_path / "map.json")) == {"cat": "animal"}
+
+
+def test_export_writes_each_levels_cluster_and_name_and_the_parent(tiered) -> None:
+    from clipclust.commands.export import clustering_rows, columns_of
+
+    ws, y, keys = tiered["ws"], tiered["y"], tiered["keys"]
+    run_clustering(ws, method="tiered")
+    rows = clustering_rows(ws, "tiered")
+    assert list(columns_of(rows))[7:] == ["level1", "level1_name", "level2", "level2_name", "level3", "level3_name",
+                                          "parent"]
+    row = rows[keys.index(keys[-1])]
+    assert (row["cluster"], row["cluster_name"], row["level2"], row["level2_name"]) == (7, "jet", 3, "sea/air")
+    assert (row["level1"], row["level1_name"], row["parent"]) == (1, "vehicle", 3)
+    coarse = clustering_rows(ws, "tiered.level1")  # a coarse level: its own cluster, the levels beside it
+    assert coarse[0]["cluster_name"] == "animal" and coarse[0]["level3_name"] == "cat" and coarse[0]["parent"] == -1
+    run_clustering(ws, k=2, name="flat")
+    assert list(columns_of(clustering_rows(ws, "flat"))) == ["path", "sha256", "label", "split", "cluster",
+                                                             "cluster_name", "predicted"]
+
+
+def test_the_report_shows_the_taxonomy_and_brings_every_level(tiered, tmp_path) -> None:
+    from clipclust.commands.report import report
+
+    from ..browser import need_chromium, open_page
+    from .test_report import payload
+
+    ws = tiered["ws"]
+    run_clustering(ws, method="tiered")
+    run_clustering(ws, k=2, name="flat")
+    summary = report(ws, ["tiered"], out=tmp_path / "r.html", thumbnails="none")
+    assert summary.clusterings == ["tiered.level1", "tiered.level2", "tiered"]
+    data = payload(tmp_path / "r.html")
+    tree = data["clusterings"][0]["taxonomy"]
+    assert tree["levels"] == ["tiered.level1", "tiered.level2", "tiered"]
+    animal = tree["clusters"][0]
+    assert (animal["name"], animal["size"], [c["name"] for c in animal["children"]]) == ("animal", 20, ["pet", "farm"])
+    assert [c["name"] for c in animal["children"][1]["children"]] == ["cow", "pig"]
+    assert report(ws, ["flat"], out=tmp_path / "f.html", thumbnails="none").clusterings == ["flat"]
+    assert payload(tmp_path / "f.html")["clusterings"][0]["taxonomy"] is None
+
+    need_chromium()
+    page = open_page(tmp_path / "r.html", "clustering=tiered.level2")
+    assert page.console == [] and page.body["clustering"] == "tiered.level2", page.console
+    assert page.elements["taxonomy-box"].get("hidden") is None
+    assert "levels, coarse to fine: tiered.level1 &gt; tiered.level2 &gt; tiered" in page.dom or \
+        "tiered.level1 > tiered.level2 > tiered" in page.dom
+    assert all(name in page.dom for name in ("vehicle", "sea/air", "jet"))
