@@ -11,6 +11,7 @@ state was read.  No label is read.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         from clipclust.methods.esmc.taxonomy import auto_k
 
         k, evidence, table = auto_k(X, req.k_range, seed)
-        chosen = {"k_chosen": k, "k_evidence": evidence, "k_table": table}
+        chosen = {"k_chosen": k, "k_evidence": evidence, "k_jumps": table}
     details: dict[str, Any] = {
         "seed": seed, "k": k, "criterion": state_req.criterion, "feature": req.option("feature"),
         "layer": states.layer, "position": states.position, "model": states.model_identity,
@@ -210,8 +211,13 @@ def _levels(X: np.ndarray, ids: np.ndarray, k: int, states: Any, req: ClusterReq
     from clipclust.methods.esmc.features import explain
     from clipclust.methods.esmc.taxonomy import coarse_cuts
 
+    depth = int(req.option("levels"))
+    cuts = coarse_cuts(X, ids, k, depth)
+    if depth > 1 and len(cuts) < depth - 1:  # the command turns it into a warning on the reporter
+        warnings.warn(f"{k} clusters leave no room for {depth - 1} coarser level(s) of 2 or more clusters "
+                      "between them and 1; stored flat")
     out = []
-    for cut in coarse_cuts(X, ids, k, int(req.option("levels"))):
+    for cut in cuts:
         names = explain(cut.ids, states.top_ids, states.top_probs, states.token_text, cut.k, texts=texts) \
             if req.option("explain") else None
         out.append(LevelOutput(cut.ids, names, {"k": cut.k, "k_evidence": cut.evidence}))
