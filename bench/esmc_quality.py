@@ -151,13 +151,14 @@ def main() -> None:
                 rows.append(row)
                 print(f"    {feature:8s} head={'yes' if head else 'no ':3s} ACC {row['acc']:.3f} +- "
                       f"{row['acc_std']:.3f}  NMI {row['nmi']:.3f}  largest cluster {row['largest_cluster']}")
-        ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
-        names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k)
-        print("    names, lens words (hidden, k-means, seed 0): " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
-        names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k, texts=source.texts)
-        print("    names, lens words in the descriptions: " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
         if args.auto:
             _auto(features["hidden"], fine_y, coarse_y, args, states, source.texts)
+        ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
+        names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k, texts=source.texts)
+        print("    names, lens words the descriptions use: " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
+        ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
+        names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k)
+        print("    names (hidden, k-means, seed 0): " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     # near chance: under 2/K, or (K=2, where 2/K is 1) under the share of the largest class; one cluster holding
