@@ -199,6 +199,7 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     levels = _levels(X, np.asarray(ids, dtype=np.int64), k, states, req, texts)
     if levels:
         details["level_k"] = [level.details["k"] for level in levels] + [k]
+        details["level_names"] = [level.cluster_names for level in levels]
     return MethodOutput(keys=prepared.keys, ids=np.asarray(ids, dtype=np.int64),
                         centroids=full_centroids(np.asarray(X, np.float64), ids, k), cluster_names=names,
                         extra=extra, details=details, levels=levels)
@@ -273,8 +274,14 @@ def report_esmc(summary: ClusteringSummary) -> list[str]:
     for line in params.get("k_evidence") or []:
         lines.append(f"  K: {line}")
     if params.get("level_k"):
-        lines.append(f"  levels ({' > '.join(params.get('levels') or [])}): K = "
-                     + " > ".join(map(str, params["level_k"])))
+        names = params.get("levels") or []
+        lines.append(f"  levels ({' > '.join(names)}): K = " + " > ".join(map(str, params["level_k"])))
+        parents = list(params.get("parents") or [])
+        for depth, (k, level_names) in enumerate(zip(params["level_k"], params.get("level_names") or [])):
+            for c in range(k):  # the level above the finest lists its fine clusters
+                children = [str(i) for i, p in enumerate(parents) if p == c] if depth == len(names) - 2 else []
+                lines.append(f"    level {depth + 1} cluster {c}  {(level_names or [''] * k)[c] or '-'}"
+                             + (f"  > clusters {', '.join(children)}" if children else ""))
     return lines + [where] + summary.cluster_lines()
 
 
