@@ -248,6 +248,8 @@ def test_k_auto_and_levels_store_a_linked_taxonomy_with_the_evidence(cli, descri
     coarse = ws.read_clustering("tax.level1")
     assert 2 <= coarse["params"]["k"] < k and len(coarse["names"]) == coarse["params"]["k"]
     assert f"levels (tax.level1 > tax): K = {coarse['params']['k']} > {k}" in res.out
+    children = [str(c) for c, parent in enumerate(params["parents"]) if parent == 0]
+    assert f"    level 1 cluster 0  {coarse['names'][0] or '-'}  > clusters {', '.join(children)}" in res.out
     for c in range(k):  # each fine cluster inside one coarse cluster, as the stored parents say
         assert {int(p) for p in coarse["ids"][fine["ids"] == c]} <= {fine["params"]["parents"][c]}
 
