@@ -8,10 +8,11 @@ the next merge costs much more than the last one did: the *jump* ``h(K -> K-1) /
 * ``--levels 2|3`` cuts the fine clusters' tree at the K (two K's) with the largest jumps, below the fine K:
   every fine cluster lies in exactly one coarse cluster by construction.
 * ``-k auto`` does not use the tree: the largest jump marks the coarsest split (animal / vehicle on the
-  CIFAR-10 descriptions), not the finest one a flat K asks for.  It takes the K of the request's range
-  whose k-means clustering of the states has the highest cosine silhouette (ties: the smaller K); on the
-  dev states that landed within one of the number of classes where the jump chose 2.  The candidates'
-  silhouettes are the evidence the report prints.
+  CIFAR-10 descriptions), not a finer one.  It takes the K of the request's range whose k-means clustering
+  of the states has the highest cosine silhouette (ties: the smaller K); the candidates' silhouettes are
+  the evidence the report prints.  Measured with Qwen2.5-0.5B's last layer: 7 for the 10 CIFAR-10 classes
+  (cat+dog, automobile+truck, deer+horse together) where the jump chose 2, and 2 (fruit / tool) for a
+  6-class set: the silhouette, too, may prefer a coarser level than the labels'.
 """
 
 from __future__ import annotations
