@@ -18,6 +18,8 @@ items (and more than the largest class), or ACC under 2/K (at K=2: under the lar
     python bench/esmc_quality.py --model SmolLM2.gguf --layers final,20 --limit 100
     python bench/esmc_quality.py --auto --label-map bench/maps/cifar10-animal-vehicle.csv   # unknown K, levels
     python bench/esmc_quality.py -k 2 --mapped --label-map bench/maps/cifar10-animal-vehicle.csv  # coarse K
+    python bench/esmc_quality.py --descriptions bench/sets/fruit-tools-60.jsonl -k 6 --auto --k-range 2:12 \
+        --label-map bench/maps/fruit-tools.csv   # a second, hand-made set: 6 classes, fruit / tool above them
 
 --label-map FILE (LABEL,COARSE lines) maps the labels to coarser ones: --mapped scores every row against
 them; --auto also chooses K from the states (-k auto's rule; chosen K against the number of raw classes, ACC
