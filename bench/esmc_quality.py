@@ -11,10 +11,19 @@ whose lens gives them the most probability on 10 sampled items) and any layer nu
 
 Speed: items per second of the forward passes, and the ratio of a cached re-run's time to the first.
 Exits 1 when a configuration of the product (hidden, lens) is degenerate: a cluster holding over half the
-items, or ACC under 2/K (lens-raw, the demo's raw probabilities, is shown for reference only).
+items (and more than the largest class), or ACC under 2/K (at K=2: under the largest class's share)
+(lens-raw, the demo's raw probabilities, is shown for reference only).
 
     python bench/esmc_quality.py                                   # Qwen 0.5B at /tmp, the dev set
     python bench/esmc_quality.py --model SmolLM2.gguf --layers final,20 --limit 100
+    python bench/esmc_quality.py --auto --label-map bench/maps/cifar10-animal-vehicle.csv   # unknown K, levels
+    python bench/esmc_quality.py -k 2 --mapped --label-map bench/maps/cifar10-animal-vehicle.csv  # coarse K
+    python bench/esmc_quality.py --descriptions bench/sets/fruit-tools-60.jsonl -k 6 --auto --k-range 2:12 \
+        --label-map bench/maps/fruit-tools.csv   # a second, hand-made set: 6 classes, fruit / tool above them
+
+--label-map FILE (LABEL,COARSE lines) maps the labels to coarser ones: --mapped scores every row against
+them; --auto also chooses K from the states (-k auto's rule; chosen K against the number of raw classes, ACC
+against the known-K run) and cuts a coarser level (--levels 2's rule) scored against the mapped labels.
 """
 
 from __future__ import annotations
@@ -67,6 +76,10 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the table here as JSON too")
     ap.add_argument("--reader", default="auto", choices=("auto", "llama.cpp", "transformers"),
                     help="what computes the states (auto: llama.cpp for a .gguf last layer)")
+    ap.add_argument("--label-map", default=None, help="LABEL,COARSE lines: score against coarser labels too")
+    ap.add_argument("--mapped", action="store_true", help="score the rows against the --label-map labels")
+    ap.add_argument("--auto", action="store_true", help="also choose K from the data and cut a coarser level")
+    ap.add_argument("--k-range", default="2:20", help="--auto: candidates MIN:MAX")
     args = ap.parse_args()
 
     import torch
@@ -85,6 +98,16 @@ def main() -> None:
     items = workspace.items()
     label_of = dict(zip(items.sha256, items.label))
     y = [label_of[k] for k in keys]
+    coarse_y = None
+    if args.label_map:
+        from clipclust.commands.levels import read_label_map
+
+        mapping = read_label_map(args.label_map)
+        coarse_y = [mapping.get(label, label) for label in y]
+        print(f"labels mapped by {args.label_map}: {len(set(y))} -> {len(set(coarse_y))} classes"
+              + (" (the rows score against the mapped ones)" if args.mapped else ""))
+    fine_y = y
+    y = coarse_y if args.mapped and coarse_y else y
     source = StateSource(set_id=info.id, keys=list(keys), texts=[str(t) for t in texts])
     print(f"{len(keys)} descriptions, {len(set(y))} classes, model {Path(args.model).name}, k={args.k}")
 
@@ -130,6 +153,11 @@ def main() -> None:
                 rows.append(row)
                 print(f"    {feature:8s} head={'yes' if head else 'no ':3s} ACC {row['acc']:.3f} +- "
                       f"{row['acc_std']:.3f}  NMI {row['nmi']:.3f}  largest cluster {row['largest_cluster']}")
+        if args.auto:
+            _auto(features["hidden"], fine_y, coarse_y, args, states, source.texts)
+        ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
+        names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k, texts=source.texts)
+        print("    names, lens words the descriptions use: " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
         ids = cluster(features["hidden"], "kmeans", args.k, 0).ids
         names = explain(ids, states.top_ids, states.top_probs, states.token_text, args.k)
         print("    names (hidden, k-means, seed 0): " + "; ".join(f"{i}: {n}" for i, n in enumerate(names)))
@@ -139,13 +167,44 @@ def main() -> None:
                                            label_field=args.label_field)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    collapsed = [r for r in rows if r["largest_cluster"] > len(keys) / 2 or r["acc"] < 2.0 / args.k]
+    # near chance: under 2/K, or (K=2, where 2/K is 1) under the share of the largest class; one cluster holding
+    # over half the items, unless the largest class does (animal vs vehicle: 118 of 198)
+    largest_class = max(y.count(label) for label in set(y))
+    floor = 2.0 / args.k if args.k > 2 else largest_class / len(y)
+    collapsed = [r for r in rows if r["largest_cluster"] > max(len(keys) / 2, 1.2 * largest_class) or r["acc"] < floor]
     for row in collapsed:
         print(f"degenerate: {row}")
     degenerate = [r for r in collapsed if r["feature"] != "lens-raw"]  # lens-raw: the demo's setting, for reference
     if degenerate:  # one cluster swallowing half the items, or ACC near chance: the method is broken
         print(f"DEGENERATE: {len(degenerate)} configurations, e.g. {degenerate[0]}")
         sys.exit(1)
+
+
+def _auto(X, y, coarse_y, args, states, texts) -> None:
+    """-k auto's choice (chosen K against the classes, ACC against the known-K run) and --levels 2's cut."""
+    from clipclust.methods.esmc.taxonomy import auto_k, coarse_cuts
+
+    n_classes = len(set(y))
+    low, high = (int(v) for v in args.k_range.split(":"))
+    k, evidence, _ = auto_k(X, (low, high), 0)
+    for line in evidence:
+        print(f"    auto: {line}")
+    known = cluster(X, "kmeans", n_classes, 0).ids
+    chosen = cluster(X, "kmeans", k, 0).ids
+    print(f"    auto K={k} vs {n_classes} classes ({100 * (k - n_classes) / n_classes:+.0f}%): ACC "
+          f"{cluster_accuracy(y, chosen).accuracy:.3f} NMI {_nmi(y, chosen):.3f}; known K={n_classes}: ACC "
+          f"{cluster_accuracy(y, known).accuracy:.3f} NMI {_nmi(y, known):.3f}")
+    if coarse_y is None:
+        return
+    for fine_k, ids in ((n_classes, known), (k, chosen)):
+        (cut,) = coarse_cuts(X, np.asarray(ids), fine_k, 2) or [None]
+        if cut is None:
+            continue
+        names = explain(cut.ids, states.top_ids, states.top_probs, states.token_text, cut.k, texts=texts)
+        print(f"    level over K={fine_k}: {cut.evidence[0]}")
+        print(f"    level K={cut.k} against {len(set(coarse_y))} mapped classes: ACC "
+              f"{cluster_accuracy(coarse_y, cut.ids).accuracy:.3f} NMI {_nmi(coarse_y, cut.ids):.3f}; names "
+              + "; ".join(names))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import typer
@@ -25,6 +26,11 @@ stored zero-shot set's classification accuracy, and that of the class prototypes
 'clipclust finetune' whose images were embedded.  --probe
 svm|logreg: the thesis' linear probe on --on SET (train/test from --split TRAIN,TEST or a stratified
 hold-out; --temperature divides logits first; the mean logit entropy is reported).
+
+A clustering stored with levels (--levels 2|3: NAME.level1, the coarsest, ... NAME) brings every level
+of its taxonomy.  --label-map FILE (lines LABEL,COARSE, e.g. cat,animal, or a JSON object) adds ACC and
+NMI against the mapped labels, so a coarse level (or any clustering) is also measured at the labels' own
+coarser level; labels the file does not list stay as they are.
 
 Example:  clipclust evaluate --json | jq '."kmeans-image".acc'
 """
@@ -58,15 +64,20 @@ def evaluate_command(
     scale: str = typer.Option("auto", "--scale", help="--probe: auto (standardise features, not logits), standard, none."),
     metric: str = typer.Option("euclidean", "--metric", help="Silhouette distance: euclidean or cosine."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hold-out and of silhouette sampling above 5000 items."),
+    label_map: Optional[Path] = typer.Option(None, "--label-map", metavar="FILE", help="Also score against "
+                                             "coarser labels: LABEL,COARSE lines (or a JSON object)."),
     json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON, keyed by name."),
 ) -> None:
     with common.errors():
         from clipclust.commands.evaluate import evaluate  # sklearn/scipy: loaded only when evaluating, not for --help
+        from clipclust.commands.levels import read_label_map
+
+        mapping = read_label_map(str(label_map)) if label_map is not None else None
 
         result = evaluate(
             common.workspace(), common.clustering_names(names, clusterings), zero_shot=zero_shot, probe=probe, on=on, model=model,
             split=_split_pair(split), test_fraction=test_fraction, temperature=temperature, scale=scale, seed=seed,
-            metric=metric,  # type: ignore[arg-type]
+            metric=metric, label_map=mapping,  # type: ignore[arg-type]
             reporter=common.RichReporter(quiet=common.STATE.quiet),
         )
     if common.want_json(json_out):
@@ -111,6 +122,7 @@ def print_reports(reports: Sequence["ScoreReport | ProbeReport"]) -> None:
                           _num(r.ami), _num(r.ari), _num(r.rand_index), _num(r.purity),
                           _num(r.silhouette), accuracy, size_text, unmatched_text)
         print_table(out, table)
+        print_mapped(out, scored)
         print_names(out, scored)
     if probes:
         table = Table("set", "probe", "split", "train", "test", "classes", "accuracy", "temperature", "standardised",
@@ -136,3 +148,19 @@ def print_names(out: Console, reports: Sequence["ScoreReport"]) -> None:
                 part += f" = {mapping[str(i)]}"
             parts.append(part)
         out.print(f"{r.name} clusters: " + "; ".join(parts), highlight=False, markup=False)
+
+
+def print_mapped(out: Console, reports: Sequence["ScoreReport"]) -> None:
+    """Scores against the mapped (coarser) labels of --label-map, and each level's place in its taxonomy."""
+    rows = [r for r in reports if getattr(r, "mapped", None) or getattr(r, "level", None)]
+    if not rows:
+        return
+    table = Table("name", "level", "parent", "K", "C (mapped)", "ACC (mapped)", "NMI (mapped)",
+                  title="levels and scores against the mapped labels (--label-map)", title_justify="left")
+    for r in rows:
+        mapped = getattr(r, "mapped", None) or {}
+        level = getattr(r, "level", None)
+        table.add_row(r.name, "-" if level is None else f"{level} of {len(getattr(r, 'levels', None) or [])}",
+                      getattr(r, "parent", None) or "-", str(r.n_clusters), str(mapped.get("n_classes", "-")),
+                      _num(mapped.get("acc")), _num(mapped.get("nmi")))
+    print_table(out, table)

@@ -12,13 +12,16 @@ import typer
 
 from clipclust.core.outputs import output_path
 from clipclust.errors import InputError
-from clipclust.commands.export import COLUMNS, FORMATS, SET_COLUMNS, SET_FORMATS, clustering_rows, export_set, write_rows
+from clipclust.commands.export import (COLUMNS, FORMATS, SET_COLUMNS, SET_FORMATS, clustering_rows, columns_of,
+                                      export_set, write_rows)
 from clipclust.cli import common
 
 HELP = f"""Write a clustering, or with --set a stored set, one row per item (stdout unless -o FILE).
 
 A clustering (NAME or -c/--clustering; default: the only one): {', '.join(COLUMNS)}.  For the fused
 workflow the clustered training items come first, then each classified test item with its predicted class.
+A clustering stored with levels (--levels) adds each level's cluster (level1 = coarsest, level1_name, ...)
+and parent, the id of the row's cluster's parent in the next coarser level.
 
 --set SPEC (name, kind or id as 'clipclust info' lists them, e.g. image, description:mood): {', '.join(SET_COLUMNS)},
 then the description as 'text', or the vector as v0..v{{D-1}} (csv), as 'vector' (jsonl), or as one float32
@@ -85,4 +88,4 @@ def export_command(
                              + (" (npy is for vector sets: --set SPEC)" if fmt == "npy" else ""))
         rows = clustering_rows(common.workspace(), common.one_clustering(name, clustering))
         with _output(output) as stream:
-            write_rows(rows, fmt, stream)
+            write_rows(rows, fmt, stream, columns=columns_of(rows))

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from clipclust.store import Workspace
+from clipclust.store import ClusteringRecord, Workspace
 from clipclust.errors import InputError
 from clipclust.core.progress import Reporter, SilentReporter
+from clipclust.commands.levels import level_names, link_params, stale_levels
 from clipclust.methods.inputs import jsonable, set_ref
 from clipclust.methods.registry import (METHODS, REFINEMENTS, ClusteringSummary, ClusterRequest, MethodSpec,
-                                        PreparedInput, RefinementSpec, get_method, get_refinement, resolve_options)
+                                        MethodOutput, PreparedInput, RefinementSpec, get_method, get_refinement,
+                                        resolve_options)
 
 __all__ = ["ClusteringSummary", "run_clustering"]
 
@@ -95,8 +97,9 @@ def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, p
     replaced = other = False
     if name in workspace.list_clusterings():
         stored = workspace.read_clustering(name)
-        if not req.force and stored["params"].get("request") == identity:
-            return _summary(name, stored, True, False, time.perf_counter() - started)
+        levels_stored = set(stored["params"].get("levels") or []) <= set(workspace.list_clusterings())
+        if not req.force and stored["params"].get("request") == identity and levels_stored:
+            return _summary(name, stored, True, False, time.perf_counter() - started)  # every level with it
         replaced, other = True, stored["params"].get("request") != identity
 
     label = prepared.sets["input"].name
@@ -114,6 +117,32 @@ def _run_prepared(workspace: Workspace, req: ClusterRequest, spec: MethodSpec, p
     }
     if replaced and other:  # said when it happens: a run that fails replaces nothing
         reporter.warn(f"clustering '{name}' exists with other inputs or parameters; replacing it")
-    workspace.save_clustering(name, keys=output.keys, ids=output.ids, params=params, centroids=output.centroids,
-                              cluster_names=output.cluster_names, extra=output.extra)
+    _save_levels(workspace, name, output, params, reporter)
     return _summary(name, workspace.read_clustering(name), False, replaced, time.perf_counter() - started)
+
+
+def _save_levels(workspace: Workspace, name: str, output: MethodOutput, params: dict[str, Any],
+                 reporter: Reporter) -> None:
+    """Store the clustering and its coarser levels (``NAME.level1`` ...) linked, in one transaction; the levels
+    an earlier run of ``name`` stored and this one does not are removed in it (commands/levels.py)."""
+    old = workspace.clustering_params(name)
+    names = level_names(name, len(output.levels) + 1)
+    stale = stale_levels(workspace, name, old, names)
+    if not output.levels and not stale:  # a flat clustering, stored exactly as before levels existed
+        workspace.save_clustering(name, keys=output.keys, ids=output.ids, params=params, centroids=output.centroids,
+                                  cluster_names=output.cluster_names, extra=output.extra)
+        return
+    ids = [np.asarray(level.ids, dtype=np.int64) for level in output.levels] + [np.asarray(output.ids, np.int64)]
+    links = link_params(names, ids) if output.levels else [{}]
+    shared = {key: params[key] for key in ("method", "refine", "request", "sets", "n_items")}
+    records = []
+    for level_name, level, link, level_ids in zip(names, output.levels, links, ids):
+        taken = workspace.clustering_params(level_name)
+        if taken is not None and (taken.get("levels") or [None])[-1] != name:
+            reporter.warn(f"clustering '{level_name}' exists and is not a level of '{name}'; replacing it")
+        k = int(np.unique(level_ids[level_ids >= 0]).shape[0])
+        records.append(ClusteringRecord(level_name, output.keys, level_ids, {**shared, **level.details, "k": k, **link},
+                                        cluster_names=level.cluster_names))
+    records.append(ClusteringRecord(name, output.keys, output.ids, {**params, **links[-1]}, output.centroids,
+                                    output.cluster_names, output.extra))
+    workspace.save_clusterings(records, remove=stale)

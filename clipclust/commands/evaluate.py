@@ -19,6 +19,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from clipclust.store import SetInfo, Workspace
+from clipclust.commands.levels import mapped_scores, with_levels
 from clipclust.commands.selection import choose_clustering
 from clipclust.methods.inputs import label_space, resolve_item_set, rows_for_keys
 from clipclust.errors import InputError, opt, step
@@ -73,9 +74,17 @@ class ScoreReport:
 
 @dataclass
 class ClusteringReport(ScoreReport):
-    """A stored clustering; ``cluster_names`` when its method names clusters (IC|TC, the fused workflow)."""
+    """A stored clustering; ``cluster_names`` when its method names clusters (IC|TC, the fused workflow).
+
+    A level of a taxonomy says which (``level``, 1 = coarsest; ``levels``, coarse to fine; ``parent``);
+    ``mapped`` scores it against the labels mapped to coarser ones (``label_map``).
+    """
 
     cluster_names: list[str] | None = None
+    level: int | None = None
+    levels: list[str] | None = None
+    parent: str | None = None
+    mapped: dict[str, Any] | None = None
 
 
 @dataclass
@@ -127,7 +136,7 @@ def _labels(workspace: Workspace) -> dict[str, str]:
 
 def evaluate_clustering(workspace: Workspace, name: str, *, metric: Metric = "euclidean", seed: int = 0,
                         labels: dict[str, str] | None = None, require_labels: bool = True,
-                        reporter: Reporter | None = None) -> ClusteringReport:
+                        label_map: dict[str, str] | None = None, reporter: Reporter | None = None) -> ClusteringReport:
     """Every metric of one stored clustering: ACC (Hungarian), NMI, AMI, ARI, RI, purity, silhouette, sizes,
     unmatched classes; plus classification accuracy when it stored predictions (the fused workflow).
 
@@ -160,7 +169,9 @@ def evaluate_clustering(workspace: Workspace, name: str, *, metric: Metric = "eu
     report = ClusteringReport(kind="clustering", name=name, method=method, on=input_set.get("name", ""),
                               n_labelled=int(labelled.sum()), **scores, silhouette_metric=metric, accuracy=None,
                               n_predicted=None, n_predicted_labelled=None, predicted_on=None,
-                              cluster_names=list(stored["names"]) if "names" in stored else None)
+                              cluster_names=list(stored["names"]) if "names" in stored else None,
+                              level=params.get("level"), levels=params.get("levels"), parent=params.get("parent"),
+                              mapped=mapped_scores(truth, ids, label_map) if label_map else None)
 
     if "predicted" in stored:
         test_keys = list(stored["test_keys"])
@@ -318,12 +329,14 @@ def probe_set(workspace: Workspace, on: str = "image", kind: str = "svm", *, spl
 def evaluate(workspace: Workspace, names: Sequence[str] = (), *, zero_shot: bool = False, probe: str | None = None,
              on: str = "image", model: str | None = None, split: tuple[str, str] | None = None,
              test_fraction: float = 0.2, temperature: float | None = None, scale: str = "auto", seed: int = 0,
-             metric: Metric = "euclidean", reporter: Reporter | None = None) -> EvaluationResult:
+             metric: Metric = "euclidean", label_map: dict[str, str] | None = None,
+             reporter: Reporter | None = None) -> EvaluationResult:
     """Reports for the named clusterings (all of them when none is named and no zero-shot or probe is
     asked), every stored zero-shot set with ``zero_shot``, and a probe on ``on`` with ``probe``.
 
     A clustering named explicitly must have labelled items; among "all", those without labels get the
-    internal metrics and a warning, unless none has labels (then it is an error).
+    internal metrics and a warning, unless none has labels (then it is an error).  A level of a taxonomy
+    brings its other levels; ``label_map`` (label -> coarser label) adds scores against the mapped labels.
     """
     reporter = reporter or SilentReporter()
     result = EvaluationResult()
@@ -334,17 +347,17 @@ def evaluate(workspace: Workspace, names: Sequence[str] = (), *, zero_shot: bool
     labels = _labels(workspace)
     explicit = bool(names)
     if explicit:
-        chosen = [choose_clustering(workspace, n) for n in dict.fromkeys(names)]
+        chosen = with_levels(workspace, [choose_clustering(workspace, n) for n in dict.fromkeys(names)])
     elif zero_shot or probe:
         chosen = []
     else:
-        chosen = workspace.list_clusterings()
+        chosen = with_levels(workspace, workspace.list_clusterings())
         if not chosen:
             raise InputError(f"the workspace holds no clustering yet; run {step('cluster')} first "
                              f"(or ask for {opt('zero_shot')} or {opt('probe')})")
     for name in chosen:
         result.reports[name] = evaluate_clustering(workspace, name, metric=metric, seed=seed, labels=labels,
-                                                   require_labels=explicit, reporter=reporter)
+                                                   require_labels=explicit, label_map=label_map, reporter=reporter)
     if chosen and not explicit:
         unlabelled = [n for n in chosen if result.reports[n].n_labelled == 0]
         if len(unlabelled) == len(chosen):

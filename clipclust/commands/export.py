@@ -2,7 +2,9 @@
 
 A clustering: one row per clustered item, then (fused workflow) one per classified test item, with the
 columns of ``COLUMNS``: where the file is, its content hash, its label and split, its cluster id (-1 =
-noise or no cluster), the cluster's name when the method gives one, and the predicted class.
+noise or no cluster), the cluster's name when the method gives one, and the predicted class.  A level of a
+taxonomy (``--levels``) adds, for every level i (1 = coarsest), ``level{i}`` and ``level{i}_name`` (the
+item's cluster at that level) and ``parent``: the id its cluster's parent has in the next coarser level.
 
 A stored set (vectors or descriptions): one row per key with ``SET_COLUMNS`` (key = content hash, or the
 class name of a text-embedding set) and then the text, or the vector as columns v0..v{D-1} (CSV), a list
@@ -21,12 +23,13 @@ from typing import Any, Iterable, Iterator, Sequence, TextIO
 import numpy as np
 
 from clipclust.store import SetInfo, Workspace
+from clipclust.commands.levels import levels_of
 from clipclust.commands.selection import choose_clustering
 from clipclust.core.outputs import output_path
 from clipclust.errors import InputError, step
 
-__all__ = ["COLUMNS", "FORMATS", "SET_COLUMNS", "SET_FORMATS", "SetExport", "clustering_rows", "export_set",
-           "write_rows"]
+__all__ = ["COLUMNS", "FORMATS", "SET_COLUMNS", "SET_FORMATS", "SetExport", "clustering_rows", "columns_of",
+           "export_set", "write_rows"]
 
 COLUMNS = ("path", "sha256", "label", "split", "cluster", "cluster_name", "predicted")
 FORMATS = ("csv", "jsonl")
@@ -57,7 +60,24 @@ def clustering_rows(workspace: Workspace, name: str | None = None) -> list[dict[
     rows = [row(k, int(c), "") for k, c in zip(stored["keys"], stored["ids"])]
     if "test_keys" in stored:
         rows += [row(k, int(c), str(p)) for k, c, p in zip(stored["test_keys"], stored["test_ids"], stored["predicted"])]
+    levels = levels_of(workspace, stored["params"])
+    if levels:
+        parents = list(stored["params"].get("parents") or [])
+        at = [{key: i for i, key in enumerate(level.keys)} for level in levels]
+        for r in rows:
+            for level, where in zip(levels, at):
+                i = where.get(r["sha256"])
+                cluster = int(level.ids[i]) if i is not None else -1
+                r[f"level{level.level}"] = cluster
+                r[f"level{level.level}_name"] = level.cluster_name(cluster)
+            c = r["cluster"]
+            r["parent"] = parents[c] if 0 <= c < len(parents) else -1
     return rows
+
+
+def columns_of(rows: Sequence[dict[str, Any]]) -> Sequence[str]:
+    """The columns of a clustering's rows: ``COLUMNS``, and a taxonomy's level columns when it has levels."""
+    return list(rows[0]) if rows else COLUMNS
 
 
 def _set_rows(workspace: Workspace, info: SetInfo, chunk: int) -> Iterator[tuple[dict[str, Any], Any]]:

@@ -10,6 +10,7 @@ docs/cache-format.md and is plain h5py.
 
 from __future__ import annotations
 
+from clipclust.store.clusterings import ClusteringRecord
 from clipclust.store.files import (FORMAT_NAME, FORMAT_VERSION, NotAWorkspace, ReadOnlyWorkspace,
                                    default_lock_timeout)
 from clipclust.store.items import ItemRecord, ItemTable
@@ -21,6 +22,6 @@ from clipclust.store.workspace import Workspace
 
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "NotAWorkspace", "ReadOnlyWorkspace", "SetInfo", "SetSpec", "Workspace", "default_lock_timeout",
+    "ClusteringRecord", "FORMAT_NAME", "FORMAT_VERSION", "ItemRecord", "ItemTable", "NotAWorkspace", "ReadOnlyWorkspace", "SetInfo", "SetSpec", "Workspace", "default_lock_timeout",
     "library_versions", "now_iso", "short_hash",
 ]

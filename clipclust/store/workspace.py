@@ -18,7 +18,7 @@ import numpy as np
 
 from clipclust.store import call_store
 from clipclust.store.call_store import Calls
-from clipclust.store.clusterings import Clusterings
+from clipclust.store.clusterings import ClusteringRecord, Clusterings
 from clipclust.store.files import WorkspaceFile
 from clipclust.store.items import ItemRecord, Items, ItemTable
 from clipclust.store.memo import Memo
@@ -157,6 +157,10 @@ class Workspace:
         """Store (or replace, all or nothing) a named clustering: per-item ids, centroids, parameters."""
         self._clusterings.save(name, keys=keys, ids=ids, params=params, centroids=centroids,
                                cluster_names=cluster_names, extra=extra)
+
+    def save_clusterings(self, records: Sequence[ClusteringRecord], remove: Sequence[str] = ()) -> None:
+        """Store several clusterings (a taxonomy's levels) and delete ``remove``, all in one transaction."""
+        self._clusterings.save_many(records, remove)
 
     def list_clusterings(self) -> list[str]:
         return self._clusterings.names()

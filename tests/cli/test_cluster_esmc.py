@@ -232,3 +232,34 @@ def test_a_gguf_llm_is_read_by_llama_cpp_at_its_last_layer_and_its_states_stored
     for changed in ({"layer": 30, "dtype": "fp32"}, {"layer": None, "keywords": ["red"]}, {"reader": "transformers"}):
         assert choose_reader(ws, StateRequest(**{**request.__dict__, **changed}), images=False).name == "transformers"
     assert choose_reader(ws, StateRequest(**{**request.__dict__, "layer": 30}), images=False).name == "llama.cpp"
+
+
+def test_k_auto_and_levels_store_a_linked_taxonomy_with_the_evidence(cli, described: Path, tiny_causal_lm_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    res = esmc(cli, tiny_causal_lm_dir, "-k", "auto", "--k-range", "3:5", "--levels", "2", "--explain", "--name", "tax")
+    assert res.code == 0, res.err
+    ws = Workspace(described)
+    fine = ws.read_clustering("tax")
+    params = fine["params"]
+    k = params["k_chosen"]
+    assert 3 <= k <= 5 and params["k"] == k and params["request"]["k"] == "auto"
+    assert "chosen K=" in params["k_evidence"][-1] and f"  K: chosen K={k}" in res.out
+    assert params["levels"] == ["tax.level1", "tax"] and params["parent"] == "tax.level1"
+    coarse = ws.read_clustering("tax.level1")
+    assert 2 <= coarse["params"]["k"] < k and len(coarse["names"]) == coarse["params"]["k"]
+    assert f"levels (tax.level1 > tax): K = {coarse['params']['k']} > {k}" in res.out
+    children = [str(c) for c, parent in enumerate(params["parents"]) if parent == 0]
+    assert f"    level 1 cluster 0  {coarse['names'][0] or '-'}  > clusters {', '.join(children)}" in res.out
+    for c in range(k):  # each fine cluster inside one coarse cluster, as the stored parents say
+        assert {int(p) for p in coarse["ids"][fine["ids"] == c]} <= {fine["params"]["parents"][c]}
+
+    import clipclust.models.hidden as hidden
+
+    monkeypatch.setattr(hidden, "load_hidden_model", lambda *a, **k: pytest.fail("loaded a model to reuse"))
+    again = esmc(cli, tiny_causal_lm_dir, "-k", "auto", "--k-range", "3:5", "--levels", "2", "--explain", "--name", "tax")
+    assert again.code == 0 and "tax: reused" in again.out
+    flat = esmc(cli, tiny_causal_lm_dir, "-k", "2", "--levels", "2", "--name", "tax")  # fewer levels: replaced whole
+    assert flat.code == 0 and ws.list_clusterings() == ["tax"]
+    assert "2 clusters leave no room for 1 coarser level(s)" in flat.err
+    bad = esmc(cli, tiny_causal_lm_dir, "--levels", "4")
+    assert bad.code == 2 and one_error_line(bad).startswith("clipclust: error: --levels: 4: expected 1 (flat), 2 or 3")

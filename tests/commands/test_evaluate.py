@@ -216,7 +216,7 @@ def test_reports_are_dataclasses_whose_dicts_keep_the_json_shape(tmp_path):
               "predicted_on"]
     as_json = result.to_dict()
     assert list(as_json) == ["kmeans-image", f"zeroshot:{TEMPLATE}", "probe:svm:image"]
-    assert list(as_json["kmeans-image"]) == scores + ["cluster_names"]
+    assert list(as_json["kmeans-image"]) == scores + ["cluster_names", "level", "levels", "parent", "mapped"]
     assert list(as_json[f"zeroshot:{TEMPLATE}"]) == scores + ["n_outside_classes"]
     assert list(as_json["probe:svm:image"]) == ["kind", "name", "probe", "on", "set_kind", "split", "n_train", "n_test",
                                                 "n_classes", "accuracy", "temperature", "standardize", "mean_entropy",

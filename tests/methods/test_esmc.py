@@ -111,3 +111,70 @@ def test_state_set_ids_stay_those_of_stored_workspaces() -> None:
     assert specs["hidden"].name == "esmc-hidden:color L3@-1" and specs["hidden"].prompt == "T color"
     assert specs["vocab"].keyed_by == "token" and specs["vocab"].dtype == "str" and specs["vocab"].prompt == ""
     assert specs["lens"].provenance["layer"] == 3 and specs["hidden"].attrs == {}
+
+
+def test_explain_keeps_whole_words_only_and_checks_them_against_the_descriptions() -> None:
+    # byte-level BPE (" " start) and SentencePiece ("\u2581" start) marks; pieces that continue a word have none
+    text = {1: " Har", 2: "p", 3: "String", 4: "ly", 5: " violin", 6: "\u2581Guitar", 7: " Ac", 8: " 42", 9: " sky"}
+    ids = np.array([[1, 3, 4, 5, 2], [1, 3, 4, 5, 2], [6, 7, 8, 9, 2], [6, 7, 8, 9, 2]])
+    probs = np.array([[0.4, 0.3, 0.1, 0.1, 0.05]] * 4, dtype=np.float32)
+    clusters = np.array([0, 0, 1, 1])
+    assert explain(clusters, ids, probs, text, k=2) == ["Har / violin", "Guitar / Ac / sky"]  # word starts only
+    texts = ["a woman plays the harp and a violin", "a violin on a chair", "an acoustic guitar under the sky",
+             "a guitar on a stage"]
+    names = explain(clusters, ids, probs, text, k=2, texts=texts)  # " Har", " Ac": no word of the descriptions
+    assert names[0].split(" / ")[0] == "violin" and "Har" not in names[0]
+    assert names[1].split(" / ")[:2] == ["Guitar", "sky"] and "Ac" not in names[1].split(" / ")
+    assert len(names[0].split(" / ")) == 3  # completed with a word the cluster's descriptions use more
+    assert names[0].split(" / ")[1] in {"chair", "woman", "plays", "harp"}
+
+
+def test_explain_with_the_real_smollm2_tokens_names_clusters_in_whole_words() -> None:
+    import llama_cpp
+
+    from ..models.conftest import smollm2_path
+
+    vocab = llama_cpp.Llama(model_path=str(smollm2_path()), vocab_only=True, verbose=False)
+    words = {0: [" Harp", " Stringly", " violin"], 1: [" Acoustic", " saxophone", " Guitar", " Woodwind"]}
+    token_text: dict[int, str] = {}
+    rows = {}
+    for cluster, spoken in words.items():
+        pieces = [t for w in spoken for t in vocab.tokenize(w.encode(), add_bos=False, special=False)]
+        for t in pieces:
+            token_text[t] = vocab.detokenize([t], special=True).decode("utf-8", "replace")
+        rows[cluster] = pieces
+    assert {"Har", "String", "ly", "Ac", "sax", "Wood"} <= {t.strip() for t in token_text.values()}  # real pieces
+    width = max(len(r) for r in rows.values())
+    ids = np.array([rows[c] + rows[c][:1] * (width - len(rows[c])) for c in (0, 0, 1, 1)])
+    probs = np.tile(np.linspace(0.3, 0.05, width, dtype=np.float32), (4, 1))
+    texts = ["a harp beside a violin", "a violin player", "an acoustic guitar", "a saxophone and a guitar"]
+    names = explain(np.array([0, 0, 1, 1]), ids, probs, token_text, k=2, texts=texts)
+    description_words = {w for t in texts for w in t.split()}
+    for name in names:
+        assert all(word.lower() in description_words for word in name.split(" / ")), names
+    assert "violin" in names[0].split(" / ") and "Guitar" in names[1].split(" / ")
+
+
+def test_ward_levels_nest_the_fine_clusters_and_auto_k_finds_separated_groups() -> None:
+    from clipclust.methods.esmc.taxonomy import auto_k, coarse_cuts, ward_tree
+
+    rng = np.random.default_rng(0)
+    groups = rng.normal(size=(3, 6)) * 20  # 3 far groups of 3 nearer blobs of 10 items: 9 fine clusters
+    blobs = np.repeat(groups, 3, axis=0) + rng.normal(size=(9, 6)) * 3
+    fine = np.repeat(np.arange(9), 10)
+    X = blobs[fine] + rng.normal(size=(90, 6)) * 0.3
+    (coarse,) = coarse_cuts(X, fine, 9, depth=2)
+    assert coarse.k == 3 and "K=3" in coarse.evidence[0]
+    for c in range(9):  # every fine cluster in one coarse cluster, the coarse clusters the far groups
+        assert np.unique(coarse.ids[fine == c]).size == 1
+    assert np.unique(coarse.ids.reshape(9, 10)[:, 0].reshape(3, 3), axis=1).shape == (3, 1)
+    assert 3 in [cut.k for cut in coarse_cuts(X, fine, 9, depth=3)]  # the far groups are one of the two cuts
+    assert coarse_cuts(X, fine, 2, depth=2) == []  # below K=2 there is no coarser level
+
+    tree = ward_tree(blobs[:3], np.array([1.0, 1.0, 2.0]))
+    assert len(tree.merges) == 2 and tree.heights[0] <= tree.heights[1]
+    assert sorted(np.bincount(tree.cut(2)).tolist()) == [1, 2]
+
+    five = np.repeat(rng.normal(size=(5, 8)) * 10, 12, axis=0) + rng.normal(size=(60, 8))
+    k, evidence, table = auto_k(five, (2, 8), seed=0)
+    assert k == 5 and "chosen K=5" in evidence[-1] and [row["k"] for row in table] == list(range(2, 9))

@@ -222,6 +222,23 @@ def test_a_failed_clustering_replace_keeps_the_previous_one(tmp_path):
         assert list(f["clusterings"]) == ["c"]
 
 
+def test_clusterings_saved_together_land_together_or_not_at_all(tmp_path):
+    from clipclust.store import ClusteringRecord
+
+    ws = Workspace(tmp_path / "ws.h5")
+    ws.save_clusterings([ClusteringRecord("t.level1", [_sha(1)], np.array([0]), {"level": 1}),
+                         ClusteringRecord("t.level2", [_sha(1)], np.array([0]), {"level": 2}),
+                         ClusteringRecord("t", [_sha(1)], np.array([0]), {"level": 3})])
+    with pytest.raises(RuntimeError):  # the second record fails: the first is not replaced, nothing removed
+        ws.save_clusterings([ClusteringRecord("t.level1", [_sha(1)], np.array([1]), {"level": 1, "new": True}),
+                             ClusteringRecord("t", [_sha(1)], np.array([0]), {}, extra={"bad": _Unconvertible()})],
+                            remove=["t.level2"])
+    assert ws.list_clusterings() == ["t", "t.level1", "t.level2"] and ws.clustering_params("t.level1") == {"level": 1}
+    ws.save_clusterings([ClusteringRecord("t", [_sha(1)], np.array([0]), {"level": 2}),
+                         ClusteringRecord("t.level1", [_sha(1)], np.array([0]), {"level": 1})], remove=["t.level2"])
+    assert ws.list_clusterings() == ["t", "t.level1"]
+
+
 def test_bad_lock_timeout_is_a_clear_input_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCLUST_LOCK_TIMEOUT", "soon")
     with pytest.raises(InputError, match="CLIPCLUST_LOCK_TIMEOUT='soon' is not a number of seconds"):

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from clipclust.commands.levels import levels_of, taxonomy_tree, with_levels
 from clipclust.commands.report.catalog import build_catalog, text_sets
 from clipclust.commands.report.clusters import ClusteringView, view_clustering
 from clipclust.commands.report.layout import map_layout
@@ -60,7 +61,7 @@ def _stored_clusterings(workspace: Workspace, names: Sequence[str]) -> list[dict
     unknown = [n for n in names if n not in known]
     if unknown:
         raise InputError(f"no clustering named '{unknown[0]}' (known: {', '.join(known)})")
-    return [workspace.read_clustering(n) for n in (list(dict.fromkeys(names)) or known)]
+    return [workspace.read_clustering(n) for n in with_levels(workspace, list(dict.fromkeys(names)) or known)]
 
 
 def _card_rows(views: Sequence[ClusteringView], n: int) -> np.ndarray:
@@ -113,6 +114,9 @@ def report(workspace: Workspace, names: Sequence[str] = (), out: str | Path = "r
     texts = text_sets(workspace, catalog, stored)
     views = [view_clustering(workspace, s, catalog, placed, texts, per_cluster=per_cluster, borderline=borderline)
              for s in stored]
+    for view, s in zip(views, stored):  # a level of a taxonomy shows the tree of its levels
+        levels = levels_of(workspace, s["params"])
+        view.taxonomy = taxonomy_tree(levels) if levels else None
     found = Thumbnails(kinds=item_kinds(catalog.paths, catalog.widths))
     inline = np.zeros(len(catalog), dtype=bool)
     if thumbnails != "none":

@@ -58,6 +58,7 @@ class ClusteringView:
     scores: dict[str, Any] | None
     table: dict[str, Any] | None
     text_set: str | None
+    taxonomy: dict[str, Any] | None = None  # its levels' tree when it is a level of a taxonomy (--levels)
 
     @property
     def n_clusters(self) -> int:

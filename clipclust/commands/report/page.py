@@ -59,7 +59,7 @@ def _clustering(view: ClusteringView, texts: Sequence[TextSet], label_map: dict[
         "ranked_by": view.ranked_by, "rows": None if rows == list(range(len(rows))) else rows,
         "ids": view.ids.tolist(), "cards": [card.to_dict() for card in view.cards], "scores": view.scores,
         "table": view.table, "text": next((j for j, t in enumerate(texts) if t.id == view.text_set), -1),
-        "label_map": label_map,
+        "label_map": label_map, "taxonomy": view.taxonomy,
     }
 
 

@@ -165,20 +165,54 @@ def hellinger_features(probs: np.ndarray) -> np.ndarray:
     return hidden_features(np.sqrt(np.maximum(np.asarray(probs, dtype=np.float32), 0.0)))
 
 
-def _readable(token: str) -> str:
-    return token.strip().strip(".,;:!?\"'()[]")
+WORD_START = (" ", "\u2581", "\u0120")  # a leading space, SentencePiece's and byte-level BPE's word-start marks
+STOP_WORDS = frozenset("""a an and are as at be been by for from has have in into is it its of on or that the their
+there these this those to was were which while with without image picture photo shows showing shown""".split())
+
+
+def _whole_word(token: str) -> str:
+    """The word a lens token spells when it begins a word and is letters only (" Guitar" -> "Guitar"), else ""
+    ("String" continues a word, "ly" too; "<|im_end|>" and " 3" are no words)."""
+    if not token or not token.startswith(WORD_START):
+        return ""
+    word = token.lstrip("".join(WORD_START)).rstrip(".,;:!?\"')")
+    return word if len(word) >= 2 and word.isalpha() else ""
+
+
+def _text_words(text: str) -> set[str]:
+    return {w for w in "".join(ch.lower() if ch.isalpha() else " " for ch in text).split()
+            if len(w) >= 3 and w not in STOP_WORDS}
+
+
+def _description_words(inside: np.ndarray, words: list[set[str]], n: int, taken: set[str]) -> list[str]:
+    """The words in more of a cluster's descriptions than of the others', by the difference of those shares."""
+    n_in, n_out = int(inside.sum()), int((~inside).sum())
+    counts_in: dict[str, int] = {}
+    counts_out: dict[str, int] = {}
+    for row, bag in enumerate(words):
+        target = counts_in if inside[row] else counts_out
+        for w in bag:
+            target[w] = target.get(w, 0) + 1
+    lift = {w: c / max(n_in, 1) - counts_out.get(w, 0) / max(n_out, 1) for w, c in counts_in.items()}
+    ranked = sorted((w for w in lift if lift[w] > 0 and w not in taken), key=lambda w: (-lift[w], w))
+    return ranked[:n]
 
 
 def explain(ids: np.ndarray, top_ids: np.ndarray, top_probs: np.ndarray, token_text: dict[int, str],
-            k: int, n_words: int = 3) -> list[str]:
-    """A name per cluster 0..k-1: the lens tokens most over-represented among its members.
+            k: int, n_words: int = 3, texts: Sequence[str] | None = None) -> list[str]:
+    """A name per cluster 0..k-1: the whole words among the lens tokens most over-represented in it.
 
-    A token's score is its mean lens probability inside the cluster minus its mean over the other
-    items; special tokens, tokens with fewer than two letters and repeats (case-insensitive) are
-    skipped.  Labels are not read.
+    A token's score is its mean lens probability inside the cluster minus its mean over the other items.
+    Only tokens that begin a word and are letters only count (sub-word pieces such as "String" or "ly",
+    special tokens and numbers do not); with the items' descriptions (``texts``) a token must also be a
+    word they use, so a word's first piece (" Har" of "Harp") is left out, and a name short of
+    ``n_words`` is completed with the words over-represented in the cluster's descriptions.  Repeats are
+    skipped case-insensitively.  Labels are not read.
     """
     X, vocab = lens_features(top_ids, top_probs)
     ids = np.asarray(ids)
+    bags = [_text_words(t) for t in texts] if texts is not None else None
+    known = set().union(*bags) if bags else None
     names = []
     for cluster_id in range(k):
         inside = ids == cluster_id
@@ -191,10 +225,10 @@ def explain(ids: np.ndarray, top_ids: np.ndarray, top_probs: np.ndarray, token_t
         for column in np.argsort(-lift, kind="stable"):
             if lift[column] <= 0 or len(words) == n_words:
                 break
-            word = _readable(token_text.get(int(vocab[column]), ""))
-            special = word.startswith("<") and word.endswith(">")  # <|im_end|>, </s>
-            letters = sum(ch.isalpha() for ch in word)
-            if letters >= 2 and not special and word.lower() not in {w.lower() for w in words}:
+            word = _whole_word(token_text.get(int(vocab[column]), ""))
+            if word and (known is None or word.lower() in known) and word.lower() not in {w.lower() for w in words}:
                 words.append(word)
+        if bags is not None and len(words) < n_words:
+            words += _description_words(inside, bags, n_words - len(words), {w.lower() for w in words})
         names.append(" / ".join(words))
     return names

@@ -11,6 +11,7 @@ state was read.  No label is read.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.head.method import head_identity, refine_with_head
-from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
-                                        PreparedInput, at_least_one, register_method, timeout_option)
+from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, LevelOutput, MethodOutput, MethodSpec,
+                                        Option, PreparedInput, at_least_one, register_method, timeout_option)
 
 FEATURES = ("hidden", "lens", "lens-raw")
 
@@ -70,8 +71,8 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if not workspace.exists():
         raise InputError(f"no workspace at {workspace.path}; run {step('embed')} or {step('describe')} first")
     k = parse_k(req.k)
-    if k is None or k == "auto":
-        raise InputError("the esmc method needs the number of clusters (a whole number)", option="k")
+    if k is None:
+        raise InputError("the esmc method needs the number of clusters (a whole number, or auto)", option="k")
     if llm is not None:
         info, keys, texts = _descriptions(workspace, req)
         source = StateSource(set_id=info.id, keys=keys, texts=texts)
@@ -84,7 +85,10 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if not keys:
         raise InputError(f"no item to cluster in '{info.name}'" + (f" (split '{req.split}')" if req.split else ""),
                          option="split" if req.split else "on")
-    check_k(int(k), len(keys), info, req.split)  # type: ignore[arg-type]
+    if k != "auto":
+        check_k(int(k), len(keys), info, req.split)  # type: ignore[arg-type]
+    elif len(keys) < 3:
+        raise InputError(f"{len(keys)} items are too few to choose the number of clusters; give it", option="k")
     model_spec = llm if llm is not None else mllm
     seed = 0 if req.seed is None else req.seed
     keywords = req.option("keywords")
@@ -116,15 +120,19 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         "model": model_identity, "reads": "descriptions" if llm is not None else "images", "criterion": criterion,
         "template": template, "feature": req.option("feature"), "layer": state_req.layer,
         "position": state_req.position, "keywords": keywords, "keywords_llm": req.option("keywords_llm"),
-        "locate_samples": state_req.locate_samples, "k": int(k), "seed": seed, "refine": req.refine or "",
+        "locate_samples": state_req.locate_samples, "k": k, "seed": seed, "refine": req.refine or "",
         "explain": bool(req.option("explain")), "dtype": req.option("dtype"),
     }
+    if k == "auto":
+        identity["k_range"] = list(req.k_range)
+    if req.option("levels") != 1:  # absent at 1, so that flat clusterings stored before levels are reused
+        identity["levels"] = req.option("levels")
     if req.refine == "head":
         identity.update(head_identity(req.refine_options))
     base = f"esmc{'-head' if req.refine else ''}-{slugify(criterion, 40)}"
     return PreparedInput(identity, base if llm is None else default_name(workspace, base, info), {"input": info},
                          keys, np.zeros((len(keys), 0)),
-                         {"workspace": workspace, "source": source, "state_req": state_req, "k": int(k), "seed": seed})
+                         {"workspace": workspace, "source": source, "state_req": state_req, "k": k, "seed": seed})
 
 
 def _keywords(workspace: Workspace, req: ClusterRequest, reporter: Reporter) -> list[str]:
@@ -160,6 +168,12 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     else:
         X = hidden_features(states.hidden)
     k, seed = ctx["k"], ctx["seed"]
+    chosen: dict[str, Any] = {}
+    if k == "auto":
+        from clipclust.methods.esmc.taxonomy import auto_k
+
+        k, evidence, table = auto_k(X, req.k_range, seed)
+        chosen = {"k_chosen": k, "k_evidence": evidence, "k_jumps": table}
     details: dict[str, Any] = {
         "seed": seed, "k": k, "criterion": state_req.criterion, "feature": req.option("feature"),
         "layer": states.layer, "position": states.position, "model": states.model_identity,
@@ -167,7 +181,7 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "reader": states.details["reader"], **({"reader_note": states.details["reader_note"]}
                                                if "reader_note" in states.details else {}),
         "localisation": states.localisation, "state_sets": states.set_ids, "n_forward": states.n_computed,
-        "forward_seconds": round(states.forward_seconds, 3),
+        "forward_seconds": round(states.forward_seconds, 3), **chosen,
     }
     extra: dict[str, Any] = {}
     if req.refine == "head":
@@ -177,12 +191,38 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         extra = {"kmeans_ids": result.kmeans_ids, "pseudo_indices": result.pseudo_indices}
     else:
         ids = cluster(X, "kmeans", k, seed).ids
-    names = explain(ids, states.top_ids, states.top_probs, states.token_text, k) if req.option("explain") else None
+    texts = ctx["source"].texts  # descriptions (None for images): names are words they use
+    names = explain(ids, states.top_ids, states.top_probs, states.token_text, k, texts=texts) \
+        if req.option("explain") else None
     if names is not None:
         details["names"] = names
+    levels = _levels(X, np.asarray(ids, dtype=np.int64), k, states, req, texts)
+    if levels:
+        details["level_k"] = [level.details["k"] for level in levels] + [k]
+        details["level_names"] = [level.cluster_names for level in levels]
     return MethodOutput(keys=prepared.keys, ids=np.asarray(ids, dtype=np.int64),
                         centroids=full_centroids(np.asarray(X, np.float64), ids, k), cluster_names=names,
-                        extra=extra, details=details)
+                        extra=extra, details=details, levels=levels)
+
+
+def _levels(X: np.ndarray, ids: np.ndarray, k: int, states: Any, req: ClusterRequest,
+            texts: list[str] | None) -> list[LevelOutput]:
+    """The coarser levels ``levels`` asks for: Ward over the fine clusters, cut at data-chosen K's
+    (methods/esmc/taxonomy.py), each named by its lens tokens when ``explain`` is on."""
+    from clipclust.methods.esmc.features import explain
+    from clipclust.methods.esmc.taxonomy import coarse_cuts
+
+    depth = int(req.option("levels"))
+    cuts = coarse_cuts(X, ids, k, depth)
+    if depth > 1 and len(cuts) < depth - 1:  # the command turns it into a warning on the reporter
+        warnings.warn(f"{k} clusters leave no room for {depth - 1} coarser level(s) of 2 or more clusters "
+                      "between them and 1; stored flat")
+    out = []
+    for cut in cuts:
+        names = explain(cut.ids, states.top_ids, states.top_probs, states.token_text, cut.k, texts=texts) \
+            if req.option("explain") else None
+        out.append(LevelOutput(cut.ids, names, {"k": cut.k, "k_evidence": cut.evidence}))
+    return out
 
 
 def _layer(value: Any) -> int:
@@ -194,6 +234,12 @@ def _layer(value: Any) -> int:
 def _position(value: Any) -> int:
     if int(value) >= 0:
         raise ValueError(f"{value}: positions count back from the end of the prompt (-1 = its last token)")
+    return int(value)
+
+
+def _depth(value: Any) -> int:
+    if not 1 <= int(value) <= 3:
+        raise ValueError(f"{value}: expected 1 (flat), 2 or 3 levels")
     return int(value)
 
 
@@ -225,6 +271,17 @@ def report_esmc(summary: ClusteringSummary) -> list[str]:
              f"({read_by}{params.get('dtype')})")
     if not summary.reused:
         where += f"; {params.get('n_forward', 0)} items through the model, the others read from the workspace"
+    for line in params.get("k_evidence") or []:
+        lines.append(f"  K: {line}")
+    if params.get("level_k"):
+        names = params.get("levels") or []
+        lines.append(f"  levels ({' > '.join(names)}): K = " + " > ".join(map(str, params["level_k"])))
+        parents = list(params.get("parents") or [])
+        for depth, (k, level_names) in enumerate(zip(params["level_k"], params.get("level_names") or [])):
+            for c in range(k):  # the level above the finest lists its fine clusters
+                children = [str(i) for i, p in enumerate(parents) if p == c] if depth == len(names) - 2 else []
+                lines.append(f"    level {depth + 1} cluster {c}  {(level_names or [''] * k)[c] or '-'}"
+                             + (f"  > clusters {', '.join(children)}" if children else ""))
     return lines + [where] + summary.cluster_lines()
 
 
@@ -248,7 +305,10 @@ register_method(MethodSpec(
         Option("keywords_llm", shown_default="llm", help="the LLM asked for keywords"),
         Option("locate_samples", type=int, default=10, check=at_least_one, help="items sampled for localisation"),
         Option("prompt", help="prompt template with {criterion} (and {description} for descriptions)"),
-        Option("explain", type=bool, default=False, help="name each cluster by its over-represented lens tokens"),
+        Option("explain", type=bool, default=False,
+               help="name each cluster by the whole words over-represented in its lens tokens (and descriptions)"),
+        Option("levels", type=int, default=1, check=_depth,
+               help="taxonomy depth: 2 or 3 stores coarser levels as linked clusterings"),
         Option("dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16"),
         Option("device", default="auto", identity=False, help="where the model runs: auto, cpu or cuda[:N]"),

@@ -404,6 +404,22 @@
     });
     $("table").replaceChildren(el("thead", {}, head), el("tbody", {}, body));
   }
+  function renderTaxonomy() { // a level of a taxonomy (--levels): each coarse cluster with its children
+    const C = clustering(), T = C.taxonomy, box = $("taxonomy-box");
+    box.hidden = !T;
+    if (!T) return;
+    const index = (name) => D.clusterings.findIndex((X) => X.name === name);
+    const node = (n) => el("li", { "data-level": n.level, class: n.level === C.name ? "here" : null },
+      el("span", { class: "swatch", style: n.level === C.name ? `background:${colour(n.id)}` : "" }), " ",
+      el("a", { href: "#", title: `${n.level}, cluster ${n.id}`, onclick: (e) => {
+        e.preventDefault();
+        const k = index(n.level);
+        if (k >= 0) { if (k !== S.cur) setClustering(k); focusCluster(n.id); }
+      } }, n.name), el("span", { class: "n" }, " " + n.size.toLocaleString()),
+      n.children.length ? el("ul", {}, n.children.map(node)) : null);
+    $("taxonomy-levels").textContent = "levels, coarse to fine: " + T.levels.join(" > ");
+    $("taxonomy").replaceChildren(el("ul", {}, T.clusters.map(node)));
+  }
   function renderCards() {
     const C = clustering(), v = view(), total = C.ids.length;
     const cards = [];
@@ -513,7 +529,7 @@
   function setClustering(k, keepDrawer) {
     S.cur = k; S.focus = null;
     runSearch();
-    renderSwitcher(); renderSide(); renderTable(); renderCards(); renderSearch();
+    renderSwitcher(); renderSide(); renderTable(); renderTaxonomy(); renderCards(); renderSearch();
     if (!keepDrawer) closeDrawer(); else writeHash();
     document.body.dataset.clustering = clustering().name;
     requestDraw();
