@@ -72,6 +72,23 @@ class TimedCache:
         self.seconds, self.count = {}, {}
 
 
+def map_labels(truth: list[str], spec: str | None) -> list[str]:
+    """The truth relabelled by ``spec`` ('a,b=X;c=Y;*=Z'): the coarse set's classes."""
+    if not spec:
+        return truth
+    table: dict[str, str] = {}
+    for part in spec.split(";"):
+        old, _, new = part.partition("=")
+        if not new:
+            raise SystemExit(f"--map: {part!r} is not LABELS=NEW")
+        table.update({o.strip(): new.strip() for o in old.split(",")})
+    rest = table.pop("*", None)
+    unmapped = sorted({t for t in truth if t not in table} if rest is None else set())
+    if unmapped:
+        raise SystemExit(f"--map leaves {', '.join(unmapped)} unmapped; add them or '*=NAME'")
+    return [table.get(t, rest or t) for t in truth]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="GGUF chat model (default: SmolLM2-135M)")
@@ -86,6 +103,9 @@ def main() -> None:
     parser.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers model for embed")
     parser.add_argument("--calls", type=Path, default=None, help="JSON call cache (default /tmp/ictc-quality-<model>.json)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--map", default=None, help="coarser truth: 'airplane,ship=vehicle;*=animal' (labels=NEW; "
+                        "'*' the rest), for coarse-K sets built from a fine one")
+    parser.add_argument("--k", default=None, help="K to ask for (default: the number of truth labels); 'auto' too")
     args = parser.parse_args()
 
     from clipclust.commands.describe.importing import import_descriptions
@@ -96,7 +116,8 @@ def main() -> None:
 
     recs = import_descriptions(args.descriptions, args.text_field, None, args.label_field)
     texts, truth = [r.text for r in recs], [r.label or "" for r in recs]
-    k = len(set(truth))
+    truth = map_labels(truth, args.map)
+    k = len(set(truth)) if args.k is None else (args.k if args.k == "auto" else int(args.k))
     model = args.model or smollm2()
     prompts = default_prompts(args.criterion)
     step2a_system = fill(prompts.step2a, criterion=args.criterion)
