@@ -151,7 +151,7 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
          "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
-         "--names: 'vote': expected one of frequent, hybrid, llm"),
+         "--names: 'vote': expected one of frequent, hybrid, llm, taxonomy"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),
          "--top-p: 1.5: expected a number in (0, 1]"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--extra", "Be brief."),
