@@ -16,7 +16,7 @@ import numpy as np
 
 from clipclust.models.llm import DecodeParams, GenerationRequest, TextGenerator
 
-from clipclust.methods.ictc.parsing import is_junk_name, name_key, parse_answer, short_label
+from clipclust.methods.ictc.parsing import _clean_name, is_junk_name, name_key
 from clipclust.methods.ictc.taxonomy import Taxonomy, mass, nearest_concepts, place_items
 
 DOMINANT = 0.5
@@ -27,6 +27,9 @@ MAX_SHOWN = 6
 
 NAME_SYSTEM = "You name groups of things. Answer with one short name (one or two words) and nothing else."
 NAME_PROMPT = "One short name for: {labels}"
+NAME_SHOTS = (("rose, tulip, daisy", "flowers"), ("hammer, saw, drill", "tools"))
+"""Two worked examples from unrelated domains: without them a 0.5B model echoes the list back or
+writes a sentence; with them it answers "birds", "vehicle", "animals" (measured, bench/ictc_quality.py)."""
 GENERIC = frozenset("thing things object objects item items stuff entity entities kind kinds type types "
                     "variety various mixed group".split())
 
@@ -51,16 +54,27 @@ class ConceptNames:
 
 
 def name_request(labels: Sequence[str]) -> GenerationRequest:
-    return GenerationRequest(({"role": "system", "content": NAME_SYSTEM},
+    shots = [m for q, a in NAME_SHOTS for m in ({"role": "user", "content": NAME_PROMPT.format(labels=q)},
+                                                {"role": "assistant", "content": a})]
+    return GenerationRequest(({"role": "system", "content": NAME_SYSTEM}, *shots,
                               {"role": "user", "content": NAME_PROMPT.format(labels=", ".join(labels))}))
 
 
-def _valid(answer: str, taken: set[str], foreign: set[str], criterion_key: str) -> bool:
+def read_name(raw: str) -> str:
+    """The name in an answer: its first line without preamble, article or explanation; a list echoed
+    back ("cat, dog, horse") reads as nothing."""
+    line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
+    return "" if "," in line else _clean_name(line)
+
+
+def _valid(answer: str, taken: set[str], members: set[str], criterion_key: str) -> bool:
+    """Short, words only, not junk or generic, not the criterion, not a name already taken and not a
+    label of any concept (the concept's own: a child's name; another's: a sibling's)."""
     key = name_key(answer)
     words = key.split()
     return (bool(key) and not is_junk_name(answer) and len(words) <= 3 and len(answer) <= 32
             and all(w.replace("-", "").isalpha() for w in words) and not set(words) <= GENERIC
-            and key != criterion_key and key not in taken and key not in foreign)
+            and key != criterion_key and key not in taken and key not in members)
 
 
 def head_word(labels: Mapping[str, int]) -> str | None:
@@ -97,13 +111,16 @@ def name_concepts(
         outputs = {names_key(labels[i]): a for i, a in zip(asked, answers)}
     taken = {name_key(n) for n in names if n}
     crit = name_key(criterion)
+    every = set().union(*members)
+    answers = {i: read_name(outputs.get(names_key(labels[i]), "")) for i in asked}
+    said = [name_key(a) for a in answers.values() if a]
     for i in asked:
-        foreign = set().union(*(members[j] for j in range(len(concepts)) if j != i))
-        raw = outputs.get(names_key(labels[i]), "")
-        answer = short_label(parse_answer(raw)) if raw else ""
-        if answer and _valid(answer, taken, foreign, crit):
+        answer = answers[i]
+        # One answer for two concepts names neither: both fall back to what their labels say.
+        if answer and said.count(name_key(answer)) == 1 and _valid(answer, taken, every, crit):
             names[i], sources[i] = answer, "llm"
         else:
+            foreign = set().union(*(members[j] for j in range(len(concepts)) if j != i))
             head = head_word(labels[i])
             if head and _valid(head, taken, foreign, ""):
                 names[i], sources[i] = head, "head word"
