@@ -69,7 +69,7 @@ def read_name(raw: str) -> str:
 
 def _valid(answer: str, taken: set[str], members: set[str], criterion_key: str) -> bool:
     """Short, words only, not junk or generic, not the criterion, not a name already taken and not a
-    label of any concept (the concept's own: a child's name; another's: a sibling's)."""
+    label of another concept (that would name a sibling; the concept's own label may name it)."""
     key = name_key(answer)
     words = key.split()
     return (bool(key) and not is_junk_name(answer) and len(words) <= 3 and len(answer) <= 32
@@ -111,16 +111,15 @@ def name_concepts(
         outputs = {names_key(labels[i]): a for i, a in zip(asked, answers)}
     taken = {name_key(n) for n in names if n}
     crit = name_key(criterion)
-    every = set().union(*members)
     answers = {i: read_name(outputs.get(names_key(labels[i]), "")) for i in asked}
     said = [name_key(a) for a in answers.values() if a]
     for i in asked:
         answer = answers[i]
+        foreign = set().union(*(members[j] for j in range(len(concepts)) if j != i))
         # One answer for two concepts names neither: both fall back to what their labels say.
-        if answer and said.count(name_key(answer)) == 1 and _valid(answer, taken, every, crit):
+        if answer and said.count(name_key(answer)) == 1 and _valid(answer, taken, foreign, crit):
             names[i], sources[i] = answer, "llm"
         else:
-            foreign = set().union(*(members[j] for j in range(len(concepts)) if j != i))
             head = head_word(labels[i])
             if head and _valid(head, taken, foreign, ""):
                 names[i], sources[i] = head, "head word"
