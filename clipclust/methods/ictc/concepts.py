@@ -17,7 +17,8 @@ import numpy as np
 from clipclust.models.llm import DecodeParams, GenerationRequest, TextGenerator
 
 from clipclust.methods.ictc.parsing import _clean_name, is_junk_name, name_key
-from clipclust.methods.ictc.taxonomy import Taxonomy, mass, nearest_concepts, place_items
+from clipclust.methods.ictc.grouping import LabelMatcher, _unit
+from clipclust.methods.ictc.taxonomy import Taxonomy, concept_of_labels, mass, nearest_concepts, place_items
 
 DOMINANT = 0.5
 """A concept whose heaviest label group holds more than this share of its mass is named by that group."""
@@ -143,19 +144,29 @@ class Placement:
 
     @property
     def coverage(self) -> float:
-        """The share of items whose raw label lies in their concept."""
+        """The share of items whose raw label lies in their concept (or names one of its labels)."""
         return sum(self.by_label) / len(self.by_label) if self.by_label else 0.0
 
 
 def place(
     tax: Taxonomy, concepts: Sequence[Sequence[int]], labels: Sequence[str], desc_vecs: np.ndarray,
-    rest: Callable[[list[int]], list[int]] | None = None,
+    rest: Callable[[list[int]], list[int]] | None = None, name_vecs: np.ndarray | None = None,
 ) -> Placement:
-    """Raw label -> group -> concept; items whose label is outside the tree go to ``rest(rows)`` when
-    given (an LLM), else to the concept nearest their description."""
+    """Raw label -> group -> concept; a label outside the tree that names a tree label by its words
+    ("airplane wing" -> airplane) -> that label's concept; the other items go to ``rest(rows)`` when
+    given (an LLM), else to the concept nearest their description: the cosine to the concept's
+    description centroid plus, given ``name_vecs``, the cosine to its name (what ``label-embed`` uses)."""
     placed, centroids = place_items(tax, concepts, labels, desc_vecs)
+    of = concept_of_labels(tax, concepts)
+    tree_labels = list(of)
+    matcher = LabelMatcher(tree_labels) if tree_labels else None
+    for i, c in enumerate(placed):
+        if c is None and labels[i] and matcher is not None:
+            hit = matcher.lexical(labels[i])
+            placed[i] = of[tree_labels[hit]] if hit is not None else None
     todo = [i for i, c in enumerate(placed) if c is None]
-    found = rest(todo) if rest is not None and todo else nearest_concepts(desc_vecs, centroids, todo)
+    found = (rest(todo) if rest is not None and todo
+             else nearest_concepts(desc_vecs, centroids, todo, None if name_vecs is None else _unit(name_vecs)))
     ids = [c if c is not None else -1 for c in placed]
     for i, c in zip(todo, found):
         ids[i] = int(c)

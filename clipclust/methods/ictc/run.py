@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, DecodeParams, TextGenerator
 
@@ -297,7 +299,9 @@ def run_ictc(
             return assign(generator, [descriptions[i] for i in rows], final_names, criterion, mode="constrained",
                           prompts=prompts, params=step3_params, layout=layout, progress=progress).cluster_ids
 
-        placed = place(tree.tax, tree.concepts, labels, tree.desc_vecs, rest=by_llm if mode == "label" else None)
+        names_vecs = embed(final_names) if embed is not None else None
+        placed = place(tree.tax, tree.concepts, labels, tree.desc_vecs, rest=by_llm if mode == "label" else None,
+                       name_vecs=None if names_vecs is None else np.asarray(names_vecs, dtype=np.float64))
         if progress is not None:
             progress("step3", len(placed.ids), len(placed.ids))
         return Assignment([final_names[i] for i in placed.ids], placed.ids, placed.by_label)

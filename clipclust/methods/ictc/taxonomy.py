@@ -27,16 +27,20 @@ from clipclust.methods.ictc.grouping import LabelGroup, _unit
 
 Embedder = Callable[[Sequence[str]], Any]
 
-MIN_MASS_FRACTION = 0.01
-"""A label group enters the tree with at least max(2, 1% of N) items; lighter ones (typos, one-off
-labels) join the nearest concept afterwards by their descriptions, so they never become a concept."""
+MIN_MASS_SHARE = 0.5
+"""A label group enters the tree with at least half the mean mass of the groups seen twice or more
+(and at least 2 items); lighter ones (one-off labels, a stray "rock" or "umbrella") join the nearest
+concept afterwards, each item by its own description. In the tree, light leaves would first clump
+together (Ward merges them cheaply whatever they are) and then drag each other into one concept."""
 
 TEXT_WEIGHT = 0.5
 """Share of a leaf's vector that is its labels' text (the rest: the mean of its descriptions)."""
 
 
-def min_mass(n_items: int) -> int:
-    return max(2, math.ceil(MIN_MASS_FRACTION * n_items))
+def min_mass(groups: Sequence[LabelGroup]) -> int:
+    """The mass a group needs to be a leaf: :data:`MIN_MASS_SHARE` of the mean of the repeated groups."""
+    repeated = [g.count for g in groups if g.count >= 2]
+    return max(2, math.ceil(MIN_MASS_SHARE * sum(repeated) / len(repeated))) if repeated else 2
 
 
 @dataclass
@@ -130,13 +134,13 @@ def build_taxonomy(
     k: int | None = None,
 ) -> tuple[Taxonomy, np.ndarray]:
     """The tree over the groups with at least :func:`min_mass` items (lowered until ``k`` enter, when
-    given), and the descriptions' unit vectors. Raises when the labels form fewer than 2 concepts."""
+    given, or 2), and the descriptions' unit vectors. Raises when the labels form fewer than 2 concepts."""
     groups = list(groups)
     if len(groups) < max(2, k or 2):
         named = ", ".join(g.name for g in groups) or "none"
         raise InputError(f"the raw labels form only {len(groups)} distinct concepts ({named}), fewer than "
                          f"k={k or 2}; lower k")
-    floor = min_mass(len(descriptions))
+    floor = min_mass(groups)
     while floor > 1 and sum(g.count >= floor for g in groups) < max(2, k or 2):
         floor -= 1
     tree = [g for g in groups if g.count >= floor]
@@ -191,11 +195,16 @@ def place_items(
     return placed, _unit(centroids)
 
 
-def nearest_concepts(desc_vecs: np.ndarray, centroids: np.ndarray, rows: Sequence[int]) -> list[int]:
-    """The concept whose description centroid is nearest each of ``rows`` (ties: the heavier concept)."""
+def nearest_concepts(desc_vecs: np.ndarray, centroids: np.ndarray, rows: Sequence[int],
+                     names: np.ndarray | None = None) -> list[int]:
+    """The concept nearest each of ``rows``: cosine to its description centroid, plus to its name's
+    vector when given (ties: the heavier concept)."""
     if not len(rows):
         return []
-    return [int(i) for i in np.argmax(desc_vecs[list(rows)] @ centroids.T, axis=1)]
+    scores = desc_vecs[list(rows)] @ centroids.T
+    if names is not None:
+        scores = scores + desc_vecs[list(rows)] @ names.T
+    return [int(i) for i in np.argmax(scores, axis=1)]
 
 
 def nested_parents(fine: Sequence[Sequence[int]], coarse: Sequence[Sequence[int]]) -> list[int]:
