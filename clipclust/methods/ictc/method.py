@@ -232,8 +232,8 @@ LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
-    "item; criterion, k and llm are required, and every LLM answer is cached in the workspace, so a forced re-run "
-    "loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
+    "item; criterion, k (or auto: chosen from the raw labels' taxonomy) and llm are required, and every LLM "
+    "answer is cached in the workspace, so a forced re-run loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
         Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
                help="what to cluster by, e.g. mood"),

@@ -163,8 +163,8 @@ def choose_k(tax: Taxonomy, n_items: int, lo: int = 2, hi: int | None = None) ->
         return hi, [f"k={hi}: every label group is its own concept"]
     best = max(scores, key=lambda k: (scores[k], -k))
     ranked = sorted(scores, key=lambda k: (-scores[k], k))[:4]
-    lines = [f"k={k}: next merge costs {tax.cost_into(k - 1):.3g}, x{scores[k]:.2f} the last"
-             + (" (chosen)" if k == best else "") for k in ranked]
+    lines = [f"k={k}: gap x{scores[k]:.2f} (merging on to {k - 1} costs {tax.cost_into(k - 1):.3g}, "
+             f"reaching {k} cost {tax.cost_into(k):.3g})" + (" (chosen)" if k == best else "") for k in ranked]
     return best, [f"candidates {lo}..{hi} by the merge-cost gap of the label tree"] + lines
 
 
