@@ -82,7 +82,6 @@ def coarser_levels(
         warnings.append(f"k={tree.k} leaves room for {len(ks)} coarser level(s), not {levels - 1}: "
                         f"{len(ks) + 1} level(s) stored")
     out: list[Level] = []
-    finer = tree.concepts
     cuts = [tree.tax.cut(c) for c in ks]
     parents_fine = [nested_parents(tree.concepts, cut) for cut in cuts]
     for ci, (c, cut) in enumerate(zip(ks, cuts)):
