@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 PAPER = {"cifar10": ("CIFAR-10, LLaVA descriptions, GPT-4 / Llama-2-7B", 0.909, 0.879)}
-ALL_COMBOS = [f"{n}:{a}" for n in ("llm", "frequent", "hybrid") for a in ("generate", "constrained", "label", "label-embed", "embed")]
+ALL_COMBOS = [f"{n}:{a}" for n in ("llm", "frequent", "hybrid", "taxonomy") for a in ("generate", "constrained", "label", "label-embed", "embed")]
 
 
 def smollm2() -> Path:
@@ -72,6 +72,23 @@ class TimedCache:
         self.seconds, self.count = {}, {}
 
 
+def map_labels(truth: list[str], spec: str | None) -> list[str]:
+    """The truth relabelled by ``spec`` ('a,b=X;c=Y;*=Z'): the coarse set's classes."""
+    if not spec:
+        return truth
+    table: dict[str, str] = {}
+    for part in spec.split(";"):
+        old, _, new = part.partition("=")
+        if not new:
+            raise SystemExit(f"--map: {part!r} is not LABELS=NEW")
+        table.update({o.strip(): new.strip() for o in old.split(",")})
+    rest = table.pop("*", None)
+    unmapped = sorted({t for t in truth if t not in table} if rest is None else set())
+    if unmapped:
+        raise SystemExit(f"--map leaves {', '.join(unmapped)} unmapped; add them or '*=NAME'")
+    return [table.get(t, rest or t) for t in truth]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="GGUF chat model (default: SmolLM2-135M)")
@@ -86,17 +103,23 @@ def main() -> None:
     parser.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers model for embed")
     parser.add_argument("--calls", type=Path, default=None, help="JSON call cache (default /tmp/ictc-quality-<model>.json)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--map", default=None, help="coarser truth: 'airplane,ship=vehicle;*=animal' (labels=NEW; "
+                        "'*' the rest), for coarse-K sets built from a fine one")
+    parser.add_argument("--levels", type=int, default=1, help="taxonomy levels (names taxonomy)")
+    parser.add_argument("--k", default=None, help="K to ask for (default: the number of truth labels); 'auto' too")
     args = parser.parse_args()
 
     from clipclust.commands.describe.importing import import_descriptions
     from clipclust.methods.ictc import default_prompts, fill, run_ictc
+    from clipclust.methods.ictc.concepts import NAME_SYSTEM
     from clipclust.core.metrics import clustering_report
     from clipclust.models.llm import LlamaCppGenerator
     from clipclust.models.text_encoder import TextEncoder
 
     recs = import_descriptions(args.descriptions, args.text_field, None, args.label_field)
     texts, truth = [r.text for r in recs], [r.label or "" for r in recs]
-    k = len(set(truth))
+    truth = map_labels(truth, args.map)
+    k = len(set(truth)) if args.k is None else (args.k if args.k == "auto" else int(args.k))
     model = args.model or smollm2()
     prompts = default_prompts(args.criterion)
     step2a_system = fill(prompts.step2a, criterion=args.criterion)
@@ -105,6 +128,8 @@ def main() -> None:
         first = request.messages[0]["content"]
         if first == step2a_system:
             return "step2a"
+        if first == NAME_SYSTEM:  # the taxonomy's concept names: its step 2b
+            return "step2b"
         if len(request.messages) > 2 or "list of labels" in request.messages[-1]["content"]:
             return "step2b"
         return "step3"
@@ -120,7 +145,8 @@ def main() -> None:
         timed.reset()
         result = run_ictc(
             timed, texts, args.criterion, k, mode=mode, names_mode=names_mode, prompts=prompts,  # type: ignore[arg-type]
-            embed=encoder if (mode in ("embed", "label-embed") or names_mode != "llm") else None,
+            embed=encoder if (mode in ("embed", "label-embed") or names_mode != "llm" or k == "auto") else None,
+            levels=args.levels,
         )
         rep = clustering_report(truth, result.cluster_ids)
         n = len(texts)
@@ -130,15 +156,23 @@ def main() -> None:
             "coverage": result.coverage, "s_per_item": per_step, "s_per_item_total": sum(per_step.values()),
             "llm_calls_per_item": sum(timed.count.values()) / n, "matched": sum(result.matched) / n,
             "result_names": result.names, "replacements": result.names_replacements,
-            "warnings": result.warnings,
+            "warnings": result.warnings, "k": result.k, "k_evidence": result.k_evidence,
+            "names_notes": result.names_notes,
+            "levels": [{"k": lv.k, "names": lv.names, **clustering_report(truth, lv.ids)} for lv in result.levels],
         })
         r = rows[-1]
-        print(f"{combo:22s} ACC {r['acc']:.3f}  NMI {r['nmi']:.3f}  ARI {r['ari']:.3f}  coverage "
+        print(f"{combo + ('' if result.k == k else f' k={result.k}'):22s} ACC {r['acc']:.3f}  NMI {r['nmi']:.3f}  ARI {r['ari']:.3f}  coverage "
               f"{(r['coverage'] or 0):.2f}  s/item 2a {per_step['step2a']:.2f} 2b {per_step['step2b']:.2f} "
               f"3 {per_step['step3']:.2f} = {r['s_per_item_total']:.2f}  calls/item {r['llm_calls_per_item']:.2f}  "
               f"matched {r['matched']:.2f}", flush=True)
         print(f"{'':22s} names: {', '.join(result.names)}" + (f"  ({'; '.join(result.names_replacements)})"
                                                              if result.names_replacements else ""))
+        for line in result.names_notes:
+            print(f"{'':22s} named {line}")
+        for line in result.k_evidence:
+            print(f"{'':22s} k auto: {line}")
+        for lv in r["levels"]:
+            print(f"{'':22s} level k={lv['k']}: ACC {lv['acc']:.3f}  NMI {lv['nmi']:.3f}  names: {', '.join(lv['names'])}")
         for w in result.warnings:
             print(f"{'':22s} warning: {w}")
     base = next((r for r in rows if r["names"] == "llm" and r["assign"] == "generate"), None)

@@ -237,7 +237,7 @@ def test_help_lists_each_methods_options_under_its_own_heading(cli):
     assert {"--criterion", "--llm", "--names", "--threads", "--prompts"} <= set(section["ictc"])
     assert {"--criterion", "--llm", "--mllm", "--explain", "--device"} <= set(section["esmc"])
     assert section["head refinement"] == ["--ratio", "--epochs", "--lr", "--batch-size", "--device"]
-    assert "  --names [frequent|hybrid|llm]" in result.out
+    assert "  --names [frequent|hybrid|llm|taxonomy]" in result.out
     assert "  --n-init <int>  k-means restarts  [default: 10]" in result.out
     assert "what to cluster by, e.g. mood (also esmc," in result.out
     assert section["text"] == ["--criterion", "--text-model", "--device", "--encode-batch"]

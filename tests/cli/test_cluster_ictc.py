@@ -151,7 +151,15 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
          "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
-         "--names: 'vote': expected one of frequent, hybrid, llm"),
+         "--names: 'vote': expected one of frequent, hybrid, llm, taxonomy"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "0"),
+         "--levels: 0: expected 1, 2 or 3"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "4"),
+         "--levels: 4: expected 1, 2 or 3"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "2"),
+         "--levels: coarser levels are cuts of the label taxonomy; choose names taxonomy"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "taxonomy",
+          "--extra", "Be brief."), "--extra: an extra naming instruction is for the LLM's names"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),
          "--top-p: 1.5: expected a number in (0, 1]"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--extra", "Be brief."),
@@ -263,3 +271,95 @@ def test_a_degenerate_ictc_result_is_warned_about_and_stored(imported: Path) -> 
     assert any("holds 12 of 12 items" in w for w in reporter.warnings)
     assert any("clusters are empty" in w for w in reporter.warnings)
     assert summary.params["warnings"] == reporter.warnings
+
+
+MOOD_LABELS = {"happy": "joyful", "sad": "gloomy", "angry": "furious"}
+
+
+class MoodLabeller:
+    """Step 2a: two labels per mood (12 items, 6 labels); a concept-name question: the mood word."""
+
+    identity = "scripted-moods"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, requests, params=None):  # type: ignore[no-untyped-def]
+        from clipclust.methods.ictc.concepts import NAME_SYSTEM
+
+        self.calls += len(requests)
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"]
+            if r.messages[0]["content"] == NAME_SYSTEM:
+                out.append(next(m for m, alt in MOOD_LABELS.items() if m in text or alt in text))
+                continue
+            row = next(i for i, (t, _) in enumerate(MOODS) if t in text)
+            mood = MOODS[row][1]
+            out.append(f"Answer: {mood if row % 2 else MOOD_LABELS[mood]}")
+        return out
+
+
+def test_ictc_taxonomy_levels_and_k_auto_through_the_method(imported: Path) -> None:
+    from clipclust.core.progress import SilentReporter
+    from clipclust.methods.registry import ClusterRequest, get_method, resolve_options, METHODS
+    from clipclust.models.llm import TextGenerator
+
+    class Gen(MoodLabeller, TextGenerator):
+        pass
+
+    spec = get_method("ictc")
+    gen = Gen()
+    req = ClusterRequest.of(method="ictc", k="auto", criterion="mood", generator=gen, names="taxonomy", levels=2)
+    req.options, _ = resolve_options(spec, req.options, METHODS)
+    prepared = spec.prepare(Workspace(imported), req)
+    assert prepared.identity["k"] == "auto" and prepared.identity["levels"] == 2
+    out = spec.compute(prepared, req, SilentReporter())
+    k = out.details["k_chosen"]
+    assert out.details["k"] == k and len(out.cluster_names) == k and 2 <= k <= 6
+    assert out.details["k_evidence"][0].startswith("candidates 2..6")
+    truth = [m for _, m in MOODS]
+    ids = list(out.ids)
+    assert all(len({ids[i] for i in range(12) if truth[i] == m}) == 1 for m in MOOD_LABELS)  # moods never split
+    if k == 3:  # the three moods, each named by the LLM ("happy" for happy + joyful)
+        assert sorted(out.cluster_names) == sorted(MOOD_LABELS)
+    assert out.details["coverage"] == 1.0
+    for level in out.levels:
+        parent: dict[int, set[int]] = {}
+        for f, c in zip(ids, level.ids):
+            parent.setdefault(int(f), set()).add(int(c))
+        assert all(len(p) == 1 for p in parent.values()) and level.details["k"] < k
+
+    calls = gen.calls
+    prepared = spec.prepare(Workspace(imported), req)
+    again = spec.compute(prepared, req, SilentReporter())  # every answer from the workspace's call cache
+    assert gen.calls == calls and list(again.ids) == ids and again.cluster_names == out.cluster_names
+    assert again.details["calls_total"]["misses"] == 0
+
+
+def test_ictc_taxonomy_with_smollm2_names_a_concept(tmp_path: Path) -> None:
+    """The real SmolLM2 answers the concept-name question; its answer is validated like any other."""
+    from clipclust.methods.ictc import group_labels
+    from clipclust.methods.ictc.concepts import name_concepts
+    from clipclust.methods.ictc.taxonomy import build_taxonomy
+    from clipclust.models.llm import load_generator
+
+    labels = {"eagle": 6, "sparrow": 5, "owl": 4, "airplane": 6, "ship": 5, "truck": 4}
+    family = {"eagle": 0, "sparrow": 0, "owl": 0, "airplane": 1, "ship": 1, "truck": 1}
+
+    def embed(texts):  # type: ignore[no-untyped-def]
+        out = np.zeros((len(texts), 8))
+        for row, t in enumerate(texts):
+            for i, w in enumerate(family):
+                if w in t:
+                    out[row, 2 + i], out[row, family[w]] = 1.0, 0.8
+        return out
+
+    items = [w for w, c in labels.items() for _ in range(c)]
+    tax, _ = build_taxonomy(group_labels(labels), items, [f"a {w}" for w in items], embed)
+    gen = load_generator(str(smollm2_path()), n_threads=1, n_ctx=512, seed=0)
+    try:
+        named = name_concepts(tax, tax.cut(2), gen, "object")
+    finally:
+        gen.close()
+    assert named.names == ["transportation", "bird"] and named.sources == ["llm", "llm"]

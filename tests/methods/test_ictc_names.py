@@ -136,7 +136,9 @@ def test_degenerate_results_are_warned_about() -> None:
     one = degenerate_warnings([0] * 19 + [1], names)
     assert any("holds 19 of 20 items" in w for w in one) and any("1 of 3 clusters are empty ('bird')" in w for w in one)
     assert degenerate_warnings([0, 1, 2, 0, 1, 2], names) == []
-    assert degenerate_warnings([0, 0], ["cat"]) == []
+    assert degenerate_warnings([0, 0], ["cat"]) == ["k=1: one cluster holds all 2 items; ask for k of 2 or more, or auto"]
+    assert degenerate_warnings([0], ["cat"]) == []
+    assert degenerate_warnings([0, 1, 2], names) == ["k=3 for 3 items: every item is its own cluster; lower k, or auto"]
 
 
 def test_step2b_budget_fits_presets_that_ask_for_reasons() -> None:

@@ -6,7 +6,10 @@ package takes the descriptions and runs the LLM steps:
 - step 2a: one raw label per description (``Answer: {label}``);
 - step 2b: the K names: from the LLM (the paper: the label dictionary, rare labels dropped, robust
   parsing, a bounded repair dialogue, a reported fallback), from the heaviest groups of raw labels
-  (``frequent``, no LLM call), or the LLM's with the unsupported ones replaced (``hybrid``);
+  (``frequent``, no LLM call), the LLM's with the unsupported ones replaced (``hybrid``), or the label
+  groups in one count-weighted tree cut at K, each concept named at its own level (``taxonomy``: its
+  dominant label, else one short cached LLM name, else label statistics), which also chooses K
+  (``auto``) and gives coarser levels;
 - step 3: every description to one name: a free answer matched afterwards (the paper), decoding
   restricted to the names (``constrained``), the step-2a label's name (``label``, ``label-embed``),
   the nearest name in a text embedding space (``embed``) or by CLIP image vectors (``clip``).
@@ -19,7 +22,9 @@ re-runs free and prompt edits cheap.
 One module per concern: :mod:`.prompts` (templates, requests), :mod:`.parsing` (outputs -> labels
 and names), :mod:`.matching` (answer -> name), :mod:`.steps` (2a, 2b), :mod:`.grouping` (raw labels -> concepts,
 names from them, coverage), :mod:`.assigning` (step 3 by the LLM, by label, embedding or CLIP scores;
-degenerate warnings), :mod:`.run` (the whole method) and :mod:`.method` (the registry entry: options,
+degenerate warnings), :mod:`.taxonomy` (the label tree, its cuts, K from its gaps), :mod:`.concepts`
+(a cut's names, items placed through it), :mod:`.hierarchy` (the tree in a run: auto K, levels),
+:mod:`.run` (the whole method) and :mod:`.method` (the registry entry: options,
 inputs, what a run reports). Importing descriptions made
 elsewhere is :mod:`clipclust.commands.describe.importing`.
 """

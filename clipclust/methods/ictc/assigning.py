@@ -163,11 +163,16 @@ def assign_by_label(
 
 
 def degenerate_warnings(cluster_ids: Sequence[int], names: Sequence[str]) -> list[str]:
-    """What is wrong with a result that says little: one cluster holding over 90% of the items, or
-    clusters left empty when K > 1; each warning says what to try."""
+    """What is wrong with a result that says little: one cluster for everything (K = 1, or one holding
+    over 90% of the items), every item its own cluster, or clusters left empty; each warning says what
+    to try."""
     k, n = len(names), len(cluster_ids)
-    if k < 2 or n == 0:
+    if n == 0:
         return []
+    if k < 2:
+        return [f"k=1: one cluster holds all {n} items; ask for k of 2 or more, or auto"] if n > 1 else []
+    if k >= n:
+        return [f"k={k} for {n} items: every item is its own cluster; lower k, or auto"]
     counts = Counter(cluster_ids)
     out: list[str] = []
     top, size = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))

@@ -17,13 +17,15 @@ from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.core.templates import check_template
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
-from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
-                                        PreparedInput, at_least_one, register_method, timeout_option)
+from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, LevelOutput, MethodOutput, MethodSpec,
+                                        Option, PreparedInput, at_least_one, register_method, timeout_option)
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
-ICTC_NAMES = ("frequent", "hybrid", "llm")
-DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"  # the best measured with a 0.5B model (bench/ictc_quality.py)
+ICTC_NAMES = ("frequent", "hybrid", "llm", "taxonomy")
+# The best measured with a 0.5B model at fine K (bench/ictc_quality.py); taxonomy wins at coarse K but
+# placed one item fewer at K=10, so it is asked for, not the default.
+DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"
 
 
 def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -34,9 +36,12 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if not criterion or not str(criterion).strip():
         raise InputError("the ictc method needs a criterion (what to cluster by, e.g. mood)", option="criterion")
     k = parse_k(req.k)
-    if k is None or k == "auto":
-        raise InputError("the ictc method needs the number of clusters the LLM names; 'auto' is not supported",
+    if k is None:
+        raise InputError("the ictc method needs the number of clusters, or auto (chosen from the raw labels)",
                          option="k")
+    levels = int(req.option("levels", 1))
+    if levels > 1 and req.option("names") != "taxonomy":
+        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy", option="levels")
     mode = req.option("assign")
     llm, generator = req.option("llm"), req.option("generator")
     if llm is None and generator is None:
@@ -49,7 +54,8 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         keys, texts = [keys[i] for i in keep], texts[keep]
     if not keys:
         raise InputError(f"set '{info.name}' is empty; run {step('describe')} first", option="on")
-    check_k(int(k), len(keys), info, req.split)
+    if k != "auto":
+        check_k(int(k), len(keys), info, req.split)
     criterion = str(criterion).strip()
     prompts = default_prompts(criterion, prompt_dir=req.option("prompts_dir"))
     seed = 0 if req.seed is None else req.seed
@@ -59,11 +65,11 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if "model_name" in backend:
         backend["model"] = backend.pop("model_name")
     names_mode = req.option("names")
-    if req.option("extra") is not None and names_mode == "frequent":
+    if req.option("extra") is not None and names_mode in ("frequent", "taxonomy"):
         raise InputError("an extra naming instruction is for the LLM's names; choose names llm or hybrid",
                          option="extra")
     text_encoder = None
-    if mode in ("embed", "label-embed") or names_mode in ("frequent", "hybrid"):
+    if mode in ("embed", "label-embed") or names_mode != "llm" or k == "auto":
         from clipclust.models.text_encoder import TextEncoder  # identity now, weights on the first call
 
         text_encoder = TextEncoder(req.option("text_model"))
@@ -75,16 +81,18 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     identity = {
         "method": "ictc", "set_id": info.id, "split": req.split or "", "n_items": len(keys),
         "keys_sha256": keys_digest(keys), "texts_sha256": keys_digest([str(t) for t in texts]),
-        "criterion": criterion, "k": int(k), "assign": mode, "names": names_mode, "llm": generator.identity,
+        "criterion": criterion, "k": k if k == "auto" else int(k), "assign": mode, "names": names_mode, "llm": generator.identity,
         "params": params.to_dict(), "prompts": {step: getattr(prompts, step) for step in STEPS},
         "extra": req.option("extra"), "min_count": req.option("min_count"), "max_labels": req.option("max_labels"),
         "text_model": text_encoder.identity if text_encoder is not None else None,
         "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
+        **({"levels": levels} if levels > 1 else {}),  # absent at 1: a flat request keeps its old identity
     }
     return PreparedInput(
         identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,
         np.asarray(texts, dtype=object),
-        {"workspace": workspace, "generator": generator, "criterion": criterion, "k": int(k), "mode": mode,
+        {"workspace": workspace, "generator": generator, "criterion": criterion, "k": k if k == "auto" else int(k),
+         "levels": levels, "mode": mode,
          "names_mode": names_mode, "prompts": prompts, "params": params, "seed": seed, "text_encoder": text_encoder,
          "clip": clip},
         cleanup=generator.close if owned else None,
@@ -103,12 +111,13 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         names_mode=ctx["names_mode"], prompts=ctx["prompts"], params=ctx["params"],
         min_count=req.option("min_count"), max_labels=req.option("max_labels"), extra=req.option("extra"),
         embed=ctx["text_encoder"], clip_scores=_clip_scorer(ctx["clip"], prepared.keys) if ctx["clip"] else None,
+        levels=ctx["levels"],
     )
     for warning in result.warnings:
         reporter.warn(warning)
     n = len(prepared.keys)
     details = {
-        "seed": ctx["seed"], "k": ctx["k"], "criterion": result.criterion, "assign": result.mode,
+        "seed": ctx["seed"], "k": result.k, "k_requested": ctx["k"], "criterion": result.criterion, "assign": result.mode,
         "llm": cached.identity, "llm_name": cached.name, "prompts_source": result.prompts_source,
         "extra": result.extra, "decode": result.params.to_dict(), "names": result.names,
         "dictionary": result.dictionary, "kept": result.kept, "min_count": result.min_count,
@@ -117,6 +126,8 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "names_mode": result.names_mode, "names_proposed": result.names_proposed,
         "names_replacements": result.names_replacements, "coverage": result.coverage,
         "n_llm_assigned": result.n_llm_assigned, "warnings": result.warnings,
+        "names_sources": result.names_sources, "names_notes": result.names_notes,
+        **({"k_evidence": result.k_evidence, "k_chosen": result.k} if ctx["k"] == "auto" else {}),
         "text_model": ctx["text_encoder"].identity if ctx["text_encoder"] is not None else None,
         "clip": None if ctx["clip"] is None else {"image_set": ctx["clip"]["set"].id,
                                                   "template": ctx["clip"]["template"]},
@@ -128,8 +139,11 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     if len(result.raw_labels) == n:
         extra["raw_labels"] = [str(lab) for lab in result.raw_labels]
         extra["raw_outputs"] = [str(o) for o in result.raw_outputs]
+    levels = [LevelOutput(np.asarray(lv.ids, dtype=np.int64), list(lv.names),
+                          {"k": lv.k, "names_sources": lv.sources, "names_notes": lv.notes, "coverage": lv.coverage,
+                           "parents_of_finer": lv.parents_of_finer}) for lv in result.levels]
     return MethodOutput(keys=prepared.keys, ids=np.asarray(result.cluster_ids, dtype=np.int64),
-                        cluster_names=list(result.names), extra=extra, details=details)
+                        cluster_names=list(result.names), extra=extra, details=details, levels=levels)
 
 
 def _clip_inputs(workspace: Workspace, req: ClusterRequest, keys: list[str]) -> dict[str, Any]:
@@ -172,6 +186,12 @@ def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
     return scores
 
 
+def _levels(value: Any) -> int:
+    if int(value) not in (1, 2, 3):
+        raise ValueError(f"{value}: expected 1, 2 or 3")
+    return int(value)
+
+
 def _fraction(value: Any) -> float:
     if not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{value}: expected a number in (0, 1]")
@@ -188,9 +208,14 @@ def report_ictc(summary: ClusteringSummary) -> list[str]:
     """The K names with their sizes, the names replaced, unmatched answers and what the call cache saved."""
     params = summary.params
     lines = summary.cluster_lines() + [f"  names: {note}" for note in params.get("names_replacements") or []]
+    lines += [f"  named {note}" for note in params.get("names_notes") or []]
+    if params.get("k_evidence"):
+        lines += [f"  k auto: {line}" for line in params["k_evidence"]]
     notes = []
     if params.get("coverage") is not None:
-        notes.append(f"coverage {params['coverage']:.0%} (raw-label mass the names match)")
+        what = ("items whose raw label lies in their concept" if params.get("names_mode") == "taxonomy"
+                else "raw-label mass the names match")
+        notes.append(f"coverage {params['coverage']:.0%} ({what})")
     if params.get("assign") == "label":
         notes.append(f"{params.get('n_llm_assigned', 0)} items placed by the LLM (labels matching no name)")
     notes.append(f"{params.get('n_unmatched', 0)} items assigned to the closest name without naming it")
@@ -209,8 +234,8 @@ LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
-    "item; criterion, k and llm are required, and every LLM answer is cached in the workspace, so a forced re-run "
-    "loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
+    "item; criterion, k (or auto: chosen from the raw labels' taxonomy) and llm are required, and every LLM "
+    "answer is cached in the workspace, so a forced re-run loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
         Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),
                help="what to cluster by, e.g. mood"),
@@ -218,7 +243,10 @@ register_method(MethodSpec(
         Option("generator", type=object, identity=False, help="an open TextGenerator instead of llm"),
         Option("names", default=DEFAULT_NAMES, choices=ICTC_NAMES,
                help="where the K names come from: frequent (the heaviest groups of raw labels), hybrid (the LLM's, "
-               "barely supported ones replaced) or llm (the paper's step 2b)"),
+               "barely supported ones replaced), llm (the paper's step 2b) or taxonomy (the label groups in one "
+               "tree cut at K, each concept named at its level: its dominant label, else a short LLM name)"),
+        Option("levels", type=int, default=1, check=_levels,
+               help="taxonomy depth: 2 or 3 stores coarser levels as linked clusterings"),
         Option("assign", default=DEFAULT_ASSIGN, choices=ICTC_ASSIGN,
                help="how step 3 assigns: label-embed (the raw label's name, else the name nearest the description "
                "by the text model), label (the same with the LLM instead), embed (nearest name by the text model), "

@@ -7,12 +7,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from clipclust.errors import InputError
 from clipclust.models.llm import CacheStats, DecodeParams, TextGenerator
 
 from clipclust.methods.ictc.assigning import (assign, assign_by_embedding, assign_by_label, assign_by_scores,
                                               degenerate_warnings)
+from clipclust.methods.ictc.concepts import coverage_of, place
 from clipclust.methods.ictc.grouping import coverage, frequent_names, group_labels, hybrid_names
+from clipclust.methods.ictc.hierarchy import Level, TreeNames, coarser_levels, tree_names
 from clipclust.methods.ictc.parsing import _dedupe, normalise
 from clipclust.methods.ictc.prompts import MODES, NAMES_MODES, STEPS, IctcPrompts, Layout, Mode, NamesMode, default_prompts
 from clipclust.methods.ictc.steps import (
@@ -69,6 +73,10 @@ class IctcResult:
     coverage: float | None = None
     n_llm_assigned: int = 0
     warnings: list[str] = field(default_factory=list)
+    names_sources: list[str] = field(default_factory=list)
+    names_notes: list[str] = field(default_factory=list)
+    k_evidence: list[str] = field(default_factory=list)
+    levels: list[Level] = field(default_factory=list)
 
     @property
     def prompts_source(self) -> str:
@@ -113,6 +121,11 @@ class IctcResult:
             "coverage": self.coverage,
             "n_llm_assigned": self.n_llm_assigned,
             "warnings": self.warnings,
+            "names_sources": self.names_sources,
+            "names_notes": self.names_notes,
+            "k_evidence": self.k_evidence,
+            "levels": [{"k": lv.k, "names": lv.names, "cluster_ids": lv.ids, "parents_of_finer": lv.parents_of_finer}
+                       for lv in self.levels],
             "calls": {s: {"hits": c.hits, "misses": c.misses} for s, c in self.stats.items()},
         }
 
@@ -121,7 +134,7 @@ def run_ictc(
     generator: TextGenerator | None,
     descriptions: Sequence[str],
     criterion: str,
-    k: int,
+    k: int | str,
     *,
     mode: Mode = "generate",
     names_mode: NamesMode = "llm",
@@ -136,6 +149,7 @@ def run_ictc(
     layout: Layout = "instruction_first",
     names: Sequence[str] | None = None,
     progress: StepProgress | None = None,
+    levels: int = 1,
 ) -> IctcResult:
     """Steps 2a, 2b and 3 on ``descriptions`` (step 1's output) for a criterion and K.
 
@@ -147,13 +161,22 @@ def run_ictc(
     given, also merges near-duplicate labels. ``params`` sets temperature/top_p/seed for every step
     (greedy by default); each step keeps its own token budget (2a: 24, 2b: :func:`names_budget`, 3:
     enough for the longest name). ``names`` skips step 2b (known class names; step 2a still runs for
-    ``label``). ``stats`` reports cache hits/misses per step when ``generator`` is a
+    ``label``). ``names_mode`` ``taxonomy``: the label groups in one count-weighted tree cut at K, each
+    concept named at its own level (:mod:`.concepts`), items placed through the tree by ``label`` and
+    ``label-embed``. ``k="auto"`` takes K from the tree's clearest merge-cost gap (any names mode);
+    ``levels`` 2 or 3 adds that many coarser cuts (taxonomy names only). ``stats`` reports cache hits/misses per step when ``generator`` is a
     :class:`~clipclust.models.llm.CachedGenerator`.
     """
     if not descriptions:
         raise InputError("no descriptions to cluster")
-    if k < 1:
+    if k != "auto" and int(k) < 1:
         raise InputError(f"k must be >= 1, got {k}")
+    if levels not in (1, 2, 3):
+        raise InputError(f"levels must be 1, 2 or 3, got {levels}")
+    if levels > 1 and names_mode != "taxonomy":
+        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy")
+    if (k == "auto" or levels > 1) and names is not None:
+        raise InputError("k auto and levels work on the raw labels' taxonomy; given names fix K and one level")
     if mode not in MODES:
         raise InputError(f"unknown step-3 mode {mode!r}; choose one of {', '.join(MODES)}")
     if names_mode not in NAMES_MODES:
@@ -164,6 +187,9 @@ def run_ictc(
         raise InputError(f"{mode} assignment needs a text embedding model")
     if mode == "clip" and clip_scores is None:
         raise InputError("clip assignment needs the items' stored image vectors and a CLIP model")
+    tree_needed = names is None and (names_mode == "taxonomy" or k == "auto")
+    if tree_needed and embed is None:
+        raise InputError("the label taxonomy (names taxonomy, k auto) needs a text embedding model")
     needs_labels = names is None or mode in ("label", "label-embed")
     if needs_labels and generator is None:
         raise InputError("step 2a (a raw label per description) needs an LLM")
@@ -177,7 +203,10 @@ def run_ictc(
         out = fn()
         after = _stats(generator) if generator is not None else None
         if before is not None and after is not None:
-            stats[step] = after - before
+            diff = after - before
+            if step in stats:  # a step measured in parts (the tree's names, then the levels')
+                diff.hits, diff.misses = diff.hits + stats[step].hits, diff.misses + stats[step].misses
+            stats[step] = diff
         return out
 
     labels: list[str] = []
@@ -195,6 +224,13 @@ def run_ictc(
             ),
         )
         dictionary = count_labels(labels)
+    tree: TreeNames | None = None
+    if tree_needed:
+        tree = measured("step2b", lambda: tree_names(group_labels(dictionary, embed), labels, descriptions, embed, k,
+                                                     generator, criterion, name=names_mode == "taxonomy"))
+        k = tree.k
+    k = int(k)
+    if needs_labels:
         kept, threshold = filter_labels(
             dictionary, k, n_items=len(descriptions), min_count=min_count, max_labels=max_labels
         )
@@ -207,6 +243,8 @@ def run_ictc(
         final_names = _dedupe([normalise(n) for n in names])
         if len(final_names) != k:
             raise InputError(f"{len(final_names)} distinct names given for k={k}")
+    elif tree is not None and tree.named is not None:
+        final_names, names_outputs = tree.named.names, list(tree.named.outputs.values())
     elif names_mode == "frequent":
         final_names = frequent_names(group_labels(dictionary, embed), k)
     else:
@@ -231,6 +269,8 @@ def run_ictc(
 
     def step3() -> Assignment:
         nonlocal n_llm
+        if tree is not None and tree.named is not None and mode in ("label", "label-embed"):
+            return _through_tree(tree, final_names)
         if mode in ("label", "label-embed"):
             result, n_llm = assign_by_label(
                 generator, descriptions, labels, final_names, criterion, prompts=prompts,
@@ -250,7 +290,33 @@ def run_ictc(
             params=step3_params, layout=layout, progress=progress,
         )
 
+    def _through_tree(tree: TreeNames, final_names: list[str]) -> Assignment:
+        nonlocal n_llm
+
+        def by_llm(rows: list[int]) -> list[int]:
+            nonlocal n_llm
+            n_llm = len(rows)
+            return assign(generator, [descriptions[i] for i in rows], final_names, criterion, mode="constrained",
+                          prompts=prompts, params=step3_params, layout=layout, progress=progress).cluster_ids
+
+        names_vecs = embed(final_names) if embed is not None else None
+        placed = place(tree.tax, tree.concepts, labels, tree.desc_vecs, rest=by_llm if mode == "label" else None,
+                       name_vecs=None if names_vecs is None else np.asarray(names_vecs, dtype=np.float64))
+        if progress is not None:
+            progress("step3", len(placed.ids), len(placed.ids))
+        return Assignment([final_names[i] for i in placed.ids], placed.ids, placed.by_label)
+
     result: Assignment = measured("step3", step3)
+    warnings = degenerate_warnings(result.cluster_ids, final_names)
+    level_list: list[Level] = []
+    if tree is not None and levels > 1:
+        level_list, notes = measured("step2b", lambda: coarser_levels(tree, result.cluster_ids, labels, levels,
+                                                                      generator, criterion))
+        warnings += notes
+    if tree is not None and tree.named is not None:
+        cover = coverage_of(result.cluster_ids, labels, tree.concept_of) if labels else None
+    else:
+        cover = coverage(final_names, dictionary) if dictionary else None
     return IctcResult(
         criterion=criterion, k=k, mode=mode, prompts=prompts, extra=extra, params=base,
         raw_outputs=outputs, raw_labels=labels, dictionary=dictionary, kept=kept,
@@ -259,6 +325,8 @@ def run_ictc(
         cluster_ids=result.cluster_ids, matched=result.matched, stats=stats,
         names_mode="given" if names is not None else names_mode, names_proposed=proposed,
         names_replacements=replacements,
-        coverage=coverage(final_names, dictionary) if dictionary else None,
-        n_llm_assigned=n_llm, warnings=degenerate_warnings(result.cluster_ids, final_names),
+        coverage=cover, n_llm_assigned=n_llm, warnings=warnings,
+        names_sources=tree.named.sources if tree is not None and tree.named is not None else [],
+        names_notes=tree.named.notes(tree.tax, tree.concepts) if tree is not None and tree.named is not None else [],
+        k_evidence=tree.k_evidence if tree is not None else [], levels=level_list,
     )

@@ -1,0 +1,93 @@
+"""The taxonomy in the run: K chosen from it (``auto``), names at K's level, and the coarser levels.
+
+:mod:`.taxonomy` builds and cuts the tree, :mod:`.concepts` names a cut and places items through it;
+this module strings them together for :func:`~clipclust.methods.ictc.run.run_ictc`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipclust.errors import InputError
+from clipclust.models.llm import TextGenerator
+
+from clipclust.methods.ictc.concepts import ConceptNames, coverage_of, name_concepts
+from clipclust.methods.ictc.grouping import LabelGroup
+from clipclust.methods.ictc.taxonomy import (Taxonomy, build_taxonomy, choose_k, coarser_ks, concept_of_labels,
+                                             nested_parents)
+
+Embedder = Callable[[Sequence[str]], Any]
+
+
+@dataclass
+class TreeNames:
+    """A cut of the tree with its names: what step 3 and the levels start from."""
+
+    tax: Taxonomy
+    desc_vecs: np.ndarray
+    k: int
+    concepts: list[list[int]]
+    named: ConceptNames | None = None
+    k_evidence: list[str] = field(default_factory=list)
+
+    @property
+    def concept_of(self) -> dict[str, int]:
+        return concept_of_labels(self.tax, self.concepts)
+
+
+@dataclass
+class Level:
+    """One coarser level: a cluster id per item, its names, and its parent of each finer cluster."""
+
+    k: int
+    ids: list[int]
+    names: list[str]
+    sources: list[str]
+    notes: list[str]
+    parents_of_finer: list[int]
+    coverage: float
+
+
+def tree_names(
+    groups: Sequence[LabelGroup], labels: Sequence[str], descriptions: Sequence[str], embed: Embedder | None,
+    k: int | str, generator: TextGenerator | None, criterion: str, *, name: bool = True,
+) -> TreeNames:
+    """The tree over the label groups, K (``auto``: the clearest gap), and the K concepts named (``name``)."""
+    if embed is None:
+        raise InputError("the label taxonomy needs a text embedding model")
+    auto = k == "auto"
+    tax, desc_vecs = build_taxonomy(groups, labels, descriptions, embed, k=None if auto else int(k))
+    evidence: list[str] = []
+    if auto:
+        k, evidence = choose_k(tax, len(descriptions))
+    k = int(k)
+    concepts = tax.cut(k)
+    named = name_concepts(tax, concepts, generator, criterion) if name else None
+    return TreeNames(tax, desc_vecs, k, concepts, named, evidence)
+
+
+def coarser_levels(
+    tree: TreeNames, fine_ids: Sequence[int], labels: Sequence[str], levels: int, generator: TextGenerator | None,
+    criterion: str,
+) -> tuple[list[Level], list[str]]:
+    """The ``levels - 1`` coarser cuts (coarsest first), each named like the fine one, and warnings
+    when the fine K leaves no room for them."""
+    ks = coarser_ks(tree.tax, tree.k, levels)
+    warnings = []
+    if len(ks) < levels - 1:
+        warnings.append(f"k={tree.k} leaves room for {len(ks)} coarser level(s), not {levels - 1}: "
+                        f"{len(ks) + 1} level(s) stored")
+    out: list[Level] = []
+    cuts = [tree.tax.cut(c) for c in ks]
+    parents_fine = [nested_parents(tree.concepts, cut) for cut in cuts]
+    for ci, (c, cut) in enumerate(zip(ks, cuts)):
+        named = name_concepts(tree.tax, cut, generator, criterion)
+        ids = [parents_fine[ci][i] for i in fine_ids]
+        finer = tree.concepts if ci == len(cuts) - 1 else cuts[ci + 1]
+        out.append(Level(c, ids, named.names, named.sources, named.notes(tree.tax, cut),
+                         nested_parents(finer, cut), coverage_of(ids, labels, concept_of_labels(tree.tax, cut))))
+    return out, warnings
