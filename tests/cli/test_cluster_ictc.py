@@ -109,9 +109,11 @@ def test_ictc_defaults_name_from_labels_and_a_rerun_loads_no_model(
     assert first.code == 0, first.err
     assert "coverage " in first.out and "items assigned to the closest name without naming it" in first.out
     params = Workspace(imported).read_clustering("ictc-mood")["params"]
-    assert params["names_mode"] == "frequent" and params["assign"] == "label-embed"
+    # names auto: SmolLM2's labels put two heavy labels in one concept, so the concepts are named
+    assert params["names_mode"] == "taxonomy" and params["assign"] == "label-embed"
+    assert params["names_choice"].startswith("auto: heavy labels in one concept")
+    assert "names auto: heavy labels in one concept" in first.out
     assert "step3" not in params["calls"] or params["calls"]["step3"]["misses"] == 0  # no LLM call in step 3
-    assert "step2b" not in params["calls"]  # the names come from the raw labels, no LLM call
     assert params["text_model"].startswith("sentence-transformers:")
     assert 0.0 < params["coverage"] <= 1.0
 
@@ -151,13 +153,13 @@ def test_ictc_generate_mode(cli, imported: Path) -> None:
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--assign", "vote"),
          "--assign: 'vote': expected one of label-embed, label, embed, clip, constrained, generate"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "vote"),
-         "--names: 'vote': expected one of frequent, hybrid, llm, taxonomy"),
+         "--names: 'vote': expected one of auto, frequent, hybrid, llm, taxonomy"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "0"),
          "--levels: 0: expected 1, 2 or 3"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "4"),
          "--levels: 4: expected 1, 2 or 3"),
-        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "2"),
-         "--levels: coarser levels are cuts of the label taxonomy; choose names taxonomy"),
+        (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--levels", "2",
+          "--names", "frequent"), "--levels: coarser levels are cuts of the label taxonomy; choose names taxonomy"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--names", "taxonomy",
           "--extra", "Be brief."), "--extra: an extra naming instruction is for the LLM's names"),
         (("cluster", "--method", "ictc", "--criterion", "mood", "-k", "3", "--llm", "x.gguf", "--top-p", "1.5"),

@@ -158,3 +158,19 @@ def test_k_auto_takes_the_clearest_gap_and_says_why() -> None:
     with pytest.raises(InputError, match="fewer than k=2"):
         run_ictc(Scripted(lambda r: "Answer: whale"), descs, "animal", "auto", mode="label-embed",
                  names_mode="taxonomy", embed=toy_embed)
+
+
+def test_auto_names_keep_labels_at_k_level_and_name_concepts_when_labels_are_finer() -> None:
+    descs, truth = animals()
+    gen = Scripted(labelling({"whale": "Sea mammals", "eagle": "Birds."}))
+    fine = run_ictc(gen, descs, "animal", 6, mode="label-embed", names_mode="auto", embed=toy_embed)
+    old = run_ictc(gen, descs, "animal", 6, mode="label-embed", names_mode="frequent", embed=toy_embed)
+    assert fine.names_mode == "frequent" and fine.names == old.names and fine.cluster_ids == old.cluster_ids
+    assert fine.names_choice.startswith("auto: the 6 heaviest raw labels hold 100% of the items, one per concept")
+    coarse = run_ictc(gen, descs, "animal", 2, mode="label-embed", names_mode="auto", embed=toy_embed)
+    assert coarse.names_mode == "taxonomy" and coarse.names == ["sea mammals", "birds"]
+    assert coarse.cluster_ids == truth
+    assert "hold 45% of the items (under 50%): the labels are finer than k" in coarse.names_choice
+    deeper = run_ictc(gen, descs, "animal", 6, mode="label-embed", names_mode="auto", embed=toy_embed, levels=2)
+    assert deeper.names_mode == "taxonomy" and "levels need the concepts" in deeper.names_choice
+    assert [lv.k for lv in deeper.levels] == [2]

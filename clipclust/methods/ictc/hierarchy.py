@@ -91,3 +91,29 @@ def coarser_levels(
         out.append(Level(c, ids, named.names, named.sources, named.notes(tree.tax, cut),
                          nested_parents(finer, cut), coverage_of(ids, labels, concept_of_labels(tree.tax, cut))))
     return out, warnings
+
+
+FINE_COVERAGE = 0.5
+"""The K heaviest label groups must hold at least this share of the labelled items for the labels to
+sit at K's level (CIFAR-10's dev set at K=10: 0.79; at K=2 animal/vehicle: 0.18)."""
+
+
+def labels_at_level(tree: TreeNames, groups: Sequence[LabelGroup], n_labelled: int) -> tuple[bool, str]:
+    """Whether the K heaviest label groups can name K clusters as they are (``auto`` names): they hold
+    at least :data:`FINE_COVERAGE` of the items, and the tree cut at K puts each in a concept of its own
+    (two of them in one concept are a label beside its parent or child, "brass" beside "trumpet").
+    Returns the answer and the reason, printed with the result."""
+    heavy = list(groups[: tree.k])
+    share = sum(g.count for g in heavy) / max(n_labelled, 1)
+    of = tree.concept_of
+    concepts = [of.get(g.name) for g in heavy]
+    shared = sorted({c for c in concepts if c is not None and concepts.count(c) > 1})
+    if len(heavy) < tree.k:
+        return False, f"the raw labels form {len(heavy)} groups, fewer than k={tree.k}: named by concept"
+    if share < FINE_COVERAGE:
+        return False, (f"the {tree.k} heaviest raw labels hold {share:.0%} of the items (under "
+                       f"{FINE_COVERAGE:.0%}): the labels are finer than k, named by concept")
+    if shared:
+        pairs = "; ".join(" / ".join(g.name for g, c in zip(heavy, concepts) if c == s) for s in shared)
+        return False, f"heavy labels in one concept ({pairs}): named by concept"
+    return True, f"the {tree.k} heaviest raw labels hold {share:.0%} of the items, one per concept: named by them"

@@ -22,10 +22,10 @@ from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, Level
 
 ICTC_ASSIGN = ("label-embed", "label", "embed", "clip", "constrained", "generate")
 CLIP_TEMPLATE = "a photo of a <>."
-ICTC_NAMES = ("frequent", "hybrid", "llm", "taxonomy")
-# The best measured with a 0.5B model at fine K (bench/ictc_quality.py); taxonomy wins at coarse K but
-# placed one item fewer at K=10, so it is asked for, not the default.
-DEFAULT_NAMES, DEFAULT_ASSIGN = "frequent", "label-embed"
+ICTC_NAMES = ("auto", "frequent", "hybrid", "llm", "taxonomy")
+# auto: frequent where the raw labels sit at K's level (the best measured at fine K with a 0.5B model,
+# bench/ictc_quality.py), taxonomy where they are finer than K or a heavy label is another's parent.
+DEFAULT_NAMES, DEFAULT_ASSIGN = "auto", "label-embed"
 
 
 def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
@@ -40,8 +40,9 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError("the ictc method needs the number of clusters, or auto (chosen from the raw labels)",
                          option="k")
     levels = int(req.option("levels", 1))
-    if levels > 1 and req.option("names") != "taxonomy":
-        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy", option="levels")
+    if levels > 1 and req.option("names") not in ("taxonomy", "auto"):
+        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy or auto",
+                         option="levels")
     mode = req.option("assign")
     llm, generator = req.option("llm"), req.option("generator")
     if llm is None and generator is None:
@@ -65,7 +66,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     if "model_name" in backend:
         backend["model"] = backend.pop("model_name")
     names_mode = req.option("names")
-    if req.option("extra") is not None and names_mode in ("frequent", "taxonomy"):
+    if req.option("extra") is not None and names_mode in ("auto", "frequent", "taxonomy"):
         raise InputError("an extra naming instruction is for the LLM's names; choose names llm or hybrid",
                          option="extra")
     text_encoder = None
@@ -127,6 +128,7 @@ def compute_ictc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
         "names_replacements": result.names_replacements, "coverage": result.coverage,
         "n_llm_assigned": result.n_llm_assigned, "warnings": result.warnings,
         "names_sources": result.names_sources, "names_notes": result.names_notes,
+        "names_choice": result.names_choice,
         **({"k_evidence": result.k_evidence, "k_chosen": result.k} if ctx["k"] == "auto" else {}),
         "text_model": ctx["text_encoder"].identity if ctx["text_encoder"] is not None else None,
         "clip": None if ctx["clip"] is None else {"image_set": ctx["clip"]["set"].id,
@@ -208,6 +210,7 @@ def report_ictc(summary: ClusteringSummary) -> list[str]:
     """The K names with their sizes, the names replaced, unmatched answers and what the call cache saved."""
     params = summary.params
     lines = summary.cluster_lines() + [f"  names: {note}" for note in params.get("names_replacements") or []]
+    lines += [f"  names {params['names_choice']}"] if params.get("names_choice") else []
     lines += [f"  named {note}" for note in params.get("names_notes") or []]
     if params.get("k_evidence"):
         lines += [f"  k auto: {line}" for line in params["k_evidence"]]
@@ -242,7 +245,8 @@ register_method(MethodSpec(
         Option("llm", help="a .gguf file, hf:ORG/NAME or a folder, or http://HOST:PORT/v1"),
         Option("generator", type=object, identity=False, help="an open TextGenerator instead of llm"),
         Option("names", default=DEFAULT_NAMES, choices=ICTC_NAMES,
-               help="where the K names come from: frequent (the heaviest groups of raw labels), hybrid (the LLM's, "
+               help="where the K names come from: auto (frequent when the K heaviest raw labels hold half the items "
+               "and none is another's parent, else taxonomy), frequent (the heaviest groups of raw labels), hybrid (the LLM's, "
                "barely supported ones replaced), llm (the paper's step 2b) or taxonomy (the label groups in one "
                "tree cut at K, each concept named at its level: its dominant label, else a short LLM name)"),
         Option("levels", type=int, default=1, check=_levels,

@@ -30,8 +30,8 @@ _PRESET_ALIASES = {
 Layout = Literal["instruction_first", "description_first"]
 Mode = Literal["generate", "constrained", "embed", "label", "label-embed", "clip"]
 MODES: tuple[str, ...] = ("generate", "constrained", "embed", "label", "label-embed", "clip")
-NamesMode = Literal["llm", "frequent", "hybrid", "taxonomy"]
-NAMES_MODES: tuple[str, ...] = ("llm", "frequent", "hybrid", "taxonomy")
+NamesMode = Literal["auto", "llm", "frequent", "hybrid", "taxonomy"]
+NAMES_MODES: tuple[str, ...] = ("auto", "llm", "frequent", "hybrid", "taxonomy")
 
 
 def fill(template: str, **values: Any) -> str:

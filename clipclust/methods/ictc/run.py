@@ -14,9 +14,9 @@ from clipclust.models.llm import CacheStats, DecodeParams, TextGenerator
 
 from clipclust.methods.ictc.assigning import (assign, assign_by_embedding, assign_by_label, assign_by_scores,
                                               degenerate_warnings)
-from clipclust.methods.ictc.concepts import coverage_of, place
+from clipclust.methods.ictc.concepts import coverage_of, name_concepts, place
 from clipclust.methods.ictc.grouping import coverage, frequent_names, group_labels, hybrid_names
-from clipclust.methods.ictc.hierarchy import Level, TreeNames, coarser_levels, tree_names
+from clipclust.methods.ictc.hierarchy import Level, TreeNames, coarser_levels, labels_at_level, tree_names
 from clipclust.methods.ictc.parsing import _dedupe, normalise
 from clipclust.methods.ictc.prompts import MODES, NAMES_MODES, STEPS, IctcPrompts, Layout, Mode, NamesMode, default_prompts
 from clipclust.methods.ictc.steps import (
@@ -75,6 +75,7 @@ class IctcResult:
     warnings: list[str] = field(default_factory=list)
     names_sources: list[str] = field(default_factory=list)
     names_notes: list[str] = field(default_factory=list)
+    names_choice: str = ""
     k_evidence: list[str] = field(default_factory=list)
     levels: list[Level] = field(default_factory=list)
 
@@ -123,6 +124,7 @@ class IctcResult:
             "warnings": self.warnings,
             "names_sources": self.names_sources,
             "names_notes": self.names_notes,
+            "names_choice": self.names_choice,
             "k_evidence": self.k_evidence,
             "levels": [{"k": lv.k, "names": lv.names, "cluster_ids": lv.ids, "parents_of_finer": lv.parents_of_finer}
                        for lv in self.levels],
@@ -173,8 +175,8 @@ def run_ictc(
         raise InputError(f"k must be >= 1, got {k}")
     if levels not in (1, 2, 3):
         raise InputError(f"levels must be 1, 2 or 3, got {levels}")
-    if levels > 1 and names_mode != "taxonomy":
-        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy")
+    if levels > 1 and names_mode not in ("taxonomy", "auto"):
+        raise InputError("coarser levels are cuts of the label taxonomy; choose names taxonomy or auto")
     if (k == "auto" or levels > 1) and names is not None:
         raise InputError("k auto and levels work on the raw labels' taxonomy; given names fix K and one level")
     if mode not in MODES:
@@ -187,7 +189,7 @@ def run_ictc(
         raise InputError(f"{mode} assignment needs a text embedding model")
     if mode == "clip" and clip_scores is None:
         raise InputError("clip assignment needs the items' stored image vectors and a CLIP model")
-    tree_needed = names is None and (names_mode == "taxonomy" or k == "auto")
+    tree_needed = names is None and (names_mode in ("taxonomy", "auto") or k == "auto")
     if tree_needed and embed is None:
         raise InputError("the label taxonomy (names taxonomy, k auto) needs a text embedding model")
     needs_labels = names is None or mode in ("label", "label-embed")
@@ -225,10 +227,18 @@ def run_ictc(
         )
         dictionary = count_labels(labels)
     tree: TreeNames | None = None
+    names_note = ""
     if tree_needed:
         tree = measured("step2b", lambda: tree_names(group_labels(dictionary, embed), labels, descriptions, embed, k,
                                                      generator, criterion, name=names_mode == "taxonomy"))
         k = tree.k
+        if names_mode == "auto":
+            at_level, why = labels_at_level(tree, group_labels(dictionary, embed), sum(dictionary.values()))
+            names_chosen = "frequent" if at_level and levels == 1 else "taxonomy"
+            if names_chosen == "taxonomy":
+                tree.named = measured("step2b", lambda: name_concepts(tree.tax, tree.concepts, generator, criterion))
+            names_note = f"auto: levels need the concepts ({why})" if at_level and levels > 1 else f"auto: {why}"
+            names_mode = names_chosen
     k = int(k)
     if needs_labels:
         kept, threshold = filter_labels(
@@ -323,7 +333,7 @@ def run_ictc(
         min_count=threshold, names=final_names, names_outputs=names_outputs,
         names_attempts=attempts, names_fallback=fallback, answers=result.answers,
         cluster_ids=result.cluster_ids, matched=result.matched, stats=stats,
-        names_mode="given" if names is not None else names_mode, names_proposed=proposed,
+        names_mode="given" if names is not None else names_mode, names_proposed=proposed, names_choice=names_note,
         names_replacements=replacements,
         coverage=cover, n_llm_assigned=n_llm, warnings=warnings,
         names_sources=tree.named.sources if tree is not None and tree.named is not None else [],
