@@ -78,16 +78,26 @@ def discover_command(
     print_report(report, llm)
 
 
+def _values(values: list[dict]) -> str:
+    return ", ".join(f"{v['value']} {v['count']}" for v in values) or "-"
+
+
 def print_report(report: DiscoverReport, llm: Optional[str]) -> None:
-    """The criteria table, one line on what was read and kept, the dropped candidates; the next step on stderr."""
+    """The criteria table, the dropped candidates with the reason, one line on what was read; the next step and
+    a reused result's warnings on stderr."""
     out = common.stdout()
-    table = Table("#", "criterion", "explanation", f"values seen (of {report.label_sample} labelled)", "groups",
-                  "batches", title=f"criteria for '{report.on}'", title_justify="left")
-    for i, c in enumerate(report.criteria, start=1):
-        values = ", ".join(f"{v['value']} {v['count']}" for v in c["values"])
-        table.add_row(str(i), c["criterion"], c["explanation"] or "-", values, str(c["groups"]),
-                      f"{c['batches']}/{report.n_batches}")
     if report.criteria:
+        table = Table("#", "criterion", "explanation", f"values seen (of {report.label_sample} labelled)", "groups",
+                      "batches", title=f"criteria for '{report.on}'", title_justify="left")
+        for i, c in enumerate(report.criteria, start=1):
+            table.add_row(str(i), c["criterion"], c["explanation"] or "-", _values(c["values"]), str(c["groups"]),
+                          f"{c['batches']}/{report.n_batches}")
+        out.print(table)
+    if report.dropped:
+        table = Table("criterion", "why dropped", f"values seen (of {report.label_sample} labelled)", "batches",
+                      title="proposed, dropped", title_justify="left")
+        for d in report.dropped:
+            table.add_row(d["criterion"], d["reason"], _values(d["values"]), f"{d['batches']}/{report.n_batches}")
         out.print(table)
     status = "reused; pass --force to propose again" if report.reused else f"stored in {report.seconds:.1f}s"
     line = (f"discover: {status} ({len(report.criteria)} of {report.n} criteria from {report.n_candidates} proposed; "
@@ -96,14 +106,13 @@ def print_report(report: DiscoverReport, llm: Optional[str]) -> None:
     if report.calls:
         line += f"; LLM calls: {report.calls.get('hits', 0)} cached, {report.calls.get('misses', 0)} new"
     out.print(line, highlight=False, markup=False)
-    if report.dropped:
-        dropped = "; ".join(f"{d['criterion']} ({d['reason']})" for d in report.dropped)
-        out.print(f"dropped: {dropped}", highlight=False, markup=False)
     err = common.stderr()
-    if report.reused and not common.STATE.quiet:
+    if common.STATE.quiet:
+        return
+    if report.reused:  # a fresh run warned as it went
         for warning in report.warnings:
             err.print(f"warning: {warning}", highlight=False, markup=False)
-    if report.criteria and llm and not common.STATE.quiet:
+    if report.criteria and llm:
         best = report.criteria[0]
         err.print(f"cluster by one: clipclust cluster --method ictc --on {shlex.quote(report.set_id)} --criterion "
                   f"{shlex.quote(best['criterion'])} -k {best['groups']} --llm {shlex.quote(llm)}",

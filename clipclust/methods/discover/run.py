@@ -14,7 +14,7 @@ from clipclust.methods.discover.scoring import LabelStats, duplicate_of, label_s
 
 PER_BATCH = 3
 """Criteria asked of each batch: a few short lines a 0.5B model can write without drifting."""
-PROPOSE_TOKENS = 100
+PROPOSE_TOKENS = 72
 """Room for the example's lines a small model repeats first, and three of its own."""
 LABEL_TOKENS = 24
 
