@@ -29,12 +29,15 @@ class Refusing(TextGenerator):
 
 
 class ToyEncoder:
-    """A text encoder that needs no model: one axis per distinct text."""
+    """A text encoder that needs no model: one axis per distinct text, so nothing merges by meaning."""
 
     identity = "toy-encoder"
 
+    def __init__(self) -> None:
+        self.axes: dict[str, int] = {}
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        return np.eye(64)[[hash(t) % 64 for t in texts]]
+        return np.eye(256)[[self.axes.setdefault(t, len(self.axes)) for t in texts]]
 
 
 @pytest.fixture()

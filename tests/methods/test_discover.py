@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipclust.errors import InputError
-from clipclust.methods.discover import (batches, criterion_key, groups_for_mass, merge_candidates, parse_criteria,
+from clipclust.methods.discover import (all_different, batches, criterion_key, groups_for_mass, merge_candidates, parse_criteria,
                                         partition_ami, run_discover, sample_order, verdict)
 from clipclust.models.llm import CachedGenerator, GenerationRequest, MemoryCallStore
 
@@ -70,7 +70,8 @@ def test_candidates_merge_by_key_and_meaning_and_rank_by_batches() -> None:
 def test_group_estimate_and_verdicts() -> None:
     assert groups_for_mass([10, 5, 3, 1, 1, 1]) == 4 and groups_for_mass([10, 5, 3, 1, 1]) == 3 and groups_for_mass([]) == 0 and groups_for_mass([7]) == 1
     assert verdict([("red", 19), ("blue", 1)], 20, 20) == "one value"
-    assert verdict([(str(i), 1) for i in range(12)], 12, 12) == "all different"
+    assert verdict([(str(i), 1) for i in range(12)], 12, 12) == "" and all_different([(str(i), 1) for i in range(12)])
+    assert not all_different([("red", 2), ("blue", 1)])
     assert verdict([("red", 2), ("blue", 1)], 3, 12) == "no answers"
     assert verdict([("red", 8), ("blue", 4)], 12, 12) == ""
     assert partition_ami([0, 0, 1, 1], [5, 5, 7, 7]) == pytest.approx(1.0)
@@ -99,6 +100,8 @@ def scripted(proposals: Sequence[str]) -> Scripted:
             return f"Answer: {words[1]}"
         if criterion == "setting":
             return "Answer: outdoors"
+        if criterion == "kind":  # other words, the same partition as object
+            return "Answer: " + {"car": "automobile", "cat": "feline", "boat": "vessel", "dog": "canine"}[words[2]]
         if criterion == "picture number":
             return f"Answer: number {words[-1]}"
         return "Answer: none"
@@ -110,14 +113,14 @@ PROPOSALS = [
     "cuisine: the country a dish comes from\nobject: what the picture shows\ncolour: the main colour",
     "1. Main object: the thing shown\n2. setting: where it is",
     "object: the thing\nthing: the thing in the picture\npicture number: its index",
-    "objects - what is shown\ncolour - its colour",
+    "objects - what is shown\ncolour - its colour\nkind: the kind",
 ]
 
 
 def test_run_keeps_criteria_the_labels_support_and_drops_the_rest() -> None:
     gen = scripted(PROPOSALS)
     cached = CachedGenerator(gen, MemoryCallStore())
-    result = run_discover(cached, TEXTS, 4, sample=32, batch=8, label_sample=16, check=6, seed=1)
+    result = run_discover(cached, TEXTS, 4, sample=32, batch=8, label_sample=16, check=7, seed=1)
     assert result.n_batches == 4 and result.n_sampled == 32 and result.n_label_sample == 16
     assert [c.name for c in result.criteria] == ["object", "colour"]
     obj, colour = result.criteria
@@ -125,14 +128,15 @@ def test_run_keeps_criteria_the_labels_support_and_drops_the_rest() -> None:
     assert {v for v, _ in obj.values} == set(OBJECTS) and obj.n_groups == 4 and obj.n_labelled == 16
     assert {v for v, _ in colour.values} == set(COLOURS) and colour.n_groups == 2
     reasons = {d["criterion"]: d["reason"] for d in result.dropped}
-    assert reasons["setting"] == "one value" and reasons["picture number"] == "all different"
-    assert reasons["thing"].startswith("duplicate of object (AMI 1.00")
+    assert reasons["setting"] == "one value" and reasons["picture number"] == "all different (no value seen twice in 16)"
+    assert reasons["thing"] == "duplicate of object (same labels for 100% of the items)"
+    assert reasons["kind"] == "duplicate of object (AMI 1.00)"
     assert any("'setting': one value for every sampled description" in w for w in result.warnings)
     assert any("found 2 distinct criteria of the 4 asked" in w for w in result.warnings)
-    # bounded: 4 proposal calls, then 16 labels for each of the 5 candidates checked
-    assert len(gen.requests) == 4 + 5 * 16 and result.calls == {"hits": 0, "misses": 4 + 5 * 16}
-    again = run_discover(cached, TEXTS, 4, sample=32, batch=8, label_sample=16, check=6, seed=1)
-    assert again.calls == {"hits": 84, "misses": 0} and [c.name for c in again.criteria] == ["object", "colour"]
+    # bounded: 4 proposal calls, then 16 labels for each of the 6 candidates checked
+    assert len(gen.requests) == 4 + 6 * 16 and result.calls == {"hits": 0, "misses": 4 + 6 * 16}
+    again = run_discover(cached, TEXTS, 4, sample=32, batch=8, label_sample=16, check=7, seed=1)
+    assert again.calls == {"hits": 100, "misses": 0} and [c.name for c in again.criteria] == ["object", "colour"]
 
 
 def test_checks_stop_at_n_kept_criteria() -> None:

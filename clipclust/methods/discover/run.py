@@ -10,7 +10,7 @@ from clipclust.errors import InputError
 from clipclust.models.llm import CachedGenerator, DecodeParams, TextGenerator
 
 from clipclust.methods.discover.proposing import Candidate, Embedder, batches, merge_candidates, propose, sample_order
-from clipclust.methods.discover.scoring import LabelStats, duplicate_of, label_stats
+from clipclust.methods.discover.scoring import LabelStats, all_different, duplicate_of, label_stats
 
 PER_BATCH = 3
 """Criteria asked of each batch: a few short lines a 0.5B model can write without drifting."""
@@ -99,11 +99,9 @@ def run_discover(generator: TextGenerator, texts: Sequence[str], n: int, *, samp
         stats = label_stats(generator, label_texts, candidate.name, params=params, embed=embed)
         if progress is not None:
             progress("labels", checked, min(check, len(candidates)))
-        reason = stats.verdict
-        if not reason:
-            twin = duplicate_of(stats, [s for _, s in kept])
-            if twin is not None:
-                reason = f"duplicate of {twin[0]} (AMI {twin[1]:.2f})"
+        reason = stats.verdict or duplicate_of(stats, [s for _, s in kept]) or ""
+        if not reason and all_different(stats.groups):
+            reason = f"all different (no value seen twice in {len(label_texts)})"
         if reason:
             dropped.append({"criterion": candidate.name, "reason": reason, "batches": candidate.support,
                             "values": [{"value": v, "count": c} for v, c in stats.values]})

@@ -30,6 +30,10 @@ MIN_ANSWERED = 0.5
 """A criterion the LLM answers (a label that is not junk) for fewer of the sampled items is dropped."""
 DUPLICATE_AMI = 0.7
 """Adjusted mutual information from which a criterion repeats a better-ranked one's partition."""
+SAME_LABELS = 0.7
+"""Share of the items labelled by both from which a criterion repeats a better-ranked one's very labels (a
+small model asked for "colour" that answers with the object): caught even where every label is different
+and the partitions' AMI says nothing."""
 MAX_VALUES = 8
 """Values shown per criterion: its heaviest label groups."""
 
@@ -74,14 +78,18 @@ def groups_for_mass(counts: Sequence[int], share: float = MASS_SHARE) -> int:
 
 def verdict(groups: Sequence[tuple[str, int]], n_labelled: int, n_sampled: int) -> str:
     """Why a criterion says nothing about the sample, or "" when it sorts it: "no answers" (too few
-    usable labels), "one value" (the heaviest group holds 90%), "all different" (no value seen twice)."""
+    usable labels), "one value" (the heaviest group holds 90%). "all different" (no value seen twice) is
+    :func:`all_different`, decided after the duplicate check, which names the better reason."""
     if n_labelled < max(2, MIN_ANSWERED * n_sampled):
         return "no answers"
     if len(groups) <= 1 or groups[0][1] >= ONE_VALUE_SHARE * n_labelled:
         return "one value"
-    if all(count == 1 for _, count in groups):
-        return "all different"
     return ""
+
+
+def all_different(groups: Sequence[tuple[str, int]]) -> bool:
+    """No value seen twice: on this sample the criterion gives every item a group of its own."""
+    return bool(groups) and all(count == 1 for _, count in groups)
 
 
 def label_stats(generator: TextGenerator, texts: Sequence[str], criterion: str, *, params: DecodeParams,
@@ -108,11 +116,25 @@ def partition_ami(a: Sequence[int], b: Sequence[int]) -> float:
     return float(adjusted_mutual_info_score(list(a), list(b)))
 
 
-def duplicate_of(stats: LabelStats, kept: Sequence[LabelStats], threshold: float = DUPLICATE_AMI) -> tuple[str, float] | None:
-    """The better-ranked kept criterion whose partition ``stats`` repeats (AMI at least ``threshold``), with the AMI."""
-    best: tuple[str, float] | None = None
+def same_labels(a: LabelStats, b: LabelStats) -> float:
+    """The share of the items labelled by both criteria whose labels are the same concept (by name key)."""
+    from clipclust.methods.ictc import name_key
+
+    def names(stats: LabelStats) -> list[str | None]:
+        return [name_key(stats.groups[g][0]) if g >= 0 else None for g in stats.assignment]
+
+    both = [(x, y) for x, y in zip(names(a), names(b)) if x is not None and y is not None]
+    return sum(1 for x, y in both if x == y) / len(both) if both else 0.0
+
+
+def duplicate_of(stats: LabelStats, kept: Sequence[LabelStats], threshold: float = DUPLICATE_AMI) -> str | None:
+    """Why ``stats`` repeats a better-ranked kept criterion, or None: the same labels for most items
+    (:data:`SAME_LABELS`), or the same partition (AMI at least ``threshold``)."""
     for other in kept:
+        share = same_labels(stats, other)
+        if share >= SAME_LABELS:
+            return f"duplicate of {other.criterion} (same labels for {share:.0%} of the items)"
         ami = partition_ami(stats.assignment, other.assignment)
-        if ami >= threshold and (best is None or ami > best[1]):
-            best = (other.criterion, ami)
-    return best
+        if ami >= threshold:
+            return f"duplicate of {other.criterion} (AMI {ami:.2f})"
+    return None
