@@ -67,6 +67,8 @@ def discover_command(
         for value, flag in ((threads, "--threads"), (concurrency, "--concurrency")):
             if value is not None and value < 1:
                 raise common.fail(f"{flag} must be at least 1, got {value}")
+        if timeout is not None and timeout <= 0:
+            raise common.fail(f"--timeout must be a number of seconds above 0, got {timeout}")
         report = discover(common.workspace(), on=on, llm=llm, n=n, sample=sample, batch=batch,
                           label_sample=label_sample, seed=seed, split=split, model=model, text_model=text_model,
                           force=force, reporter=common.RichReporter(quiet=common.STATE.quiet), n_threads=threads,

@@ -81,6 +81,7 @@ def test_discover_with_smollm2_stores_prints_and_reuses_without_a_model(cli, imp
     (("-n", "0"), "-n: the number of criteria must be a whole number of at least 1, got 0"),
     (("--sample", "1"), "--sample: the sample must be a whole number of at least 2"),
     (("--threads", "0"), "--threads must be at least 1"),
+    (("--timeout", "0"), "--timeout must be a number of seconds above 0"),
 ])
 def test_bad_numbers(cli, imported: Path, args: tuple[str, ...], needle: str) -> None:
     res = run(cli, *args)
