@@ -129,7 +129,7 @@ def test_run_keeps_criteria_the_labels_support_and_drops_the_rest() -> None:
     assert {v for v, _ in colour.values} == set(COLOURS) and colour.n_groups == 2
     reasons = {d["criterion"]: d["reason"] for d in result.dropped}
     assert reasons["setting"] == "one value" and reasons["picture number"] == "all different (no value seen twice in 16)"
-    assert reasons["thing"] == "duplicate of object (same labels for 100% of the items)"
+    assert reasons["thing"] == "duplicate of object (its values for 100% of the items)"
     assert reasons["kind"] == "duplicate of object (AMI 1.00)"
     assert any("'setting': one value for every sampled description" in w for w in result.warnings)
     assert any("found 2 distinct criteria of the 4 asked" in w for w in result.warnings)
@@ -168,3 +168,16 @@ def test_bad_numbers_are_input_errors(kwargs: dict, needle: str) -> None:
     args = {"n": 2, **kwargs}
     with pytest.raises(InputError, match=needle):
         run_discover(scripted(PROPOSALS), TEXTS, args.pop("n"), **args)
+
+
+def test_a_criterion_answered_with_anothers_values_is_its_duplicate() -> None:
+    from clipclust.methods.discover import LabelStats, duplicate_of, shared_values
+
+    obj = LabelStats("object", ["dog", "cat", "car", "dog", "ship", "deer"], [], [0, 1, 2, 0, 3, 4], 5)
+    # asked for colour, a small model named the objects again, not item by item: the AMI of two nearly
+    # all-different partitions says nothing, the shared values do
+    colour = LabelStats("colour", ["cats", "dog", "deer", "ship", "red", "car"], [], [0, 1, 2, 3, 4, 5], 6)
+    assert shared_values(colour, obj) == pytest.approx(5 / 6)
+    assert duplicate_of(colour, [obj]) == "duplicate of object (its values for 83% of the items)"
+    real = LabelStats("colour", ["red", "blue", "red", "blue", "white", "red"], [], [0, 1, 0, 1, 2, 0], 3)
+    assert shared_values(real, obj) == 0 and duplicate_of(real, [obj]) is None

@@ -30,10 +30,10 @@ MIN_ANSWERED = 0.5
 """A criterion the LLM answers (a label that is not junk) for fewer of the sampled items is dropped."""
 DUPLICATE_AMI = 0.7
 """Adjusted mutual information from which a criterion repeats a better-ranked one's partition."""
-SAME_LABELS = 0.7
-"""Share of the items labelled by both from which a criterion repeats a better-ranked one's very labels (a
-small model asked for "colour" that answers with the object): caught even where every label is different
-and the partitions' AMI says nothing."""
+SHARED_VALUES = 0.6
+"""Share of a criterion's labelled items whose value is also a value of a better-ranked criterion, from which
+it repeats that one (a small model asked for "colour" that answers with the object): caught even where
+the sample is too small for the partitions' AMI to say anything."""
 MAX_VALUES = 8
 """Values shown per criterion: its heaviest label groups."""
 
@@ -116,24 +116,22 @@ def partition_ami(a: Sequence[int], b: Sequence[int]) -> float:
     return float(adjusted_mutual_info_score(list(a), list(b)))
 
 
-def same_labels(a: LabelStats, b: LabelStats) -> float:
-    """The share of the items labelled by both criteria whose labels are the same concept (by name key)."""
+def shared_values(stats: LabelStats, other: LabelStats) -> float:
+    """The share of ``stats``' labelled items whose label (by name key) is also one of ``other``'s labels."""
     from clipclust.methods.ictc import name_key
 
-    def names(stats: LabelStats) -> list[str | None]:
-        return [name_key(stats.groups[g][0]) if g >= 0 else None for g in stats.assignment]
-
-    both = [(x, y) for x, y in zip(names(a), names(b)) if x is not None and y is not None]
-    return sum(1 for x, y in both if x == y) / len(both) if both else 0.0
+    theirs = {name_key(label) for label in other.labels if label}
+    mine = [name_key(label) for label, g in zip(stats.labels, stats.assignment) if g >= 0]
+    return sum(1 for key in mine if key in theirs) / len(mine) if mine else 0.0
 
 
 def duplicate_of(stats: LabelStats, kept: Sequence[LabelStats], threshold: float = DUPLICATE_AMI) -> str | None:
-    """Why ``stats`` repeats a better-ranked kept criterion, or None: the same labels for most items
-    (:data:`SAME_LABELS`), or the same partition (AMI at least ``threshold``)."""
+    """Why ``stats`` repeats a better-ranked kept criterion, or None: the other's values for most items
+    (:data:`SHARED_VALUES`), or the same partition (AMI at least ``threshold``)."""
     for other in kept:
-        share = same_labels(stats, other)
-        if share >= SAME_LABELS:
-            return f"duplicate of {other.criterion} (same labels for {share:.0%} of the items)"
+        share = shared_values(stats, other)
+        if share >= SHARED_VALUES:
+            return f"duplicate of {other.criterion} (its values for {share:.0%} of the items)"
         ami = partition_ami(stats.assignment, other.assignment)
         if ami >= threshold:
             return f"duplicate of {other.criterion} (AMI {ami:.2f})"
