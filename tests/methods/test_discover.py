@@ -179,5 +179,15 @@ def test_a_criterion_answered_with_anothers_values_is_its_duplicate() -> None:
     colour = LabelStats("colour", ["cats", "dog", "deer", "ship", "red", "car"], [], [0, 1, 2, 3, 4, 5], 6)
     assert shared_values(colour, obj) == pytest.approx(5 / 6)
     assert duplicate_of(colour, [obj]) == "duplicate of object (its values for 83% of the items)"
+    variants = LabelStats("shade", ["dogs", "kitty", "car", "doggy", "ship", "red"], [], [0, 1, 2, 3, 4, 5], 6)
+    assert shared_values(variants, obj) == pytest.approx(3 / 6)
+
+    axes = {"kitty": 0, "cat": 0, "doggy": 1, "dog": 1}
+
+    def toy_embed(texts: Sequence[str]) -> np.ndarray:  # kitty ~ cat, doggy ~ dog, every other text apart
+        return np.eye(16)[[axes.setdefault(t, len(axes)) for t in texts]]
+
+    # item by item: kitty is the object's cat, doggy its dog (the red item stays apart)
+    assert shared_values(variants, obj, toy_embed) == pytest.approx(5 / 6)
     real = LabelStats("colour", ["red", "blue", "red", "blue", "white", "red"], [], [0, 1, 0, 1, 2, 0], 3)
     assert shared_values(real, obj) == 0 and duplicate_of(real, [obj]) is None

@@ -99,7 +99,7 @@ def run_discover(generator: TextGenerator, texts: Sequence[str], n: int, *, samp
         stats = label_stats(generator, label_texts, candidate.name, params=params, embed=embed)
         if progress is not None:
             progress("labels", checked, min(check, len(candidates)))
-        reason = stats.verdict or duplicate_of(stats, [s for _, s in kept]) or ""
+        reason = stats.verdict or duplicate_of(stats, [s for _, s in kept], embed=embed) or ""
         if not reason and all_different(stats.groups):
             reason = f"all different (no value seen twice in {len(label_texts)})"
         if reason:

@@ -116,20 +116,33 @@ def partition_ami(a: Sequence[int], b: Sequence[int]) -> float:
     return float(adjusted_mutual_info_score(list(a), list(b)))
 
 
-def shared_values(stats: LabelStats, other: LabelStats) -> float:
-    """The share of ``stats``' labelled items whose label (by name key) is also one of ``other``'s labels."""
+def shared_values(stats: LabelStats, other: LabelStats, embed: Embedder | None = None) -> float:
+    """The share of ``stats``' labelled items whose label is one of ``other``'s labels (by name key) or, given
+    ``embed``, a near-duplicate of ``other``'s label for the same item ("antlered" / "antler")."""
     from clipclust.methods.ictc import name_key
+    from clipclust.methods.ictc.grouping import NEAR_DUPLICATE
 
     theirs = {name_key(label) for label in other.labels if label}
-    mine = [name_key(label) for label, g in zip(stats.labels, stats.assignment) if g >= 0]
-    return sum(1 for key in mine if key in theirs) / len(mine) if mine else 0.0
+    items = [i for i, g in enumerate(stats.assignment) if g >= 0]
+    if not items:
+        return 0.0
+    same = {i for i in items if name_key(stats.labels[i]) in theirs}
+    pairs = [i for i in items if i not in same and i < len(other.labels) and other.labels[i]]
+    if embed is not None and pairs:
+        mine = np.asarray(embed([stats.labels[i] for i in pairs]), dtype=np.float64)
+        yours = np.asarray(embed([other.labels[i] for i in pairs]), dtype=np.float64)
+        mine /= np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
+        yours /= np.maximum(np.linalg.norm(yours, axis=1, keepdims=True), 1e-12)
+        same |= {i for i, cos in zip(pairs, np.sum(mine * yours, axis=1)) if cos >= NEAR_DUPLICATE}
+    return len(same) / len(items)
 
 
-def duplicate_of(stats: LabelStats, kept: Sequence[LabelStats], threshold: float = DUPLICATE_AMI) -> str | None:
+def duplicate_of(stats: LabelStats, kept: Sequence[LabelStats], threshold: float = DUPLICATE_AMI,
+                 embed: Embedder | None = None) -> str | None:
     """Why ``stats`` repeats a better-ranked kept criterion, or None: the other's values for most items
     (:data:`SHARED_VALUES`), or the same partition (AMI at least ``threshold``)."""
     for other in kept:
-        share = shared_values(stats, other)
+        share = shared_values(stats, other, embed)
         if share >= SHARED_VALUES:
             return f"duplicate of {other.criterion} (its values for {share:.0%} of the items)"
         ami = partition_ami(stats.assignment, other.assignment)
