@@ -20,7 +20,7 @@ from clipclust.methods.inputs import description_set, keys_digest, split_keys
 from clipclust.store import Workspace
 
 MEMO_PREFIX = "discover:"
-FORMAT = 2
+FORMAT = 3
 """Bumped when the proposal or the checks change what a request returns: old results are not reused."""
 
 BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "model_name", "concurrency", "timeout")
