@@ -15,10 +15,11 @@ HELP = """Propose criteria to cluster a description set by, each with an explana
 sample and an estimate of how many groups it makes.
 
 The LLM reads a seeded sample in small batches and proposes a few criteria per batch; proposals are merged
-and ranked by how many batches made them; the best are checked by labelling a small sample for each
-(IC|TC's step 2a): a criterion with one value for everything, a different value for every item, or the
-same grouping as a better one is dropped.  'groups' is the number of values that cover 90% of the labelled
-sample.  The result is stored: the same request again prints it without loading any model.
+and ranked by how many batches made them.  The best, then IC|TC's own criteria (action, mood, location,
+object: 'common' in the batches column), are checked by labelling a small sample for each (IC|TC's step
+2a): a criterion with one value for nearly everything, no value seen twice, or the values or grouping of a
+better one is dropped.  'groups' is the number of values that cover 90% of the labelled sample.  The
+result is stored: the same request again prints it without loading any model.
 
 \b
 Examples:
@@ -84,6 +85,11 @@ def _values(values: list[dict]) -> str:
     return ", ".join(f"{v['value']} {v['count']}" for v in values) or "-"
 
 
+def _batches(found: int, total: int) -> str:
+    """How many batches proposed a criterion; "common" for one of the common criteria checked after them."""
+    return f"{found}/{total}" if found else "common"
+
+
 def print_report(report: DiscoverReport, llm: Optional[str]) -> None:
     """The criteria table, the dropped candidates with the reason, one line on what was read; the next step and
     a reused result's warnings on stderr."""
@@ -93,13 +99,13 @@ def print_report(report: DiscoverReport, llm: Optional[str]) -> None:
                       "batches", title=f"criteria for '{report.on}'", title_justify="left")
         for i, c in enumerate(report.criteria, start=1):
             table.add_row(str(i), c["criterion"], c["explanation"] or "-", _values(c["values"]), str(c["groups"]),
-                          f"{c['batches']}/{report.n_batches}")
+                          _batches(c["batches"], report.n_batches))
         out.print(table)
     if report.dropped:
         table = Table("criterion", "why dropped", f"values seen (of {report.label_sample} labelled)", "batches",
                       title="proposed, dropped", title_justify="left")
         for d in report.dropped:
-            table.add_row(d["criterion"], d["reason"], _values(d["values"]), f"{d['batches']}/{report.n_batches}")
+            table.add_row(d["criterion"], d["reason"], _values(d["values"]), _batches(d["batches"], report.n_batches))
         out.print(table)
     status = "reused; pass --force to propose again" if report.reused else f"stored in {report.seconds:.1f}s"
     line = (f"discover: {status} ({len(report.criteria)} of {report.n} criteria from {report.n_candidates} proposed; "

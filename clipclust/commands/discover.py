@@ -20,7 +20,7 @@ from clipclust.methods.inputs import description_set, keys_digest, split_keys
 from clipclust.store import Workspace
 
 MEMO_PREFIX = "discover:"
-FORMAT = 3
+FORMAT = 4
 """Bumped when the proposal or the checks change what a request returns: old results are not reused."""
 
 BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "model_name", "concurrency", "timeout")
@@ -113,14 +113,14 @@ def discover(workspace: Workspace, *, on: str | None = None, llm: str | None = N
 def _discover(workspace: Workspace, info: Any, keys: list[str], texts: list[str], generator: Any, text_encoder: Any,
               *, n: int, sample: int, batch: int, label_sample: int, check: int | None, seed: int, split: str | None,
               force: bool, reporter: Reporter) -> DiscoverReport:
-    from clipclust.methods.discover import EXAMPLE_ANSWER, run_discover
+    from clipclust.methods.discover import COMMON_CRITERIA, EXAMPLE_ANSWER, run_discover
     from clipclust.methods.discover.prompts import PROPOSE_SYSTEM
 
     identity = {"format": FORMAT, "set_id": info.id, "split": split or "", "keys_sha256": keys_digest(keys),
                 "texts_sha256": keys_digest(texts), "n": n, "sample": sample, "batch": batch,
                 "label_sample": label_sample, "check": check, "seed": seed, "llm": generator.identity,
                 "text_model": getattr(text_encoder, "identity", repr(text_encoder)),
-                "prompt": [PROPOSE_SYSTEM, list(EXAMPLE_ANSWER)]}
+                "prompt": [PROPOSE_SYSTEM, list(EXAMPLE_ANSWER), list(COMMON_CRITERIA)]}
     key = MEMO_PREFIX + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     stored = None if force else workspace.memo_get(key)
     if stored is not None:

@@ -82,7 +82,8 @@ def _criterion(request: GenerationRequest) -> str:
     system = request.messages[0]["content"]
     if "main object" in system:  # IC|TC's object preset names no criterion
         return "object"
-    return re.search(r'criterion "([^"]+)"', system).group(1)
+    named = re.search(r'criterion "([^"]+)"', system)
+    return named.group(1) if named else "another preset"  # action, mood, location: no answer here
 
 
 def scripted(proposals: Sequence[str]) -> Scripted:
@@ -133,10 +134,11 @@ def test_run_keeps_criteria_the_labels_support_and_drops_the_rest() -> None:
     assert reasons["kind"] == "duplicate of object (AMI 1.00)"
     assert any("'setting': one value for every sampled description" in w for w in result.warnings)
     assert any("found 2 distinct criteria of the 4 asked" in w for w in result.warnings)
-    # bounded: 4 proposal calls, then 16 labels for each of the 6 candidates checked
-    assert len(gen.requests) == 4 + 6 * 16 and result.calls == {"hits": 0, "misses": 4 + 6 * 16}
+    assert reasons["action"] == "no answers"  # the first common criterion, checked after the LLM's six
+    # bounded: 4 proposal calls, then 16 labels for each of the 7 candidates checked
+    assert len(gen.requests) == 4 + 7 * 16 and result.calls == {"hits": 0, "misses": 4 + 7 * 16}
     again = run_discover(cached, TEXTS, 4, sample=32, batch=8, label_sample=16, check=7, seed=1)
-    assert again.calls == {"hits": 100, "misses": 0} and [c.name for c in again.criteria] == ["object", "colour"]
+    assert again.calls == {"hits": 116, "misses": 0} and [c.name for c in again.criteria] == ["object", "colour"]
 
 
 def test_checks_stop_at_n_kept_criteria() -> None:
@@ -156,8 +158,11 @@ def test_one_criterion_repeated_by_every_batch_is_warned_about() -> None:
 def test_answers_without_criteria_are_warned_about() -> None:
     copied = "The image features a large red car parked in front of a building on a sunny day."
     result = run_discover(scripted([copied]), TEXTS, 2, sample=16, batch=8, label_sample=8)
-    assert result.criteria == [] and result.n_candidates == 0
+    assert result.n_candidates == 0
     assert any("none of the 2 batches' answers named a criterion" in w for w in result.warnings)
+    # the common criteria are still checked: here only object holds
+    assert [(c.name, c.support) for c in result.criteria] == [("object", 0)]
+    assert [d["criterion"] for d in result.dropped] == ["action", "mood", "location"]
 
 
 @pytest.mark.parametrize("kwargs, needle", [({"n": 0}, "n: the number of criteria"),
@@ -191,3 +196,17 @@ def test_a_criterion_answered_with_anothers_values_is_its_duplicate() -> None:
     assert shared_values(variants, obj, toy_embed) == pytest.approx(5 / 6)
     real = LabelStats("colour", ["red", "blue", "red", "blue", "white", "red"], [], [0, 1, 0, 1, 2, 0], 3)
     assert shared_values(real, obj) == 0 and duplicate_of(real, [obj]) is None
+
+
+def test_common_criteria_follow_the_llms_and_skip_what_it_already_proposed() -> None:
+    from clipclust.methods.discover import with_common
+
+    proposed = merge_candidates([[("main object", "x"), ("place", "where")]])
+    assert [c.name for c in with_common(proposed)] == ["main object", "place", "action", "mood", "location"]
+
+    axes = {"place": 0, "location": 0}
+
+    def toy_embed(texts: Sequence[str]) -> np.ndarray:  # place ~ location, every other text apart
+        return np.eye(8)[[axes.setdefault(t, len(axes)) for t in texts]]
+
+    assert [(c.name, c.support) for c in with_common(proposed, toy_embed)][2:] == [("action", 0), ("mood", 0)]

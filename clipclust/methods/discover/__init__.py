@@ -10,13 +10,13 @@ group estimate (:mod:`.scoring`). :mod:`.run` puts the steps together.
 
 from __future__ import annotations
 
-from clipclust.methods.discover.prompts import EXAMPLE_ANSWER, criterion_key, parse_criteria, propose_request
-from clipclust.methods.discover.proposing import Candidate, batches, merge_candidates, propose, sample_order
+from clipclust.methods.discover.prompts import COMMON_CRITERIA, EXAMPLE_ANSWER, criterion_key, parse_criteria, propose_request
+from clipclust.methods.discover.proposing import Candidate, batches, merge_candidates, propose, sample_order, with_common
 from clipclust.methods.discover.scoring import (DUPLICATE_AMI, MASS_SHARE, LabelStats, all_different, duplicate_of,
                                                 groups_for_mass, label_stats, partition_ami, shared_values, verdict)
 from clipclust.methods.discover.run import Criterion, DiscoverResult, degenerate_warnings, run_discover
 
-__all__ = ["DUPLICATE_AMI", "EXAMPLE_ANSWER", "MASS_SHARE", "Candidate", "Criterion", "DiscoverResult", "LabelStats",
+__all__ = ["COMMON_CRITERIA", "DUPLICATE_AMI", "EXAMPLE_ANSWER", "MASS_SHARE", "Candidate", "Criterion", "DiscoverResult", "LabelStats",
            "all_different", "batches", "criterion_key", "degenerate_warnings", "duplicate_of", "groups_for_mass",
            "label_stats", "merge_candidates", "parse_criteria", "partition_ami", "propose", "propose_request",
-           "run_discover", "shared_values", "sample_order", "verdict"]
+           "run_discover", "shared_values", "sample_order", "verdict", "with_common"]

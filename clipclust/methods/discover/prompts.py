@@ -31,6 +31,12 @@ EXAMPLE_ANSWER = (("cuisine", "the country a dish comes from"), ("meal", "breakf
 """The worked example: a domain apart from most image collections; its criteria are never taken as
 proposals (a small model repeats them before its own), which costs a food collection these three words."""
 
+COMMON_CRITERIA = (("action", "what the people or animals are doing"), ("mood", "the feeling the picture gives"),
+                   ("location", "where the picture was taken"), ("object", "the main thing the picture shows"))
+"""The criteria of IC|TC's paper (its prompt presets, in their order; instrument left out as one domain's),
+checked after the LLM's own proposals when those run out: a small model's proposals may all be noise, and
+the label checks decide either way."""
+
 MAX_DESCRIPTION_CHARS = 400
 """A description is cut here in the prompt, so a batch stays within a small context window."""
 

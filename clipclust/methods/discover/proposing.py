@@ -17,7 +17,7 @@ import numpy as np
 
 from clipclust.models.llm import DecodeParams, TextGenerator
 
-from clipclust.methods.discover.prompts import criterion_key, parse_criteria, propose_request
+from clipclust.methods.discover.prompts import COMMON_CRITERIA, criterion_key, parse_criteria, propose_request
 
 Embedder = Callable[[Sequence[str]], Any]
 
@@ -106,3 +106,25 @@ def merge_candidates(proposals: Sequence[Sequence[tuple[str, str]]], embed: Embe
         candidate = Candidate(name, explanation, found_in, dict(forms))
         candidates.append(((-len(found_in), -len(said_at), min(said_at)), candidate))
     return [c for _, c in sorted(candidates, key=lambda pair: pair[0])]
+
+
+def with_common(candidates: Sequence[Candidate], embed: Embedder | None = None,
+                same: float = SAME_CRITERION) -> list[Candidate]:
+    """The LLM's candidates, then each common criterion (:data:`COMMON_CRITERIA`) none of them already is
+    (by key or, given ``embed``, by meaning), with no batch behind it."""
+    out = list(candidates)
+    names = [c.name for c in out]
+    vectors = None
+    if embed is not None and names:
+        vectors = np.asarray(embed(names), dtype=np.float64)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    keys = {criterion_key(n) for n in names}
+    for name, explanation in COMMON_CRITERIA:
+        if criterion_key(name) in keys:
+            continue
+        if vectors is not None:
+            v = np.asarray(embed([name]), dtype=np.float64)[0]
+            if float(np.max(vectors @ (v / max(np.linalg.norm(v), 1e-12)))) >= same:
+                continue
+        out.append(Candidate(name, explanation, [], {}))
+    return out

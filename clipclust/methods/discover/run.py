@@ -9,7 +9,8 @@ from typing import Any
 from clipclust.errors import InputError
 from clipclust.models.llm import CachedGenerator, DecodeParams, TextGenerator
 
-from clipclust.methods.discover.proposing import Candidate, Embedder, batches, merge_candidates, propose, sample_order
+from clipclust.methods.discover.proposing import (Candidate, Embedder, batches, merge_candidates, propose, sample_order,
+                                                  with_common)
 from clipclust.methods.discover.scoring import LabelStats, all_different, duplicate_of, label_stats
 
 PER_BATCH = 3
@@ -63,8 +64,9 @@ def run_discover(generator: TextGenerator, texts: Sequence[str], n: int, *, samp
     """Up to ``n`` distinct criteria for the collection ``texts``.
 
     ``sample`` descriptions (seeded) go to the LLM in batches of ``batch``, each asked for a few criteria;
-    the merged candidates are checked in rank order, at most ``check`` of them (default ``n + 3``), each
-    by step 2a on the first ``label_sample`` of the sample. Every call goes through ``generator`` (wrap
+    the merged candidates, then the common criteria none of them is, are checked in that order, at most
+    ``check`` of them (default ``n + 3``), each by step 2a on the first ``label_sample`` of the sample; a
+    criterion's ``support`` is the number of batches that proposed it (0: a common one). Every call goes through ``generator`` (wrap
     it in a :class:`CachedGenerator` to make re-runs free).
     """
     if n < 1:
@@ -87,18 +89,19 @@ def run_discover(generator: TextGenerator, texts: Sequence[str], n: int, *, samp
     if progress is not None:
         progress("propose", len(groups), len(groups))
     candidates = merge_candidates(proposals, embed)
+    checked_in_order = with_common(candidates, embed)
     label_texts = [texts[i] for i in order[:label_sample]]
     params = DecodeParams(max_tokens=LABEL_TOKENS, temperature=0.0, seed=seed)
     kept: list[tuple[Candidate, LabelStats]] = []
     dropped: list[dict[str, Any]] = []
     checked = 0
-    for candidate in candidates:
+    for candidate in checked_in_order:
         if len(kept) >= n or checked >= check:
             break
         checked += 1
         stats = label_stats(generator, label_texts, candidate.name, params=params, embed=embed)
         if progress is not None:
-            progress("labels", checked, min(check, len(candidates)))
+            progress("labels", checked, min(check, len(checked_in_order)))
         reason = stats.verdict or duplicate_of(stats, [s for _, s in kept], embed=embed) or ""
         if not reason and all_different(stats.groups):
             reason = f"all different (no value seen twice in {len(label_texts)})"
