@@ -10,6 +10,7 @@ at least ``--match`` (0.6: "main object"/"object" and "type of object"/"object" 
 
     python bench/discover_quality.py --model /tmp/qwen.gguf --threads 2 --criterion object \\
         --descriptions /work/shared/data/ictc/cifar10-llava-200.jsonl --sample 24 --label-sample 16
+    python bench/discover_quality.py --criterion mood --descriptions bench/sets/moods-24.jsonl --label-sample 12 -n 3
 """
 
 from __future__ import annotations
