@@ -19,6 +19,7 @@ from clipclust.store import Workspace
 if TYPE_CHECKING:  # pragma: no cover
     from clipclust.commands.check import CheckResult
     from clipclust.commands.describe import DescribeSummary, ImportSummary
+    from clipclust.commands.discover import DiscoverReport
     from clipclust.commands.embed import EmbedSummary
     from clipclust.commands.evaluate import EvaluationResult
     from clipclust.commands.finetune import FinetuneSummary
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from clipclust.commands.visualize import VisualSummary
     from clipclust.methods.registry import ClusteringSummary
 
-__all__ = ["check", "cluster", "describe", "embed", "evaluate", "export", "finetune", "import_descriptions",
+__all__ = ["check", "cluster", "describe", "discover", "embed", "evaluate", "export", "finetune", "import_descriptions",
            "info", "merge", "report", "visualize", "workspace"]
 
 PathLike = str | os.PathLike[str]
@@ -79,6 +80,16 @@ def import_descriptions(ws: "Workspace | PathLike", file: PathLike, **options: A
     from clipclust.commands.describe import import_into_workspace
 
     return import_into_workspace(workspace(ws), file, **options)
+
+
+def discover(ws: "Workspace | PathLike", **options: Any) -> "DiscoverReport":
+    """Criteria a description set could be clustered by, each with its values and a group estimate
+    (``clipclust discover``): ``llm`` (or ``generator``, an open one), ``on``, ``n``, ``sample``, ``batch``,
+    ``label_sample``, ``seed``, ``split``, ``text_model``, ``force``, the LLM's ``n_threads``, ``n_ctx``, ...;
+    the result is stored, and the same request again returns it without loading a model."""
+    from clipclust.commands.discover import discover as run
+
+    return run(workspace(ws), **options)
 
 
 def cluster(ws: "Workspace | PathLike", method: str = "kmeans", **options: Any) -> "ClusteringSummary":

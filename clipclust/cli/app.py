@@ -101,10 +101,11 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _register() -> None:
-    from clipclust.cli import (check, cluster, describe, embed, evaluate, export, finetune, info, merge, report,
-                               visualize)
+    from clipclust.cli import (check, cluster, describe, discover, embed, evaluate, export, finetune, info, merge,
+                               report, visualize)
 
-    for module in (embed, describe, info, check, cluster, finetune, evaluate, visualize, report, export, merge):
+    for module in (embed, describe, discover, info, check, cluster, finetune, evaluate, visualize, report, export,
+                   merge):
         module.register(app)
     for registered in app.registered_commands:
         registered.callback = with_global_options(registered.callback)
