@@ -164,7 +164,8 @@ def main() -> None:
     from text_baseline import baseline_row, text_baseline  # the no-LLM baseline on the same descriptions and K
 
     print("    " + baseline_row(text_baseline(source_file, args.k, criterion=args.criterion,
-                                           label_field=args.label_field)))
+                                           label_field=args.label_field,
+                                           label_map=mapping if args.mapped and args.label_map else None)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     # near chance: under 2/K, or (K=2, where 2/K is 1) under the share of the largest class; one cluster holding

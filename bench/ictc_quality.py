@@ -189,8 +189,10 @@ def main() -> None:
         args.json.write_text(json.dumps({"model": model.name, "criterion": args.criterion, "rows": rows}, indent=1))
     from text_baseline import baseline_row, text_baseline  # the no-LLM baseline on the same descriptions and K
 
+    fine = [r.label or "" for r in recs]
     print(baseline_row(text_baseline(args.descriptions, k, criterion=args.criterion, text_model=args.text_model,
-                                     text_field=args.text_field, label_field=args.label_field)))
+                                     text_field=args.text_field, label_field=args.label_field,
+                                     label_map=dict(zip(fine, truth)) if args.map else None)))
 
 
 if __name__ == "__main__":
