@@ -57,7 +57,7 @@ def discover_command(
     n_gpu_layers: Optional[int] = typer.Option(None, "--n-gpu-layers", help="GGUF: layers on the GPU (-1 = all).",
                                                show_default="0, CPU only"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Server: requests in flight; GGUF: "
-                                              "answers decoded together.", show_default="4 on a server, 16 for GGUF"),
+                                              "answers decoded together.", show_default="4 on a server, 1 for GGUF"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Server: the model name."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Server: seconds to wait for one answer."),
     force: bool = typer.Option(False, "--force", help="Propose again even if the same request is stored (the LLM's "

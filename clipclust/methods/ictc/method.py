@@ -283,7 +283,8 @@ register_method(MethodSpec(
                help="nucleus sampling mass when temperature > 0 (the paper's GPT runs: 0.9)"),
         Option("model_name", help="server: the model name"),
         Option("concurrency", type=int, identity=False, check=at_least_one,
-               help="server: requests in flight; GGUF: greedy answers decoded together (1 = one call at a time)",
-               shown_default="4 on a server, 16 for a GGUF file"),
+               help="server: requests in flight; GGUF: greedy answers decoded together (faster for long answers; "
+               "a near-tie may then round the other way)",
+               shown_default="4 on a server, 1 for a GGUF file"),
         timeout_option("the LLM"),
     )))

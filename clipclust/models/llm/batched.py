@@ -1,4 +1,4 @@
-"""Greedy chat answers of many prompts decoded together, text for text what one call at a time gives.
+"""Greedy chat answers of many prompts decoded together, with the per-call path's prompts, stops and budgets.
 
 Where the time of a one-line answer goes with one call at a time (IC|TC step 2a, Qwen2.5-0.5B, 2 cores):
 the shared instruction is already evaluated once (llama-cpp-python keeps the previous prompt's KV cache),
@@ -11,6 +11,9 @@ The per-call path is followed exactly: the prompt tokens, stop strings, stopping
 are the ones ``Llama.create_chat_completion`` would use (captured from it), the next token is the argmax
 of the logits (llama.cpp's greedy sampler picks the first maximum too), and the answer's text is cut the
 way llama-cpp-python cuts it (end-of-generation token, stop strings, incomplete UTF-8, the budget).
+What cannot be followed exactly is the arithmetic: llama.cpp's quantised kernels round a row computed
+beside others differently, so an answer whose top two tokens nearly tie may differ (2 of 140 on the dev
+set); that is why one call at a time stays the default.
 """
 
 from __future__ import annotations

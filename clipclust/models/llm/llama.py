@@ -74,8 +74,12 @@ def choice_grammar(choices: Sequence[str]) -> str:
     return "root ::= " + " | ".join(gbnf_literal(c) for c in choices) + "\n"
 
 
-DEFAULT_SEQUENCES = 16
-"""Greedy answers decoded together by default (llama.cpp sequences in one context)."""
+DEFAULT_SEQUENCES = 1
+"""Greedy answers decoded one call at a time by default.  Decoding N together (llama.cpp sequences in one
+context) reads the weights once per answer step for all of them, but a row computed beside others rounds
+differently in the last bits, so a near-tie can go the other way: on IC|TC's step 2a (140 long dev
+descriptions, Qwen2.5-0.5B) 138 of 140 answers were the same, for 1.07x, since evaluating each
+description's prompt is 87% of the time (bench/llm_speed.py).  Worth it where answers are long."""
 
 _CTX_RE = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
@@ -156,8 +160,9 @@ class LlamaCppGenerator(TextGenerator):
     GBNF grammar, so the answer is always one of the choices.
 
     Greedy requests without choices are decoded ``concurrency`` at a time as llama.cpp sequences
-    (:mod:`.batched`): the same answers as one call at a time, without reading every weight once per
-    answer token and item.  ``concurrency=1`` keeps one call at a time.
+    (:mod:`.batched`): the same prompts, stops and budgets as one call at a time, without reading every
+    weight once per answer token and item; a near-tie may round the other way (see
+    :data:`DEFAULT_SEQUENCES`).  ``concurrency=1``, the default, keeps one call at a time.
     """
 
     def __init__(
