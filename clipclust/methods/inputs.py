@@ -131,6 +131,22 @@ def parse_k(k: int | str | None) -> int | str | None:
     raise InputError(f"'{k}': expected a whole number of clusters or 'auto'", option="k")
 
 
+def silhouette_k(X: np.ndarray, method: str, k_range: tuple[int, int], seed: int, reporter: Any,
+                 **options: Any) -> tuple[int, list[dict[str, Any]]]:
+    """K by the silhouette of ``method`` over ``k_range`` (capped at the items minus one), and the table
+    of every K tried: how ``auto`` chooses for methods that cluster vectors."""
+    from clipclust.core.clustering import choose_k
+
+    low, high = k_range
+    high = min(high, X.shape[0] - 1)
+    if low < 2 or low > high:
+        raise InputError(f"auto: the range {k_range[0]}:{k_range[1]} leaves no k between 2 and "
+                         f"{X.shape[0] - 1} (the items minus one); pass a range with smaller numbers",
+                         option="k_range")
+    with reporter.task(f"choosing k in {low}..{high} by silhouette", None):
+        return choose_k(X, method, range(low, high + 1), seed, metric="euclidean", **options)
+
+
 def check_k(k: int, n_items: int, info: SetInfo, split: str | None) -> int:
     where = f"set '{info.name}'" + (f" (split '{split}')" if split else "")
     if k < 2:

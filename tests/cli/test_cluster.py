@@ -169,7 +169,7 @@ def test_options_without_a_flag_before_now_have_one(cli, tmp_path):
         (["--method", "ictc", "-k", "3", "--criterion", "mood", "--llm", "x.gguf", "--threads", "0"],
          "--threads: 0: expected a whole number of 1 or more"),
         (["--method", "ictc", "-k", "3", "--criterion", "mood", "--llm", "x.gguf", "--names", "best"],
-         "--names: 'best': expected one of frequent, hybrid, llm"),
+         "--names: 'best': expected one of auto, frequent, hybrid, llm"),
         (["-k", "3", "--layer", "two"], "Invalid value for '--layer'"),
     ],
 )
@@ -237,7 +237,7 @@ def test_help_lists_each_methods_options_under_its_own_heading(cli):
     assert {"--criterion", "--llm", "--names", "--threads", "--prompts"} <= set(section["ictc"])
     assert {"--criterion", "--llm", "--mllm", "--explain", "--device"} <= set(section["esmc"])
     assert section["head refinement"] == ["--ratio", "--epochs", "--lr", "--batch-size", "--device"]
-    assert "  --names [frequent|hybrid|llm|taxonomy]" in result.out
+    assert "  --names [auto|frequent|hybrid|llm|taxonomy]" in result.out
     assert "  --n-init <int>  k-means restarts  [default: 10]" in result.out
     assert "what to cluster by, e.g. mood (also esmc," in result.out
     assert section["text"] == ["--criterion", "--text-model", "--device", "--encode-batch"]

@@ -13,10 +13,10 @@ import numpy as np
 
 from clipclust.store import Workspace
 from clipclust.errors import InputError, step
-from clipclust.core.clustering import choose_k, cluster
+from clipclust.core.clustering import cluster
 from clipclust.core.progress import Reporter
 from clipclust.methods.inputs import (check_k, default_name, full_centroids, keys_digest, parse_k, read_clusterable,
-                     resolve_item_set, slugify, split_keys)
+                     resolve_item_set, silhouette_k, slugify, split_keys)
 from clipclust.methods.head.method import head_identity, refine_with_head
 from clipclust.methods.registry import (ClusterRequest, MethodOutput, MethodSpec, Option, PreparedInput, at_least_one,
                                         register_method)
@@ -77,15 +77,7 @@ def compute_classic(prepared: PreparedInput, req: ClusterRequest, reporter: Repo
     seed, k, options = prepared.context["seed"], prepared.context["k"], prepared.context["options"]
     details: dict[str, Any] = {"seed": seed, "options": options}
     if k == "auto":
-        low, high = req.k_range
-        high = min(high, X.shape[0] - 1)
-        if low < 2 or low > high:
-            raise InputError(f"auto: the range {req.k_range[0]}:{req.k_range[1]} leaves no k between 2 and "
-                             f"{X.shape[0] - 1} (the items minus one); pass a range with smaller numbers",
-                             option="k_range")
-        with reporter.task(f"choosing k in {low}..{high} by silhouette", None):
-            k, table = choose_k(X, req.method, range(low, high + 1), seed, metric="euclidean", **options)
-        details["k_table"] = table
+        k, details["k_table"] = silhouette_k(X, req.method, req.k_range, seed, reporter, **options)
     if req.refine == "head":
         result = refine_with_head(X, int(k), seed, req.refine_options)
         details.update(k=int(k), head=result.params, final_loss=result.loss_curve[-1])

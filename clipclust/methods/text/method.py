@@ -19,7 +19,7 @@ from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.errors import InputError, step
 from clipclust.methods.inputs import (check_k, default_name, description_set, full_centroids, keys_digest, parse_k,
-                                      slugify, split_keys)
+                                      silhouette_k, slugify, split_keys)
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
                                         PreparedInput, at_least_one, register_method)
 from clipclust.store import Workspace
@@ -100,20 +100,6 @@ def prepare_text(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
                           "criterion": criterion, "spec": spec, "k": k, "seed": seed})
 
 
-def _auto_k(X: np.ndarray, req: ClusterRequest, seed: int, reporter: Reporter) -> tuple[int, list[dict[str, Any]]]:
-    """K by the silhouette of k-means over the request's range, as the classic methods choose it."""
-    from clipclust.core.clustering import choose_k
-
-    low, high = req.k_range
-    high = min(high, X.shape[0] - 1)
-    if low < 2 or low > high:
-        raise InputError(f"auto: the range {req.k_range[0]}:{req.k_range[1]} leaves no k between 2 and "
-                         f"{X.shape[0] - 1} (the items minus one); pass a range with smaller numbers",
-                         option="k_range")
-    with reporter.task(f"choosing k in {low}..{high} by silhouette", None):
-        return choose_k(X, "kmeans", range(low, high + 1), seed, metric="euclidean")
-
-
 def compute_text(prepared: PreparedInput, req: ClusterRequest, reporter: Reporter) -> MethodOutput:
     from clipclust.core.clustering import cluster
     from clipclust.methods.text.embeddings import text_embeddings
@@ -129,7 +115,7 @@ def compute_text(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     seed, k = ctx["seed"], ctx["k"]
     details: dict[str, Any] = {"seed": seed}
     if k == "auto":
-        k, details["k_table"] = _auto_k(X, req, seed, reporter)
+        k, details["k_table"] = silhouette_k(X, "kmeans", req.k_range, seed, reporter)
         details["k_chosen"] = int(k)
     ids = cluster(X, "kmeans", int(k), seed).ids
     details.update(
