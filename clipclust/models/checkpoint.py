@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipclust.core.vectors import unit_rows
 from clipclust.errors import InputError
 from clipclust.models.clip import OPEN_CLIP_CONFIG, ModelSpec
 
@@ -127,6 +128,5 @@ def read_classifier(folder: Path) -> tuple[list[str], np.ndarray, dict[str, Any]
     if not (folder / PROTOTYPES).is_file() or not (folder / PROTOTYPE_CLASSES).is_file():
         return None
     meta = json.loads((folder / PROTOTYPE_CLASSES).read_text())
-    vectors = np.load(folder / PROTOTYPES).astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    vectors = unit_rows(np.load(folder / PROTOTYPES), np.float32)
     return list(meta["classes"]), vectors, meta

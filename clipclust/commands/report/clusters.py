@@ -18,6 +18,7 @@ import numpy as np
 from clipclust.commands.report.catalog import Catalog, TextSet
 from clipclust.commands.report.layout import MapLayout
 from clipclust.core.metrics import clustering_report
+from clipclust.core.vectors import unit_rows
 from clipclust.methods.inputs import DESCRIPTION_KINDS, label_space, rows_for_keys
 from clipclust.store import Workspace
 
@@ -65,11 +66,6 @@ class ClusteringView:
         return sum(1 for card in self.cards if card.id >= 0)
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 def _spread(members: np.ndarray, n: int) -> list[int]:
     picks = np.unique(np.linspace(0, members.size - 1, min(members.size, n)).round().astype(int))
     return [int(members[p]) for p in picks]
@@ -78,8 +74,8 @@ def _spread(members: np.ndarray, n: int) -> list[int]:
 def _rank(X: np.ndarray, ids: np.ndarray, clusters: list[int], per_cluster: int, borderline: int
           ) -> dict[int, tuple[list[int], list[tuple[int, int]]]]:
     """Per cluster: positions of the members nearest its centroid, and of those nearest another cluster."""
-    X = _unit(X)
-    C = _unit(np.stack([X[ids == c].mean(axis=0) for c in clusters]))
+    X = unit_rows(X, np.float32)
+    C = unit_rows(np.stack([X[ids == c].mean(axis=0) for c in clusters]), np.float32)
     column = {c: j for j, c in enumerate(clusters)}
     own = np.full(len(ids), -np.inf, dtype=np.float32)
     other = np.full(len(ids), -np.inf, dtype=np.float32)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clipclust.core.vectors import linked_components, unit_rows
 from clipclust.models.llm import DecodeParams, TextGenerator
 
 from clipclust.methods.discover.prompts import COMMON_CRITERIA, criterion_key, parse_criteria, propose_request
@@ -74,24 +75,12 @@ def merge_candidates(proposals: Sequence[Sequence[tuple[str, str]]], embed: Embe
         return []
     keys = [criterion_key(c) for c, _, _ in said]
     distinct = list(dict.fromkeys(keys))
-    parent = list(range(len(distinct)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    links: list[tuple[int, int]] = []
     if embed is not None and len(distinct) > 1:
-        vectors = np.asarray(embed(distinct), dtype=np.float64)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = unit_rows(embed(distinct))
         sims = vectors @ vectors.T
-        for i in range(len(distinct)):
-            for j in range(i + 1, len(distinct)):
-                if sims[i, j] >= same:
-                    a, b = find(i), find(j)
-                    parent[max(a, b)] = min(a, b)
-    root = {k: find(i) for i, k in enumerate(distinct)}
+        links = [(i, j) for i in range(len(distinct)) for j in range(i + 1, len(distinct)) if sims[i, j] >= same]
+    root = dict(zip(distinct, map(int, linked_components(len(distinct), links))))
     members: dict[int, list[int]] = {}
     for n, key in enumerate(keys):
         members.setdefault(root[key], []).append(n)
@@ -116,8 +105,7 @@ def with_common(candidates: Sequence[Candidate], embed: Embedder | None = None,
     names = [c.name for c in out]
     vectors = None
     if embed is not None and names:
-        vectors = np.asarray(embed(names), dtype=np.float64)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = unit_rows(embed(names))
     keys = {criterion_key(n) for n in names}
     for name, explanation in COMMON_CRITERIA:
         if criterion_key(name) in keys:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from clipclust.core.vectors import unit_rows
 from clipclust.models.llm import DecodeParams, TextGenerator
 
 from clipclust.methods.ictc import count_labels, default_prompts, group_labels, raw_labels
@@ -129,10 +130,8 @@ def shared_values(stats: LabelStats, other: LabelStats, embed: Embedder | None =
     same = {i for i in items if name_key(stats.labels[i]) in theirs}
     pairs = [i for i in items if i not in same and i < len(other.labels) and other.labels[i]]
     if embed is not None and pairs:
-        mine = np.asarray(embed([stats.labels[i] for i in pairs]), dtype=np.float64)
-        yours = np.asarray(embed([other.labels[i] for i in pairs]), dtype=np.float64)
-        mine /= np.maximum(np.linalg.norm(mine, axis=1, keepdims=True), 1e-12)
-        yours /= np.maximum(np.linalg.norm(yours, axis=1, keepdims=True), 1e-12)
+        mine = unit_rows(embed([stats.labels[i] for i in pairs]))
+        yours = unit_rows(embed([other.labels[i] for i in pairs]))
         same |= {i for i, cos in zip(pairs, np.sum(mine * yours, axis=1)) if cos >= NEAR_DUPLICATE}
     return len(same) / len(items)
 

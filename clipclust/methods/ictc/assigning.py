@@ -19,7 +19,8 @@ import numpy as np
 from clipclust.errors import InputError
 from clipclust.models.llm import DecodeParams, TextGenerator
 
-from clipclust.methods.ictc.grouping import LabelMatcher, _unit
+from clipclust.core.vectors import unit_rows
+from clipclust.methods.ictc.grouping import LabelMatcher
 from clipclust.methods.ictc.matching import _phrase_position, match_answer
 from clipclust.methods.ictc.parsing import name_key
 from clipclust.methods.ictc.prompts import MODES, IctcPrompts, Layout, Mode, assign_request, default_prompts
@@ -68,7 +69,7 @@ def assign_by_embedding(
     labels: Sequence[str] | None = None,
 ) -> Assignment:
     """Nearest name by cosine similarity of ``embed(descriptions)`` and ``embed(names)``."""
-    scores = _unit(embed(list(descriptions))) @ _unit(embed(list(names))).T
+    scores = unit_rows(embed(list(descriptions))) @ unit_rows(embed(list(names))).T
     return assign_by_scores(scores, names, descriptions, labels)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from clipclust.models.llm import DecodeParams, GenerationRequest, TextGenerator
 
 from clipclust.methods.ictc.parsing import _clean_name, is_junk_name, name_key
-from clipclust.methods.ictc.grouping import LabelMatcher, _unit
+from clipclust.core.vectors import unit_rows
+from clipclust.methods.ictc.grouping import LabelMatcher
 from clipclust.methods.ictc.taxonomy import Taxonomy, concept_of_labels, mass, nearest_concepts, place_items
 
 DOMINANT = 0.5
@@ -166,7 +167,7 @@ def place(
             placed[i] = of[tree_labels[hit]] if hit is not None else None
     todo = [i for i, c in enumerate(placed) if c is None]
     found = (rest(todo) if rest is not None and todo
-             else nearest_concepts(desc_vecs, centroids, todo, None if name_vecs is None else _unit(name_vecs)))
+             else nearest_concepts(desc_vecs, centroids, todo, None if name_vecs is None else unit_rows(name_vecs)))
     ids = [c if c is not None else -1 for c in placed]
     for i, c in zip(todo, found):
         ids[i] = int(c)

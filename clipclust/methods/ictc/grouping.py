@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from clipclust.core.vectors import linked_components, unit_rows
 from clipclust.errors import InputError
 
 from clipclust.methods.ictc.matching import _phrase_position
@@ -97,24 +98,12 @@ def group_labels(
     keys = [name_key(lab) for lab in labels]
     vocab = {w for k in keys for w in k.split()}
     folded = [_fold(k, vocab) for k in keys]
-    parent = list(range(len(labels)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
+    links: list[tuple[int, int]] = []
     by_key: dict[str, int] = {}
     for i, key in enumerate(folded):
         for variant in (key, key.replace(" ", "")):  # "fire truck" = "firetruck"
             if variant in by_key:
-                union(i, by_key[variant])
+                links.append((i, by_key[variant]))
             else:
                 by_key[variant] = i
     for i, key in enumerate(folded):
@@ -122,10 +111,10 @@ def group_labels(
         for start in range(1, len(words)):  # longest proper suffix that is itself a label
             head = " ".join(words[start:])
             if head in by_key:
-                union(i, by_key[head])
+                links.append((i, by_key[head]))
                 break
     if embed is not None and len(labels) > 1:
-        vectors = _unit(embed(labels))
+        vectors = unit_rows(embed(labels))
         sims = vectors @ vectors.T
         words = [set(k.split()) for k in keys]
         for i in range(len(labels)):
@@ -135,17 +124,12 @@ def group_labels(
                 # "digit 1" / "digit 7"): the word rules above decide those, similarity only merges
                 # different words for one thing (plane / airplane).
                 if not words[i] & words[j]:
-                    union(i, j)
+                    links.append((i, j))
     members: dict[int, dict[str, int]] = {}
-    for i, lab in enumerate(labels):
-        members.setdefault(find(i), {})[lab] = int(dictionary[lab])
+    for lab, component in zip(labels, linked_components(len(labels), links)):
+        members.setdefault(int(component), {})[lab] = int(dictionary[lab])
     groups = [LabelGroup(_heaviest(m), m) for m in members.values()]
     return sorted(groups, key=lambda g: (-g.count, g.name))
-
-
-def _unit(x: Any) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
 class LabelMatcher:

@@ -16,6 +16,7 @@ from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.core.templates import check_template
+from clipclust.core.vectors import unit_rows
 from clipclust.methods.inputs import check_k, default_name, description_set, keys_digest, parse_k, slugify, split_keys
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, LevelOutput, MethodOutput, MethodSpec,
                                         Option, PreparedInput, at_least_one, register_method, timeout_option)
@@ -177,13 +178,10 @@ def _clip_scorer(clip: dict[str, Any], keys: list[str]) -> Any:
         from clipclust.core.templates import fill
 
         encoder = clip["encoder"] or load_clip(clip["model_spec"], device=clip["device"], identity=clip["set"].model)
-        texts = np.asarray(encoder.encode_texts([fill(clip["template"], n) for n in names]), dtype=np.float64)
+        texts = encoder.encode_texts([fill(clip["template"], n) for n in names])
         set_keys, vectors = clip["workspace"].read_set(clip["set"].id)
         row = {k: i for i, k in enumerate(set_keys)}
-        images = np.asarray(vectors[[row[k] for k in keys]], dtype=np.float64)
-        images /= np.maximum(np.linalg.norm(images, axis=1, keepdims=True), 1e-12)
-        texts /= np.maximum(np.linalg.norm(texts, axis=1, keepdims=True), 1e-12)
-        return images @ texts.T
+        return unit_rows(vectors[[row[k] for k in keys]]) @ unit_rows(texts).T
 
     return scores
 

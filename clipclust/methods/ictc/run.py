@@ -301,8 +301,6 @@ def run_ictc(
         )
 
     def _through_tree(tree: TreeNames, final_names: list[str]) -> Assignment:
-        nonlocal n_llm
-
         def by_llm(rows: list[int]) -> list[int]:
             nonlocal n_llm
             n_llm = len(rows)

@@ -23,7 +23,8 @@ import numpy as np
 
 from clipclust.errors import InputError
 
-from clipclust.methods.ictc.grouping import LabelGroup, _unit
+from clipclust.core.vectors import unit_rows
+from clipclust.methods.ictc.grouping import LabelGroup
 
 Embedder = Callable[[Sequence[str]], Any]
 
@@ -91,16 +92,16 @@ def label_vectors(
     descriptions carrying them) and the descriptions' unit vectors (for what the tree leaves out)."""
     names = sorted({lab for g in groups for lab in g.labels})
     row = {lab: i for i, lab in enumerate(names)}
-    label_vecs = _unit(embed(names)) if names else np.zeros((0, 1))
-    desc_vecs = _unit(embed(list(descriptions)))
+    label_vecs = unit_rows(embed(names)) if names else np.zeros((0, 1))
+    desc_vecs = unit_rows(embed(list(descriptions)))
     group_of = {lab: gi for gi, g in enumerate(groups) for lab in g.labels}
     out = np.zeros((len(groups), desc_vecs.shape[1]))
     for gi, g in enumerate(groups):
         text = sum(c * label_vecs[row[lab]] for lab, c in g.labels.items())
         items = [i for i, lab in enumerate(labels) if group_of.get(lab) == gi]
         desc = desc_vecs[items].mean(axis=0) if items else text
-        out[gi] = text_weight * _unit(np.atleast_2d(text))[0] + (1 - text_weight) * _unit(np.atleast_2d(desc))[0]
-    return _unit(out), desc_vecs
+        out[gi] = text_weight * unit_rows(np.atleast_2d(text))[0] + (1 - text_weight) * unit_rows(np.atleast_2d(desc))[0]
+    return unit_rows(out), desc_vecs
 
 
 def ward_merges(vectors: np.ndarray, weights: Sequence[float]) -> list[tuple[int, int, float]]:
@@ -192,7 +193,7 @@ def place_items(
     for ci in range(len(concepts)):
         rows = [i for i, c in enumerate(placed) if c == ci]
         centroids[ci] = desc_vecs[rows].mean(axis=0) if rows else tax.vectors[concepts[ci][0]]
-    return placed, _unit(centroids)
+    return placed, unit_rows(centroids)
 
 
 def nearest_concepts(desc_vecs: np.ndarray, centroids: np.ndarray, rows: Sequence[int],
