@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import cache
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -226,14 +227,15 @@ def run_ictc(
             ),
         )
         dictionary = count_labels(labels)
+    groups = cache(lambda: group_labels(dictionary, embed))  # the label groups, computed once if at all
     tree: TreeNames | None = None
     names_note = ""
     if tree_needed:
-        tree = measured("step2b", lambda: tree_names(group_labels(dictionary, embed), labels, descriptions, embed, k,
+        tree = measured("step2b", lambda: tree_names(groups(), labels, descriptions, embed, k,
                                                      generator, criterion, name=names_mode == "taxonomy"))
         k = tree.k
         if names_mode == "auto":
-            at_level, why = labels_at_level(tree, group_labels(dictionary, embed), sum(dictionary.values()))
+            at_level, why = labels_at_level(tree, groups(), sum(dictionary.values()))
             names_chosen = "frequent" if at_level and levels == 1 else "taxonomy"
             if names_chosen == "taxonomy":
                 tree.named = measured("step2b", lambda: name_concepts(tree.tax, tree.concepts, generator, criterion))
@@ -256,7 +258,7 @@ def run_ictc(
     elif tree is not None and tree.named is not None:
         final_names, names_outputs = tree.named.names, list(tree.named.outputs.values())
     elif names_mode == "frequent":
-        final_names = frequent_names(group_labels(dictionary, embed), k)
+        final_names = frequent_names(groups(), k)
     else:
         assert generator is not None
         nres: NamesResult = measured(
@@ -270,7 +272,7 @@ def run_ictc(
         final_names, names_outputs, attempts, fallback = nres.names, nres.outputs, nres.attempts, nres.fallback
         if names_mode == "hybrid":
             proposed = list(final_names)
-            hybrid = hybrid_names(proposed, group_labels(dictionary, embed), dictionary, len(descriptions))
+            hybrid = hybrid_names(proposed, groups(), dictionary, len(descriptions))
             final_names, replacements = hybrid.names, hybrid.replacements
 
     longest = max(len(n) for n in final_names)
