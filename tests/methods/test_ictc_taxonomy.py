@@ -174,3 +174,63 @@ def test_auto_names_keep_labels_at_k_level_and_name_concepts_when_labels_are_fin
     deeper = run_ictc(gen, descs, "animal", 6, mode="label-embed", names_mode="auto", embed=toy_embed, levels=2)
     assert deeper.names_mode == "taxonomy" and "levels need the concepts" in deeper.names_choice
     assert [lv.k for lv in deeper.levels] == [2]
+
+
+def values_embed(texts: Sequence[str]) -> np.ndarray:
+    """:func:`toy_embed` where "sea" and "ocean" lie on the sea family's axis and "bird" on the birds'."""
+    out = toy_embed(texts)
+    for row, text in enumerate(texts):
+        words = set(text.split())
+        if words & {"sea", "ocean", "bird"}:
+            out[row] = 0.0
+            out[row, 1 if "bird" in words else 0] = 1.0
+    return out
+
+
+def test_k_auto_takes_the_values_the_criterion_names_over_the_labels_level() -> None:
+    descs, truth = animals()
+    gen = Scripted(labelling())  # the labels stay fine (whale, eagle...) whatever the criterion says
+    res = run_ictc(gen, descs, "sea animal or bird", "auto", mode="label-embed", names_mode="auto",
+                   embed=values_embed)
+    assert res.k == 2 and res.names == ["sea animal", "bird"] and res.cluster_ids == truth
+    assert res.names_sources == ["criterion", "criterion"] and res.names_choice == "auto: the values the criterion names"
+    assert res.k_evidence[0] == ("the criterion names its values (sea animal, bird): k=2, each raw label under "
+                                 "the nearest value")
+    assert res.k_evidence[1] == "sea animal: whale (8), dolphin (6), seal (4)"
+    assert res.coverage == 1.0
+    plain = run_ictc(gen, descs, "animal", "auto", mode="label-embed", names_mode="auto", embed=values_embed)
+    assert plain.k_evidence[0] == "candidates 2..6 by the merge-cost gap of the label tree"  # no values: the gap
+    given = run_ictc(gen, descs, "sea animal or bird", 6, mode="label-embed", names_mode="auto", embed=values_embed)
+    assert given.k == 6 and given.k_evidence == []  # a given K is kept as it is
+    deeper = run_ictc(gen, descs, "sea animal or bird", "auto", mode="label-embed", names_mode="auto",
+                      embed=values_embed, levels=2)
+    assert deeper.levels == [] and any("they are the coarsest level" in w for w in deeper.warnings)
+
+
+def test_values_no_label_lies_near_fall_back_to_the_gap() -> None:
+    descs, truth = animals()
+    gen = Scripted(labelling({"whale": "sea mammals", "eagle": "birds"}))
+    res = run_ictc(gen, descs, "sea or ocean", "auto", mode="label-embed", names_mode="taxonomy", embed=values_embed)
+    assert res.k_evidence[0] == "the criterion names 2 values (sea, ocean) but every raw label lies nearest 'sea'"
+    assert res.k_evidence[1] == "candidates 2..6 by the merge-cost gap of the label tree"
+    assert res.k == 2 and res.cluster_ids == truth
+
+
+def test_a_value_nearer_every_label_does_not_gather_them_all() -> None:
+    """"shore" lies as near the birds as the sea animals; "flyer" nearer birds only, and far from all:
+    uncentred cosines would put every label under "shore"."""
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        out = np.hstack([toy_embed(texts), np.zeros((len(texts), 1))])
+        for row, text in enumerate(texts):
+            if text == "shore":
+                out[row] = 0.0
+                out[row, :2] = 0.5
+            elif text == "flyer":
+                out[row] = 0.0
+                out[row, 1], out[row, -1] = 0.4, 1.0
+        return out
+
+    descs, truth = animals()
+    res = run_ictc(Scripted(labelling()), descs, "shore or flyer", "auto", mode="label-embed", names_mode="auto",
+                   embed=embed)
+    assert res.k == 2 and res.names == ["shore", "flyer"] and res.cluster_ids == truth

@@ -93,6 +93,10 @@ def test_k_auto_chooses_by_silhouette_over_the_range(tmp_path: Path, tiny_text_m
     assert summary.k == best["k"] == summary.params["k_chosen"] == summary.n_clusters
     with pytest.raises(InputError, match="k_range"):
         cc.cluster(ws, method="text", k="auto", k_range=(12, 20), text_model=str(tiny_text_models["plain"]))
+    named = cc.cluster(ws, method="text", k="auto", k_range=(3, 5), criterion="warm or cool colour",
+                       text_model=str(tiny_text_models["plain"]))
+    assert named.k == named.params["k_chosen"] == 2 and named.k_table is None
+    assert named.params["k_evidence"] == ["the criterion names its values (warm colour, cool colour): K=2"]
 
 
 def test_the_criterion_reaches_an_instruction_aware_model_as_its_prefix(tmp_path: Path, tiny_text_models) -> None:

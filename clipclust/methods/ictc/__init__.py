@@ -9,7 +9,8 @@ package takes the descriptions and runs the LLM steps:
   (``frequent``, no LLM call), the LLM's with the unsupported ones replaced (``hybrid``), or the label
   groups in one count-weighted tree cut at K, each concept named at its own level (``taxonomy``: its
   dominant label, else one short cached LLM name, else label statistics), which also chooses K
-  (``auto``) and gives coarser levels;
+  (``auto``: the values a criterion such as "animal or vehicle" names, each label under its nearest
+  value, else the tree's clearest gap) and gives coarser levels;
 - step 3: every description to one name: a free answer matched afterwards (the paper), decoding
   restricted to the names (``constrained``), the step-2a label's name (``label``, ``label-embed``),
   the nearest name in a text embedding space (``embed``) or by CLIP image vectors (``clip``).

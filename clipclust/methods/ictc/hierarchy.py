@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from clipclust.core.vectors import unit_rows
 from clipclust.errors import InputError
+from clipclust.methods.criterion_values import named_values
 from clipclust.models.llm import TextGenerator
 
 from clipclust.methods.ictc.concepts import ConceptNames, coverage_of, name_concepts
 from clipclust.methods.ictc.grouping import LabelGroup
 from clipclust.methods.ictc.taxonomy import (Taxonomy, build_taxonomy, choose_k, coarser_ks, concept_of_labels,
-                                             nested_parents)
+                                             mass, nested_parents)
 
 Embedder = Callable[[Sequence[str]], Any]
 
@@ -33,6 +35,8 @@ class TreeNames:
     concepts: list[list[int]]
     named: ConceptNames | None = None
     k_evidence: list[str] = field(default_factory=list)
+    from_values: bool = False
+    """K and the concepts come from the values the criterion names, not from a cut of the tree."""
 
     @property
     def concept_of(self) -> dict[str, int]:
@@ -56,18 +60,60 @@ def tree_names(
     groups: Sequence[LabelGroup], labels: Sequence[str], descriptions: Sequence[str], embed: Embedder | None,
     k: int | str, generator: TextGenerator | None, criterion: str, *, name: bool = True,
 ) -> TreeNames:
-    """The tree over the label groups, K (``auto``: the clearest gap), and the K concepts named (``name``)."""
+    """The tree over the label groups, K and the K concepts named (``name``). ``auto``: the values the
+    criterion names when it lists them (:func:`by_values`), else the tree's clearest gap."""
     if embed is None:
         raise InputError("the label taxonomy needs a text embedding model")
     auto = k == "auto"
+    if auto and named_values(criterion):
+        found = by_values(groups, labels, descriptions, embed, named_values(criterion))
+        if isinstance(found, TreeNames):
+            return found
+        evidence = found
+    else:
+        evidence = []
     tax, desc_vecs = build_taxonomy(groups, labels, descriptions, embed, k=None if auto else int(k))
-    evidence: list[str] = []
     if auto:
-        k, evidence = choose_k(tax, len(descriptions))
+        k, gap_evidence = choose_k(tax, len(descriptions))
+        evidence += gap_evidence
     k = int(k)
     concepts = tax.cut(k)
     named = name_concepts(tax, concepts, generator, criterion) if name else None
     return TreeNames(tax, desc_vecs, k, concepts, named, evidence)
+
+
+def by_values(
+    groups: Sequence[LabelGroup], labels: Sequence[str], descriptions: Sequence[str], embed: Embedder,
+    values: Sequence[str],
+) -> TreeNames | list[str]:
+    """K and concepts from the values the criterion names: every leaf of the label tree goes under the
+    value nearest it (its labels' and descriptions' vector against the value's text, each value's cosines
+    centred over the leaves), each value that
+    gathers a leaf is a concept named by the value. Returns the evidence lines instead when fewer than
+    two values gather leaves (the caller then reads K off the tree)."""
+    said = ", ".join(values)
+    try:
+        tax, desc_vecs = build_taxonomy(groups, labels, descriptions, embed, k=len(values))
+    except InputError:
+        return [f"the criterion names {len(values)} values ({said}) but the raw labels form fewer concepts"]
+    scores = tax.vectors @ unit_rows(np.asarray(embed(list(values)), dtype=np.float64)).T
+    # Centred per value over the leaves: a value whose text lies nearer everything ("string instrument"
+    # beside "wind instrument" in MiniLM) would otherwise gather every leaf.
+    nearest = np.argmax(scores - scores.mean(axis=0, keepdims=True), axis=1)
+    kept = [v for v in range(len(values)) if (nearest == v).any()]
+    missing = [values[v] for v in range(len(values)) if v not in kept]
+    if len(kept) < 2:
+        return [f"the criterion names {len(values)} values ({said}) but every raw label lies nearest "
+                f"{values[kept[0]] if kept else values[0]!r}"]
+    concepts = [[int(i) for i in np.flatnonzero(nearest == v)] for v in kept]
+    names = [values[v] for v in kept]
+    evidence = [f"the criterion names its values ({said}): k={len(kept)}, each raw label under the nearest value"]
+    evidence += [f"{n}: " + ", ".join(f"{lab} ({c})" for lab, c in list(mass(tax, leaves).items())[:6])
+                 for n, leaves in zip(names, concepts)]
+    if missing:
+        evidence.append(f"no raw label lies nearest {', '.join(map(repr, missing))}: left out")
+    named = ConceptNames(names, ["criterion"] * len(names))
+    return TreeNames(tax, desc_vecs, len(kept), concepts, named, evidence, from_values=True)
 
 
 def coarser_levels(
@@ -76,6 +122,8 @@ def coarser_levels(
 ) -> tuple[list[Level], list[str]]:
     """The ``levels - 1`` coarser cuts (coarsest first), each named like the fine one, and warnings
     when the fine K leaves no room for them."""
+    if tree.from_values:
+        return [], [f"the criterion names its {tree.k} values: they are the coarsest level, 1 level stored"]
     ks = coarser_ks(tree.tax, tree.k, levels)
     warnings = []
     if len(ks) < levels - 1:

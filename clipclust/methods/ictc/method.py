@@ -14,6 +14,7 @@ import numpy as np
 from clipclust.store import Workspace
 from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
+from clipclust.methods.criterion_values import named_values
 from clipclust.core.textfiles import check_line
 from clipclust.core.templates import check_template
 from clipclust.core.vectors import unit_rows
@@ -38,7 +39,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         raise InputError("the ictc method needs a criterion (what to cluster by, e.g. mood)", option="criterion")
     k = parse_k(req.k)
     if k is None:
-        raise InputError("the ictc method needs the number of clusters, or auto (chosen from the raw labels)",
+        raise InputError("the ictc method needs the number of clusters, or auto (from the criterion's values or the raw labels)",
                          option="k")
     levels = int(req.option("levels", 1))
     if levels > 1 and req.option("names") not in ("taxonomy", "auto"):
@@ -89,6 +90,8 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         "text_model": text_encoder.identity if text_encoder is not None else None,
         "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
         **({"levels": levels} if levels > 1 else {}),  # absent at 1: a flat request keeps its old identity
+        # K read off the criterion's own values (absent otherwise: earlier auto runs stay reusable)
+        **({"k_values": named_values(criterion)} if k == "auto" and named_values(criterion) else {}),
     }
     return PreparedInput(
         identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,
@@ -235,7 +238,8 @@ LLM_BACKEND_OPTIONS = ("n_ctx", "n_gpu_layers", "n_threads", "temperature", "top
 
 register_method(MethodSpec(
     "ictc", "IC|TC: an LLM labels each stored description for a criterion, names K clusters and assigns every "
-    "item; criterion, k (or auto: chosen from the raw labels' taxonomy) and llm are required, and every LLM "
+    "item; criterion, k (or auto: the number of values the criterion names, as in 'animal or vehicle', else "
+    "chosen from the raw labels' taxonomy) and llm are required, and every LLM "
     "answer is cached in the workspace, so a forced re-run loads no LLM", prepare_ictc, compute_ictc, report=report_ictc,
     options=(
         Option("criterion", short="c", check=lambda c: check_line(str(c), "criterion"),

@@ -234,7 +234,11 @@ def run_ictc(
         tree = measured("step2b", lambda: tree_names(groups(), labels, descriptions, embed, k,
                                                      generator, criterion, name=names_mode == "taxonomy"))
         k = tree.k
-        if names_mode == "auto":
+        if tree.from_values and names_mode not in ("auto", "taxonomy"):
+            tree.named = None  # the names mode asked for names the values' K, as it would a given K
+        if names_mode == "auto" and tree.from_values:
+            names_note, names_mode = "auto: the values the criterion names", "taxonomy"
+        elif names_mode == "auto":
             at_level, why = labels_at_level(tree, groups(), sum(dictionary.values()))
             names_chosen = "frequent" if at_level and levels == 1 else "taxonomy"
             if names_chosen == "taxonomy":

@@ -18,6 +18,7 @@ import numpy as np
 from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.errors import InputError, step
+from clipclust.methods.criterion_values import named_values
 from clipclust.methods.inputs import (check_k, default_name, description_set, full_centroids, keys_digest, parse_k,
                                       silhouette_k, slugify, split_keys)
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
@@ -93,6 +94,8 @@ def prepare_text(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     }
     if k == "auto":
         identity["k_range"] = list(req.k_range)
+        if criterion and named_values(criterion):  # K read off the criterion (absent: older runs reused)
+            identity["k_values"] = named_values(criterion)
     base = f"text-{slugify(criterion or info.name, 40)}" + (f"-{slugify(req.split)}" if req.split else "")
     return PreparedInput(identity, default_name(workspace, base, info), {"input": info}, keys,
                          np.zeros((len(keys), 0)),
@@ -114,7 +117,11 @@ def compute_text(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     prepared.sets.update(input=ctx["workspace"].resolve_set(embedded.set_id), descriptions=prepared.sets["input"])
     seed, k = ctx["seed"], ctx["k"]
     details: dict[str, Any] = {"seed": seed}
-    if k == "auto":
+    values = named_values(ctx["criterion"] or "") if k == "auto" else []
+    if 2 <= len(values) < X.shape[0]:  # the criterion says how many groups it makes
+        k = len(values)
+        details.update(k_chosen=k, k_evidence=[f"the criterion names its values ({', '.join(values)}): K={k}"])
+    elif k == "auto":
         k, details["k_table"] = silhouette_k(X, "kmeans", req.k_range, seed, reporter)
         details["k_chosen"] = int(k)
     ids = cluster(X, "kmeans", int(k), seed).ids
@@ -132,6 +139,7 @@ def report_text(summary: ClusteringSummary) -> list[str]:
     silently), and how many descriptions the model embedded in this run."""
     params = summary.params
     lines = [f"  {params['criterion_note']}"] if params.get("criterion_note") else []
+    lines += [f"  K: {line}" for line in params.get("k_evidence") or []]
     where = f"  k-means on {params.get('text_model_name')} embeddings of the descriptions"
     if not summary.reused:
         n = params.get("n_encoded", 0)
