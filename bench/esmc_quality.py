@@ -183,11 +183,11 @@ def main() -> None:
 
 def _auto(X, y, coarse_y, args, states, texts) -> None:
     """-k auto's choice (chosen K against the classes, ACC against the known-K run) and --levels 2's cut."""
-    from clipclust.methods.esmc.taxonomy import auto_k, coarse_cuts
+    from clipclust.methods.esmc.taxonomy import choose_k, coarse_cuts
 
     n_classes = len(set(y))
     low, high = (int(v) for v in args.k_range.split(":"))
-    k, evidence, _ = auto_k(X, (low, high), 0)
+    k, evidence, _ = choose_k(X, args.criterion, (low, high), 0)
     for line in evidence:
         print(f"    auto: {line}")
     known = cluster(X, "kmeans", n_classes, 0).ids

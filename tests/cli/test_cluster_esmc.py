@@ -263,3 +263,14 @@ def test_k_auto_and_levels_store_a_linked_taxonomy_with_the_evidence(cli, descri
     assert "2 clusters leave no room for 1 coarser level(s)" in flat.err
     bad = esmc(cli, tiny_causal_lm_dir, "--levels", "4")
     assert bad.code == 2 and one_error_line(bad).startswith("clipclust: error: --levels: 4: expected 1 (flat), 2 or 3")
+
+
+def test_k_auto_takes_the_number_of_values_the_criterion_names(cli, described: Path, tiny_causal_lm_dir: Path) -> None:
+    res = esmc(cli, tiny_causal_lm_dir, "-k", "auto", "--criterion", "red or blue", "--k-range", "3:5", "--name", "rb")
+    assert res.code == 0, res.err
+    params = Workspace(described).read_clustering("rb")["params"]
+    assert params["k_chosen"] == 2 and params["k"] == 2  # the criterion's two values, outside the range
+    assert params["k_evidence"] == ["the criterion names its values (red, blue): K=2"]
+    assert "  K: the criterion names its values (red, blue): K=2" in res.out
+    plain = esmc(cli, tiny_causal_lm_dir, "-k", "auto", "--k-range", "3:5", "--name", "plain")
+    assert plain.code == 0 and "eigengap" in Workspace(described).read_clustering("plain")["params"]["k_evidence"][0]

@@ -178,3 +178,17 @@ def test_ward_levels_nest_the_fine_clusters_and_auto_k_finds_separated_groups() 
     five = np.repeat(rng.normal(size=(5, 8)) * 10, 12, axis=0) + rng.normal(size=(60, 8))
     k, evidence, table = auto_k(five, (2, 8), seed=0)
     assert k == 5 and "chosen K=5" in evidence[-1] and [row["k"] for row in table] == list(range(2, 9))
+    assert evidence[0].startswith("largest eigengap of the states' cosine k-NN graph") and "K=5" in evidence[0]
+    assert max(table, key=lambda row: row["votes"])["k"] == 5
+
+
+def test_auto_k_on_a_large_set_solves_each_component_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lanczos finds one copy of a repeated eigenvalue: five separate groups (five zeros) must still read K=5."""
+    import clipclust.methods.esmc.taxonomy as taxonomy
+
+    rng = np.random.default_rng(1)
+    five = np.repeat(rng.normal(size=(5, 8)) * 10, 12, axis=0) + rng.normal(size=(60, 8))
+    monkeypatch.setattr(taxonomy, "DENSE_EIGEN_MAX", 5)
+    values = taxonomy.laplacian_spectrum(five, 8, 8)
+    assert np.allclose(values[:5], 0.0, atol=1e-8) and values[5] > 0.5
+    assert taxonomy.auto_k(five, (2, 8), seed=0)[0] == 5

@@ -22,6 +22,7 @@ from clipclust.errors import InputError, step
 from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.methods.inputs import check_k, default_name, description_set, full_centroids, keys_digest, parse_k, slugify, split_keys
+from clipclust.methods.criterion_values import named_values
 from clipclust.methods.head.method import head_identity, refine_with_head
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, LevelOutput, MethodOutput, MethodSpec,
                                         Option, PreparedInput, at_least_one, register_method, timeout_option)
@@ -125,6 +126,8 @@ def prepare_esmc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
     }
     if k == "auto":
         identity["k_range"] = list(req.k_range)
+        if named_values(criterion):  # K read off the criterion, not the states (absent: older runs reused)
+            identity["k_values"] = named_values(criterion)
     if req.option("levels") != 1:  # absent at 1, so that flat clusterings stored before levels are reused
         identity["levels"] = req.option("levels")
     if req.refine == "head":
@@ -170,10 +173,10 @@ def compute_esmc(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     k, seed = ctx["k"], ctx["seed"]
     chosen: dict[str, Any] = {}
     if k == "auto":
-        from clipclust.methods.esmc.taxonomy import auto_k
+        from clipclust.methods.esmc.taxonomy import choose_k
 
-        k, evidence, table = auto_k(X, req.k_range, seed)
-        chosen = {"k_chosen": k, "k_evidence": evidence, "k_jumps": table}
+        k, evidence, table = choose_k(X, state_req.criterion, req.k_range, seed)
+        chosen = {"k_chosen": k, "k_evidence": evidence, "k_scores": table}  # per candidate: eigengap votes and gaps
     details: dict[str, Any] = {
         "seed": seed, "k": k, "criterion": state_req.criterion, "feature": req.option("feature"),
         "layer": states.layer, "position": states.position, "model": states.model_identity,
