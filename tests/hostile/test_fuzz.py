@@ -281,6 +281,7 @@ def _storable(text: str) -> bool:
 @FAST
 @given(ANY_TEXT)
 @example("**Answer:** 1. Cats - because they purr")
+@example("0_:")  # normalise was not idempotent: "0_" then "0"
 def test_an_answer_is_read_into_a_normalised_label(text: str):
     from clipclust.methods.ictc.parsing import normalise, parse_answer, short_label
 

@@ -15,10 +15,9 @@ def normalise(text: str) -> str:
     """Lower-case, strip markdown, quotes, brackets and edge punctuation, collapse whitespace."""
     t = unicodedata.normalize("NFKC", text)
     t = t.replace("**", "").replace("__", "").replace("`", "")
-    t = t.strip().strip(_QUOTES + "[](){}<>*#_~").strip()
     t = re.sub(r"\s+", " ", t).lower()
-    t = t.strip(" .,;:!?" + _QUOTES + "[](){}<>*").strip()
-    return t
+    # One strip over every edge character, so that normalising twice changes nothing ("0_:" -> "0").
+    return t.strip(" .,;:!?" + _QUOTES + "[](){}<>*#_~").strip()
 
 
 def _singular(word: str) -> str:
