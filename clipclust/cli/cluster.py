@@ -25,7 +25,8 @@ HELP = """Cluster a stored set and keep the result under a name (re-running the 
 (kmeans, spectral, agglomerative, hdbscan) cluster any item-keyed set that 'clipclust info' lists
 (--on image, 'fused-label:TEMPLATE', zeroshot, agnostic, ... by name, kind or id); -k auto picks K by
 silhouette and prints the table.  ictc and esmc read a description set ('clipclust describe') or, for
-esmc --mllm, the images.  Labels are never read while clustering, except by the fused workflow's
+esmc --mllm, the images; their -k auto (and text's) takes the values a criterion names ("animal or
+vehicle": 2), else the raw labels' tree (ictc), the states' eigengap (esmc) or the silhouette (text).  Labels are never read while clustering, except by the fused workflow's
 majority vote.
 
 \b
@@ -64,7 +65,7 @@ def cluster_command(
                                "fused, ictc, esmc, ... (its options are listed under its name)."),
     on: Optional[str] = typer.Option(None, "--on", help="Stored set to cluster (name, kind or id; default image, "
                                      "or fused-label for --method fused)."),
-    k: Optional[str] = typer.Option(None, "-k", "--clusters", help="Number of clusters, or 'auto' (silhouette)."),
+    k: Optional[str] = typer.Option(None, "-k", "--clusters", help="Number of clusters, or 'auto' (chosen from the data; see above)."),
     k_range: str = typer.Option("2:10", "--k-range", help="Candidates MIN:MAX for -k auto."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0; 42 for --method fused)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name to store it under (default: method + set)."),
