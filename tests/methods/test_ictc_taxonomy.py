@@ -202,6 +202,9 @@ def test_k_auto_takes_the_values_the_criterion_names_over_the_labels_level() -> 
     assert plain.k_evidence[0] == "candidates 2..6 by the merge-cost gap of the label tree"  # no values: the gap
     given = run_ictc(gen, descs, "sea animal or bird", 6, mode="label-embed", names_mode="auto", embed=values_embed)
     assert given.k == 6 and given.k_evidence == []  # a given K is kept as it is
+    frequent = run_ictc(gen, descs, "sea animal or bird", "auto", mode="label-embed", names_mode="frequent",
+                        embed=values_embed)
+    assert frequent.k == 2 and frequent.names == ["whale", "eagle"]  # the names mode asked for, at the values' K
     deeper = run_ictc(gen, descs, "sea animal or bird", "auto", mode="label-embed", names_mode="auto",
                       embed=values_embed, levels=2)
     assert deeper.levels == [] and any("they are the coarsest level" in w for w in deeper.warnings)
