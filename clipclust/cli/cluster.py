@@ -26,8 +26,8 @@ HELP = """Cluster a stored set and keep the result under a name (re-running the 
 (--on image, 'fused-label:TEMPLATE', zeroshot, agnostic, ... by name, kind or id); -k auto picks K by
 silhouette and prints the table.  ictc and esmc read a description set ('clipclust describe') or, for
 esmc --mllm, the images; their -k auto (and text's) takes the values a criterion names ("animal or
-vehicle": 2), else the raw labels' tree (ictc), the states' eigengap (esmc) or the silhouette (text).  Labels are never read while clustering, except by the fused workflow's
-majority vote.
+vehicle": 2), else the raw labels' tree (ictc), the states' eigengap (esmc) or the silhouette (text).
+Labels are never read while clustering, except by the fused workflow's majority vote.
 
 \b
 Examples:

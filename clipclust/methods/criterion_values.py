@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_VALUES", "named_values"]
+__all__ = ["MAX_VALUES", "k_from_values", "named_values"]
 
 MAX_VALUES = 12
 """More alternatives than this read as a list of examples, not a partition."""
@@ -60,3 +60,12 @@ def named_values(criterion: str) -> list[str]:
         if name.lower() not in {o.lower() for o in out}:
             out.append(name)
     return out if 2 <= len(out) <= MAX_VALUES else []
+
+
+def k_from_values(criterion: str, n_items: int) -> tuple[int, str] | None:
+    """``-k auto`` read off the criterion: the number of values it names and the evidence line, when it
+    names fewer than ``n_items``; None otherwise (the method reads K off its data)."""
+    values = named_values(criterion)
+    if not 2 <= len(values) < n_items:
+        return None
+    return len(values), f"the criterion names its values ({', '.join(values)}): K={len(values)}"

@@ -32,3 +32,11 @@ def test_alternatives_are_the_values(criterion: str, values: list[str]) -> None:
 ])
 def test_criteria_that_name_no_values(criterion: str) -> None:
     assert named_values(criterion) == []
+
+
+def test_k_from_values_needs_fewer_values_than_items() -> None:
+    from clipclust.methods.criterion_values import k_from_values
+
+    assert k_from_values("animal or vehicle", 10) == (2, "the criterion names its values (animal, vehicle): K=2")
+    assert k_from_values("animal or vehicle", 2) is None  # as many values as items: not a clustering
+    assert k_from_values("object", 10) is None

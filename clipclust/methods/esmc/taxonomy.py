@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from clipclust.methods.criterion_values import named_values
+from clipclust.methods.criterion_values import k_from_values
 
 __all__ = ["Cut", "WardTree", "auto_k", "choose_k", "coarse_cuts", "ward_tree"]
 
@@ -207,7 +207,7 @@ def auto_k(X: np.ndarray, k_range: tuple[int, int], seed: int) -> tuple[int, lis
 def choose_k(X: np.ndarray, criterion: str, k_range: tuple[int, int], seed: int) -> tuple[int, list[str], list[dict[str, Any]]]:
     """``-k auto``: the number of values the criterion names ("animal or vehicle": 2) when it names
     fewer than the items, else :func:`auto_k` on the states. Same return as :func:`auto_k`."""
-    values = named_values(criterion)
-    if 2 <= len(values) < np.asarray(X).shape[0]:
-        return len(values), [f"the criterion names its values ({', '.join(values)}): K={len(values)}"], []
+    found = k_from_values(criterion, np.asarray(X).shape[0])
+    if found is not None:
+        return found[0], [found[1]], []
     return auto_k(X, k_range, seed)

@@ -65,8 +65,9 @@ def tree_names(
     if embed is None:
         raise InputError("the label taxonomy needs a text embedding model")
     auto = k == "auto"
-    if auto and named_values(criterion):
-        found = by_values(groups, labels, descriptions, embed, named_values(criterion))
+    values = named_values(criterion) if auto else []
+    if values:
+        found = by_values(groups, labels, descriptions, embed, values)
         if isinstance(found, TreeNames):
             return found
         evidence = found

@@ -91,7 +91,7 @@ def prepare_ictc(workspace: Workspace, req: ClusterRequest) -> PreparedInput:
         "clip": None if clip is None else {"image_set": clip["set"].id, "template": clip["template"]},
         **({"levels": levels} if levels > 1 else {}),  # absent at 1: a flat request keeps its old identity
         # K read off the criterion's own values (absent otherwise: earlier auto runs stay reusable)
-        **({"k_values": named_values(criterion)} if k == "auto" and named_values(criterion) else {}),
+        **({"k_values": values} if k == "auto" and (values := named_values(criterion)) else {}),
     }
     return PreparedInput(
         identity, default_name(workspace, f"ictc-{slugify(criterion)}", info), {"input": info}, keys,

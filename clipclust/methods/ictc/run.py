@@ -235,7 +235,7 @@ def run_ictc(
                                                      generator, criterion, name=names_mode == "taxonomy"))
         k = tree.k
         if tree.from_values and names_mode not in ("auto", "taxonomy"):
-            tree.named = None  # the names mode asked for names the values' K, as it would a given K
+            tree.named = None  # an explicit names mode names the values' K as it would a given K
         if names_mode == "auto" and tree.from_values:
             names_note, names_mode = "auto: the values the criterion names", "taxonomy"
         elif names_mode == "auto":

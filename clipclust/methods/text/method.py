@@ -18,7 +18,7 @@ import numpy as np
 from clipclust.core.progress import Reporter
 from clipclust.core.textfiles import check_line
 from clipclust.errors import InputError, step
-from clipclust.methods.criterion_values import named_values
+from clipclust.methods.criterion_values import k_from_values, named_values
 from clipclust.methods.inputs import (check_k, default_name, description_set, full_centroids, keys_digest, parse_k,
                                       silhouette_k, slugify, split_keys)
 from clipclust.methods.registry import (ClusteringSummary, ClusterRequest, MethodOutput, MethodSpec, Option,
@@ -117,10 +117,10 @@ def compute_text(prepared: PreparedInput, req: ClusterRequest, reporter: Reporte
     prepared.sets.update(input=ctx["workspace"].resolve_set(embedded.set_id), descriptions=prepared.sets["input"])
     seed, k = ctx["seed"], ctx["k"]
     details: dict[str, Any] = {"seed": seed}
-    values = named_values(ctx["criterion"] or "") if k == "auto" else []
-    if 2 <= len(values) < X.shape[0]:  # the criterion says how many groups it makes
-        k = len(values)
-        details.update(k_chosen=k, k_evidence=[f"the criterion names its values ({', '.join(values)}): K={k}"])
+    found = k_from_values(ctx["criterion"] or "", X.shape[0]) if k == "auto" else None
+    if found is not None:  # the criterion says how many groups it makes
+        k = found[0]
+        details.update(k_chosen=k, k_evidence=[found[1]])
     elif k == "auto":
         k, details["k_table"] = silhouette_k(X, "kmeans", req.k_range, seed, reporter)
         details["k_chosen"] = int(k)
